@@ -1,0 +1,55 @@
+"""Typed records -> the JSON documents Lambda answers with (field names as AWS spells them)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from lambdad.control.model import FunctionConfig
+
+
+def runtime_version_arn(config: FunctionConfig) -> str:
+    digest = hashlib.sha256(config.runtime.encode()).hexdigest()
+    return f"arn:aws:lambda:{config.region}::runtime:{digest}"
+
+
+def function_configuration(config: FunctionConfig, *, listing: bool = False) -> dict[str, Any]:
+    """FunctionConfiguration; list items omit the state fields, as ListFunctions does."""
+    doc: dict[str, Any] = {
+        "FunctionName": config.name,
+        "FunctionArn": config.arn,
+        "Runtime": config.runtime,
+        "Role": config.role,
+        "Handler": config.handler,
+        "CodeSize": config.code_size,
+        "Description": config.description,
+        "Timeout": config.timeout,
+        "MemorySize": config.memory_size,
+        "LastModified": config.last_modified,
+        "CodeSha256": config.code_sha256,
+        "Version": config.version,
+        "TracingConfig": {"Mode": config.tracing_mode},
+        "RevisionId": config.revision_id,
+        "PackageType": config.package_type,
+        "Architectures": list(config.architectures),
+        "EphemeralStorage": {"Size": config.ephemeral_storage},
+        "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+        "LoggingConfig": {"LogFormat": config.log_format, "LogGroup": config.log_group},
+    }
+    if config.environment:
+        doc["Environment"] = {"Variables": dict(config.environment)}
+    if listing:
+        return doc
+    doc["RuntimeVersionConfig"] = {"RuntimeVersionArn": runtime_version_arn(config)}
+    doc["State"] = config.state.value
+    if config.state_reason:
+        doc["StateReason"] = config.state_reason
+    if config.state_reason_code:
+        doc["StateReasonCode"] = config.state_reason_code
+    if config.last_update_status is not None:
+        doc["LastUpdateStatus"] = config.last_update_status.value
+    if config.last_update_status_reason:
+        doc["LastUpdateStatusReason"] = config.last_update_status_reason
+    if config.last_update_status_reason_code:
+        doc["LastUpdateStatusReasonCode"] = config.last_update_status_reason_code
+    return doc

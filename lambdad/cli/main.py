@@ -1,0 +1,69 @@
+"""The `lambdad` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lambdad.settings import DEFAULT_PORT, DEFAULT_REGION, Settings, default_data_dir
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from lambdad.server import serve
+
+    settings = Settings(
+        data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(dict(os.environ)),
+        host=args.host,
+        port=args.port,
+        region=args.region,
+        account_id=args.account_id,
+        keep_alive_seconds=args.keep_alive,
+        async_retry_delays=tuple(float(x) for x in args.async_retry_delays.split(",") if x),
+    )
+    serve(settings)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lambdad", description="AWS Lambda, self-hosted.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the API and the execution engine")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument(
+        "--data-dir", default=None, help="default: $LAMBDAD_DATA_DIR or ~/.local/share/lambdad"
+    )
+    serve.add_argument("--region", default=DEFAULT_REGION)
+    serve.add_argument("--account-id", default="000000000000")
+    serve.add_argument(
+        "--keep-alive",
+        type=float,
+        default=300.0,
+        help="seconds an idle execution environment is kept warm",
+    )
+    serve.add_argument(
+        "--async-retry-delays",
+        default="60,120",
+        help="seconds before each retry of a failed Event invocation",
+    )
+    serve.set_defaults(func=_serve)
+    try:
+        from lambdad.cli.commands import register
+    except ImportError:
+        pass
+    else:
+        register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""FunctionRegistry: create, read, update and delete functions; the source of truth in memory.
+
+Every function is held in memory (the invoke path reads it without touching SQLite) and written
+through to the MetadataStore. Code packages are validated, stored by content and extracted once
+at deploy time, so an environment's cold start never unzips anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import orjson
+
+from lambdad.control.arns import FunctionRef
+from lambdad.control.model import (
+    LATEST,
+    FunctionConfig,
+    FunctionState,
+    UpdateStatus,
+    aws_timestamp,
+    function_arn,
+    new_revision_id,
+)
+from lambdad.control.package import CodePackage, inspect_zip
+from lambdad.errors import (
+    InvalidParameterValueException,
+    PreconditionFailedException,
+    ResourceConflictException,
+    ResourceNotFoundException,
+    ValidationException,
+)
+from lambdad.runtime.launch import RESERVED_KEYS
+from lambdad.runtime.runtimes import Family, RuntimeCatalog
+from lambdad.store.blobs import BlobStore
+from lambdad.store.code_cache import CodeCache
+from lambdad.store.metadata import MetadataStore
+
+log = logging.getLogger(__name__)
+
+MAX_ENVIRONMENT_BYTES = 4096
+MAX_TAGS = 50
+MEMORY_RANGE = (128, 10240)
+TIMEOUT_RANGE = (1, 900)
+EPHEMERAL_RANGE = (512, 10240)
+
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    """Configuration a caller sets; None means 'default' on create and 'unchanged' on update."""
+
+    runtime: str | None = None
+    handler: str | None = None
+    role: str | None = None
+    description: str | None = None
+    timeout: int | None = None
+    memory_size: int | None = None
+    ephemeral_storage: int | None = None
+    environment: Mapping[str, str] | None = None
+    architectures: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class AccountUsage:
+    function_count: int
+    total_code_size: int
+
+
+ChangeListener = Callable[[FunctionConfig | None, str, str], None]
+
+
+class FunctionRegistry:
+    def __init__(
+        self,
+        store: MetadataStore,
+        blobs: BlobStore,
+        code: CodeCache,
+        catalog: RuntimeCatalog,
+        region: str,
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._code = code
+        self._catalog = catalog
+        self.region = region
+        # (account id, function name) -> $LATEST configuration
+        self._functions: dict[tuple[str, str], FunctionConfig] = {}
+        self._listeners: list[ChangeListener] = []
+        # (account, name) -> lock serialising updates of one function
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def load(self) -> None:
+        for record in self._store.load_functions():
+            config = FunctionConfig.from_record(record)
+            self._functions[(config.account_id, config.name)] = config
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Call listener(new config or None when deleted, account, name) after every change."""
+        self._listeners.append(listener)
+
+    # reads -------------------------------------------------------------------------------
+    def get(self, account_id: str, ref: FunctionRef) -> FunctionConfig:
+        """The function version a reference names, or AWS's ResourceNotFoundException."""
+        config = self._functions.get((account_id, ref.name))
+        qualifier = ref.qualifier or LATEST
+        if config is None or (ref.account_id not in (None, account_id)):
+            raise not_found(self.region, account_id, ref.name, ref.qualifier)
+        if qualifier != LATEST:
+            raise not_found(self.region, account_id, ref.name, qualifier)
+        return config
+
+    def lookup(self, account_id: str, name: str) -> FunctionConfig | None:
+        """Hot-path read: the $LATEST configuration or None."""
+        return self._functions.get((account_id, name))
+
+    def functions(self, account_id: str) -> list[FunctionConfig]:
+        return sorted(
+            (c for (acct, _), c in self._functions.items() if acct == account_id),
+            key=lambda c: c.name,
+        )
+
+    def usage(self, account_id: str) -> AccountUsage:
+        functions = self.functions(account_id)
+        return AccountUsage(len(functions), sum(c.code_size for c in functions))
+
+    def code_blob(self, key: str) -> bytes:
+        return self._blobs.get(key)
+
+    # writes ------------------------------------------------------------------------------
+    async def create(
+        self,
+        account_id: str,
+        name: str,
+        settings: FunctionSettings,
+        zip_bytes: bytes,
+        tags: Mapping[str, str],
+    ) -> FunctionConfig:
+        async with self._lock(account_id, name):
+            if (account_id, name) in self._functions:
+                raise ResourceConflictException(f"Function already exist: {name}")
+            if not settings.runtime or not settings.handler:
+                raise InvalidParameterValueException(
+                    "Runtime and Handler are mandatory parameters for functions created with "
+                    "deployment packages."
+                )
+            self._check_settings(settings)
+            self._check_tags(tags)
+            package = await self._store_code(zip_bytes, settings.runtime)
+            assert settings.role is not None
+            created = FunctionConfig(
+                account_id=account_id,
+                region=self.region,
+                name=name,
+                runtime=settings.runtime,
+                handler=settings.handler,
+                role=settings.role,
+                code_key=package.sha256_hex,
+                code_sha256=package.code_sha256,
+                code_size=package.code_size,
+                description=settings.description or "",
+                timeout=settings.timeout if settings.timeout is not None else 3,
+                memory_size=settings.memory_size or 128,
+                ephemeral_storage=settings.ephemeral_storage or 512,
+                environment=dict(settings.environment or {}),
+                architectures=settings.architectures or ("x86_64",),
+                tags=dict(tags),
+            )
+            # The package is extracted already, so the function is Active at once; the create
+            # response still shows Pending, as AWS's does.
+            self._save(self._activated(created))
+            return created
+
+    async def update_code(
+        self, account_id: str, ref: FunctionRef, zip_bytes: bytes, revision_id: str | None
+    ) -> FunctionConfig:
+        async with self._lock(account_id, ref.name):
+            current = self.get(account_id, ref)
+            self._check_revision(current, revision_id)
+            package = await self._store_code(zip_bytes, current.runtime)
+            updated = current.evolve(
+                code_key=package.sha256_hex,
+                code_sha256=package.code_sha256,
+                code_size=package.code_size,
+                **_in_progress(),
+            )
+            self._save(self._successful(updated))
+            return updated
+
+    async def update_configuration(
+        self,
+        account_id: str,
+        ref: FunctionRef,
+        settings: FunctionSettings,
+        revision_id: str | None,
+    ) -> FunctionConfig:
+        async with self._lock(account_id, ref.name):
+            current = self.get(account_id, ref)
+            self._check_revision(current, revision_id)
+            self._check_settings(settings)
+            changes: dict[str, object] = {
+                field: value
+                for field, value in (
+                    ("runtime", settings.runtime),
+                    ("handler", settings.handler),
+                    ("role", settings.role),
+                    ("description", settings.description),
+                    ("timeout", settings.timeout),
+                    ("memory_size", settings.memory_size),
+                    ("ephemeral_storage", settings.ephemeral_storage),
+                    ("architectures", settings.architectures),
+                )
+                if value is not None
+            }
+            if settings.environment is not None:
+                changes["environment"] = dict(settings.environment)
+            updated = current.evolve(**changes, **_in_progress())
+            if settings.runtime is not None and settings.runtime != current.runtime:
+                await self._precompile(current.code_key, settings.runtime)
+            self._save(self._successful(updated))
+            return updated
+
+    async def delete(self, account_id: str, ref: FunctionRef) -> None:
+        async with self._lock(account_id, ref.name):
+            if ref.qualifier not in (None, LATEST):
+                self.get(account_id, ref)  # unknown versions: not found
+            if ref.qualifier == LATEST:
+                raise InvalidParameterValueException(
+                    "$LATEST version cannot be deleted without deleting the function."
+                )
+            self.get(account_id, ref)
+            self._store.delete_function(account_id, ref.name)
+            del self._functions[(account_id, ref.name)]
+            self._locks.pop((account_id, ref.name), None)
+            for listener in self._listeners:
+                listener(None, account_id, ref.name)
+
+    # tags ----------------------------------------------------------------------------------
+    def tag(self, account_id: str, ref: FunctionRef, tags: Mapping[str, str]) -> None:
+        current = self._taggable(account_id, ref)
+        merged = {**current.tags, **tags}
+        self._check_tags(merged)
+        self._save(current.evolve(tags=merged), notify=False)
+
+    def untag(self, account_id: str, ref: FunctionRef, keys: list[str]) -> None:
+        current = self._taggable(account_id, ref)
+        remaining = {k: v for k, v in current.tags.items() if k not in set(keys)}
+        self._save(current.evolve(tags=remaining), notify=False)
+
+    def tags(self, account_id: str, ref: FunctionRef) -> dict[str, str]:
+        return dict(self._taggable(account_id, ref).tags)
+
+    def _taggable(self, account_id: str, ref: FunctionRef) -> FunctionConfig:
+        if ref.qualifier is not None:
+            raise InvalidParameterValueException(
+                "Tags on function aliases and versions are not supported. Please specify a "
+                "function ARN."
+            )
+        return self.get(account_id, ref)
+
+    # helpers ---------------------------------------------------------------------------------
+    def _lock(self, account_id: str, name: str) -> asyncio.Lock:
+        return self._locks.setdefault((account_id, name), asyncio.Lock())
+
+    def _save(self, config: FunctionConfig, notify: bool = True) -> None:
+        self._store.put_function(config.account_id, config.name, config.version, config.to_record())
+        self._functions[(config.account_id, config.name)] = config
+        if notify:
+            for listener in self._listeners:
+                listener(config, config.account_id, config.name)
+
+    @staticmethod
+    def _activated(config: FunctionConfig) -> FunctionConfig:
+        return config.evolve(
+            state=FunctionState.ACTIVE,
+            state_reason=None,
+            state_reason_code=None,
+            last_update_status=UpdateStatus.SUCCESSFUL,
+            revision_id=new_revision_id(),
+        )
+
+    @staticmethod
+    def _successful(config: FunctionConfig) -> FunctionConfig:
+        return config.evolve(
+            last_update_status=UpdateStatus.SUCCESSFUL,
+            last_update_status_reason=None,
+            last_update_status_reason_code=None,
+            revision_id=new_revision_id(),
+        )
+
+    @staticmethod
+    def _check_revision(current: FunctionConfig, revision_id: str | None) -> None:
+        if revision_id is not None and revision_id != current.revision_id:
+            raise PreconditionFailedException(
+                "The Revision Id provided does not match the latest Revision Id. Call the "
+                "GetFunction/GetAlias API to retrieve the latest Revision Id"
+            )
+
+    def _check_settings(self, settings: FunctionSettings) -> None:
+        errors = [
+            message
+            for message in (
+                _out_of_range("memorySize", settings.memory_size, MEMORY_RANGE),
+                _out_of_range("timeout", settings.timeout, TIMEOUT_RANGE),
+                _out_of_range("ephemeralStorage.size", settings.ephemeral_storage, EPHEMERAL_RANGE),
+            )
+            if message
+        ]
+        if errors:
+            noun = "error" if len(errors) == 1 else "errors"
+            raise ValidationException(
+                f"{len(errors)} validation {noun} detected: " + "; ".join(errors)
+            )
+        if settings.runtime is not None:
+            self._catalog.require(settings.runtime)
+        if settings.environment is not None:
+            _check_environment(settings.environment)
+
+    @staticmethod
+    def _check_tags(tags: Mapping[str, str]) -> None:
+        if len(tags) > MAX_TAGS:
+            raise InvalidParameterValueException("Number of tags exceeds resource tag limit.")
+
+    async def _store_code(self, zip_bytes: bytes, runtime: str) -> CodePackage:
+        package = await asyncio.to_thread(inspect_zip, zip_bytes)
+        await asyncio.to_thread(self._blobs.put, zip_bytes)
+        await asyncio.to_thread(self._code.ensure, package.sha256_hex)
+        await self._precompile(package.sha256_hex, runtime)
+        return package
+
+    async def _precompile(self, key: str, runtime: str) -> None:
+        """Write .pyc files with the function's own interpreter, so cold starts skip compiling."""
+        spec = self._catalog.get(runtime)
+        if spec is not None and spec.family is Family.PYTHON:
+            await asyncio.to_thread(
+                self._code.compile_python, self._code.path_for(key), spec.executable
+            )
+
+
+def _in_progress() -> dict[str, object]:
+    return {
+        "last_modified": aws_timestamp(),
+        "revision_id": new_revision_id(),
+        "last_update_status": UpdateStatus.IN_PROGRESS,
+        "last_update_status_reason": "The function is being created.",
+        "last_update_status_reason_code": "Creating",
+    }
+
+
+def _out_of_range(path: str, value: int | None, bounds: tuple[int, int]) -> str | None:
+    if value is None:
+        return None
+    low, high = bounds
+    prefix = f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have value"
+    if value < low:
+        return f"{prefix} greater than or equal to {low}"
+    if value > high:
+        return f"{prefix} less than or equal to {high}"
+    return None
+
+
+def _check_environment(variables: Mapping[str, str]) -> None:
+    reserved = sorted(k for k in variables if k in RESERVED_KEYS)
+    if reserved:
+        raise InvalidParameterValueException(
+            "Lambda was unable to configure your environment variables because the environment "
+            "variables you have provided contains reserved keys that are currently not supported "
+            f"for modification. Reserved keys used in this request: {', '.join(reserved)}"
+        )
+    measured = orjson.dumps(dict(variables)).decode()
+    if len(measured.encode()) > MAX_ENVIRONMENT_BYTES:
+        raise InvalidParameterValueException(
+            "Lambda was unable to configure your environment variables because the environment "
+            "variables you have provided exceeded the 4KB limit. String measured: " + measured
+        )
+
+
+def not_found(
+    region: str, account_id: str, name: str, qualifier: str | None
+) -> ResourceNotFoundException:
+    arn = function_arn(region, account_id, name)
+    if qualifier:
+        arn = f"{arn}:{qualifier}"
+    return ResourceNotFoundException(f"Function not found: {arn}")

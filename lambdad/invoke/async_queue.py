@@ -1,0 +1,99 @@
+"""AsyncQueue: Event invocations, durable in the MetadataStore, run by a fixed set of workers.
+
+An accepted event is written to the store before the caller gets its 202, and removed only after
+it ran (or exhausted its retries), so events queued when the server stops run after a restart.
+A function error is retried like AWS does (two more attempts, with delays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from lambdad.scheduler.environment import InvocationResult
+from lambdad.store.metadata import MetadataStore, QueuedEvent
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[QueuedEvent], Awaitable[InvocationResult | None]]
+
+
+@dataclass(frozen=True)
+class QueueStatistics:
+    queued: int
+    running: int
+    completed: int
+    failed: int
+
+
+class AsyncQueue:
+    def __init__(
+        self,
+        store: MetadataStore,
+        workers: int,
+        retry_delays: tuple[float, ...] = (60.0, 120.0),
+    ) -> None:
+        self._store = store
+        self._workers = workers
+        self._retry_delays = retry_delays
+        self._queue: asyncio.Queue[QueuedEvent] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: Runner | None = None
+        self._running = 0
+        self._completed = 0
+        self._failed = 0
+
+    def start(self, runner: Runner) -> None:
+        """Start the workers, first re-queueing what a previous run left unfinished."""
+        self._runner = runner
+        for event in self._store.queued_events():
+            self._queue.put_nowait(event)
+        self._tasks = [asyncio.ensure_future(self._work()) for _ in range(self._workers)]
+
+    async def put(self, event: QueuedEvent) -> None:
+        self._store.enqueue_event(event)
+        self._queue.put_nowait(event)
+
+    async def _work(self) -> None:
+        while True:
+            event = await self._queue.get()
+            self._running += 1
+            try:
+                await self._run(event)
+            except Exception:  # a task boundary: log it, keep the worker alive
+                log.exception("async invocation %s failed", event.event_id)
+            finally:
+                self._running -= 1
+
+    async def _run(self, event: QueuedEvent) -> None:
+        assert self._runner is not None
+        result = await self._runner(event)
+        attempts = event.attempts + 1
+        if result is None or result.function_error is None:
+            self._completed += 1
+            self._store.finish_event(event.event_id)
+            return
+        if attempts > len(self._retry_delays):
+            self._failed += 1
+            log.info("async invocation %s failed after %d attempts", event.event_id, attempts)
+            self._store.finish_event(event.event_id)
+            return
+        self._store.record_attempt(event.event_id, attempts)
+        delay = self._retry_delays[attempts - 1]
+        asyncio.get_running_loop().call_later(
+            delay, self._queue.put_nowait, replace(event, attempts=attempts)
+        )
+
+    def statistics(self) -> QueueStatistics:
+        return QueueStatistics(self._queue.qsize(), self._running, self._completed, self._failed)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []

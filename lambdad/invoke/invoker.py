@@ -1,0 +1,169 @@
+"""Invoker: resolve the function, check the request, run it in an environment, frame the result.
+
+The synchronous path touches no database and starts no thread: the function comes from the
+registry's memory, the environment from its pool, and the answer from the environment's
+Runtime API.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+import orjson
+
+from lambdad.control.arns import FunctionRef, check_reachable
+from lambdad.control.functions import FunctionRegistry
+from lambdad.control.model import FunctionConfig, FunctionState
+from lambdad.errors import (
+    InvalidParameterValueException,
+    InvalidRequestContentException,
+    RequestTooLargeException,
+    ResourceConflictException,
+)
+from lambdad.invoke.async_queue import AsyncQueue
+from lambdad.scheduler.environment import Invocation, InvocationResult
+from lambdad.scheduler.pools import PoolManager
+from lambdad.store.metadata import QueuedEvent
+
+MAX_SYNC_PAYLOAD = 6_291_456
+MAX_ASYNC_PAYLOAD = 1_048_576
+
+
+class InvocationType(StrEnum):
+    REQUEST_RESPONSE = "RequestResponse"  # run now, answer with the result (200)
+    EVENT = "Event"  # queue durably, answer at once (202)
+    DRY_RUN = "DryRun"  # check the request only (204)
+
+
+@dataclass(frozen=True)
+class InvokeRequest:
+    account_id: str
+    ref: FunctionRef
+    payload: bytes
+    invocation_type: InvocationType = InvocationType.REQUEST_RESPONSE
+    tail: bool = False
+    client_context: str | None = None  # base64 JSON, as the X-Amz-Client-Context header
+
+
+@dataclass(frozen=True)
+class InvokeOutcome:
+    status: int
+    payload: bytes = b""
+    function_error: str | None = None
+    log_result: str | None = None
+    executed_version: str | None = None
+
+
+def new_trace_id() -> bytes:
+    return b"Root=1-%08x-%s;Parent=%s;Sampled=0" % (
+        int(time.time()),
+        os.urandom(12).hex().encode(),
+        os.urandom(8).hex().encode(),
+    )
+
+
+class Invoker:
+    def __init__(self, registry: FunctionRegistry, pools: PoolManager, queue: AsyncQueue) -> None:
+        self._registry = registry
+        self._pools = pools
+        self._queue = queue
+
+    async def invoke(self, request: InvokeRequest) -> InvokeOutcome:
+        config = self._resolve(request.account_id, request.ref)
+        kind = request.invocation_type
+        limit = MAX_ASYNC_PAYLOAD if kind is InvocationType.EVENT else MAX_SYNC_PAYLOAD
+        if len(request.payload) > limit:
+            raise RequestTooLargeException(
+                f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
+            )
+        _check_json(request.payload)
+        client_context = _decode_client_context(request.client_context)
+        if kind is InvocationType.DRY_RUN:
+            return InvokeOutcome(204)
+        if kind is InvocationType.EVENT:
+            await self._queue.put(
+                QueuedEvent(
+                    event_id=str(uuid.uuid4()),
+                    account_id=request.account_id,
+                    function_name=config.name,
+                    qualifier=config.version,
+                    payload=request.payload,
+                    client_context=request.client_context,
+                    enqueued_at=time.time(),
+                )
+            )
+            return InvokeOutcome(202)
+        invocation = Invocation(
+            request_id=str(uuid.uuid4()),
+            payload=request.payload,
+            invoked_arn=_invoked_arn(config, request.ref),
+            tail=request.tail,
+            client_context=client_context,
+            trace_id=new_trace_id(),
+        )
+        result = await self._pools.pool_for(config).run(invocation)
+        return InvokeOutcome(
+            status=200,
+            payload=result.payload,
+            function_error=result.function_error,
+            log_result=result.log_tail,
+            executed_version=config.version,
+        )
+
+    async def run_event(self, event: QueuedEvent) -> InvocationResult | None:
+        """Run one queued Event invocation; None if its function is gone."""
+        config = self._registry.lookup(event.account_id, event.function_name)
+        if config is None:
+            return None
+        invocation = Invocation(
+            request_id=event.event_id,
+            payload=event.payload,
+            invoked_arn=config.arn,
+            client_context=_decode_client_context(event.client_context),
+            trace_id=new_trace_id(),
+        )
+        return await self._pools.pool_for(config).run(invocation)
+
+    def _resolve(self, account_id: str, ref: FunctionRef) -> FunctionConfig:
+        check_reachable(ref, self._registry.region)
+        config = self._registry.get(account_id, ref)
+        if config.state is not FunctionState.ACTIVE:
+            raise ResourceConflictException(
+                "The operation cannot be performed at this time. The function is currently in "
+                f"the following state: {config.state.value}"
+            )
+        return config
+
+
+def _invoked_arn(config: FunctionConfig, ref: FunctionRef) -> str:
+    return f"{config.arn}:{ref.qualifier}" if ref.qualifier else config.arn
+
+
+def _check_json(payload: bytes) -> None:
+    if not payload:
+        return
+    try:
+        orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestContentException(
+            f"Could not parse request body into json: Could not parse payload into json: {exc}"
+        ) from None
+
+
+def _decode_client_context(value: str | None) -> bytes | None:
+    if not value:
+        return None
+    try:
+        decoded = base64.b64decode(value, validate=True)
+        orjson.loads(decoded)
+    except (binascii.Error, ValueError):
+        raise InvalidParameterValueException(
+            "Client context must be a valid Base64-encoded JSON object."
+        ) from None
+    return decoded

@@ -1,0 +1,122 @@
+"""Function logs as CloudWatch Logs would hold them: groups, streams, timestamped events.
+
+Each execution environment writes one stream (AWS: ``YYYY/MM/DD/[$LATEST]<32 hex>``). Events are
+appended to a file per stream (one JSON array ``[timestamp_ms, message]`` per line) through a
+buffered writer that is flushed at the end of every invocation, so the hot path never waits for
+the disk beyond a buffered write.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote, unquote
+
+import orjson
+
+
+def new_stream_name(version: str, now: float | None = None) -> str:
+    day = datetime.fromtimestamp(now or time.time(), UTC).strftime("%Y/%m/%d")
+    return f"{day}/[{version}]{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    timestamp: int  # ms since the epoch
+    message: str
+    ingestion_time: int
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    name: str
+    first_event: int
+    last_event: int
+    stored_bytes: int
+
+
+class LogStream:
+    """The writer of one stream. Not thread-safe: used from the event loop only."""
+
+    def __init__(self, path: Path, group: str, name: str) -> None:
+        self.path = path
+        self.group = group
+        self.name = name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: BinaryIO | None = open(path, "ab")  # noqa: SIM115 - lives as long as the stream
+
+    def write(self, message: str, timestamp_ms: int | None = None) -> None:
+        if self._file is None:
+            return
+        ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+        self._file.write(orjson.dumps([ts, message]) + b"\n")
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class LogStore:
+    """All groups and streams of all accounts, under one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _group_dir(self, account_id: str, group: str) -> Path:
+        return self.root / account_id / quote(group, safe="")
+
+    def open_stream(self, account_id: str, group: str, name: str) -> LogStream:
+        path = self._group_dir(account_id, group) / (quote(name, safe="") + ".jsonl")
+        return LogStream(path, group, name)
+
+    def groups(self, account_id: str) -> list[str]:
+        base = self.root / account_id
+        if not base.is_dir():
+            return []
+        return sorted(unquote(p.name) for p in base.iterdir() if p.is_dir())
+
+    def streams(self, account_id: str, group: str) -> list[StreamInfo]:
+        directory = self._group_dir(account_id, group)
+        if not directory.is_dir():
+            return []
+        infos = []
+        for path in directory.glob("*.jsonl"):
+            stat = path.stat()
+            first = last = int(stat.st_mtime * 1000)
+            events = list(_read(path))
+            if events:
+                first, last = events[0].timestamp, events[-1].timestamp
+            infos.append(StreamInfo(unquote(path.stem), first, last, stat.st_size))
+        return sorted(infos, key=lambda s: s.last_event)
+
+    def events(self, account_id: str, group: str, stream: str) -> list[LogEvent]:
+        path = self._group_dir(account_id, group) / (quote(stream, safe="") + ".jsonl")
+        return list(_read(path)) if path.exists() else []
+
+    def delete_group(self, account_id: str, group: str) -> None:
+        directory = self._group_dir(account_id, group)
+        if directory.is_dir():
+            for path in directory.iterdir():
+                path.unlink(missing_ok=True)
+            os.rmdir(directory)
+
+
+def _read(path: Path) -> Iterator[LogEvent]:
+    ingestion = int(path.stat().st_mtime * 1000)
+    with open(path, "rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break  # a write in progress
+            ts, message = orjson.loads(line)
+            yield LogEvent(ts, message, max(ts, ingestion))

@@ -1,0 +1,217 @@
+"""The Lambda Runtime API (2018-06-01), served to one execution environment.
+
+Every environment gets its own listening socket, so the connection itself says which
+environment is talking: no lookup on the hot path, and later a socket created inside the
+environment's network namespace serves it there unchanged.
+
+The HTTP side is a lean asyncio protocol over httptools (one keep-alive connection per
+runtime client in practice); everything Lambda-specific is delegated to a ``RuntimeApiHandler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Protocol, cast
+
+import httptools
+import orjson
+
+PREFIX = b"/2018-06-01"
+# The Runtime API accepts response bodies up to this size (AWS: 6 MB + 100 bytes of framing).
+MAX_RESPONSE_BYTES = 6_291_556
+
+_REASONS = {
+    200: b"OK",
+    202: b"Accepted",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    413: b"Payload Too Large",
+    500: b"Internal Server Error",
+}
+
+
+class NextReply(Protocol):
+    def send(self, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """Answer a parked /next; False if the runtime's connection is gone."""
+
+
+class RuntimeApiHandler(Protocol):
+    def runtime_next(self, reply: NextReply) -> None: ...
+
+    def runtime_response(
+        self, request_id: str, body: bytes, too_large: bool
+    ) -> tuple[int, bytes]: ...
+
+    def runtime_error(
+        self, request_id: str, error_type: str | None, body: bytes
+    ) -> tuple[int, bytes]: ...
+
+    def runtime_init_error(self, error_type: str | None, body: bytes) -> tuple[int, bytes]: ...
+
+    def runtime_connection_lost(self) -> None: ...
+
+
+def error_body(error_type: str, message: str) -> bytes:
+    return orjson.dumps({"errorMessage": message, "errorType": error_type})
+
+
+ACCEPTED = (202, b'{"status":"OK"}')
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection from the runtime client."""
+
+    def __init__(self, handler: RuntimeApiHandler) -> None:
+        self._handler = handler
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._parked = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._write(400, error_body("InvalidRequest", "malformed HTTP request"), close=True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if self._parked:
+            self._parked = False
+            self._handler.runtime_connection_lost()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.lower()] = value
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size <= MAX_RESPONSE_BYTES:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        method = self._parser.get_method()
+        path = self._url.split(b"?", 1)[0]
+        if not path.startswith(PREFIX):
+            self._write(404, error_body("InvalidRequest", "not found"))
+            return
+        self._route(method, path[len(PREFIX) :])
+
+    # routing
+    def _route(self, method: bytes, path: bytes) -> None:
+        if path == b"/runtime/invocation/next":
+            if method != b"GET":
+                self._write(405, error_body("InvalidRequest", "method not allowed"))
+                return
+            self._parked = True
+            self._handler.runtime_next(self)
+            return
+        if method != b"POST":
+            self._write(
+                405 if path.startswith(b"/runtime/") else 404,
+                error_body("InvalidRequest", "method not allowed"),
+            )
+            return
+        if path == b"/runtime/init/error":
+            self._write(*self._handler.runtime_init_error(self._error_type(), self._joined()))
+            return
+        parts = path.split(b"/")
+        # b"", b"runtime", b"invocation", id, kind
+        if len(parts) == 5 and parts[1] == b"runtime" and parts[2] == b"invocation":
+            request_id = parts[3].decode("latin-1")
+            if parts[4] == b"response":
+                too_large = self._body_size > MAX_RESPONSE_BYTES
+                self._write(*self._handler.runtime_response(request_id, self._joined(), too_large))
+                return
+            if parts[4] == b"error":
+                self._write(
+                    *self._handler.runtime_error(request_id, self._error_type(), self._joined())
+                )
+                return
+        self._write(404, error_body("InvalidRequest", "not found"))
+
+    def _error_type(self) -> str | None:
+        value = self._headers.get(b"lambda-runtime-function-error-type")
+        return value.decode("utf-8", "replace") if value else None
+
+    def _joined(self) -> bytes:
+        body = self._body
+        if len(body) == 1:
+            return body[0]
+        return b"".join(body)
+
+    # NextReply
+    def send(self, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        if self._transport is None or self._transport.is_closing():
+            self._parked = False
+            return False
+        self._parked = False
+        head = [
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ",
+            str(len(body)).encode(),
+            b"\r\n",
+        ]
+        for name, value in headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(b"\r\n")
+        head.append(body)
+        self._transport.write(b"".join(head))
+        return True
+
+    def _write(self, status: int, body: bytes, close: bool = False) -> None:
+        if self._transport is None:
+            return
+        self._transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (status, _REASONS.get(status, b"Error"), len(body), body)
+        )
+        if close:
+            self._transport.close()
+
+
+class RuntimeApiServer:
+    """The Runtime API listener of one environment."""
+
+    def __init__(self, handler: RuntimeApiHandler) -> None:
+        self._handler = handler
+        self._server: asyncio.Server | None = None
+        self.address = ""
+
+    async def start(self, host: str = "127.0.0.1") -> str:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+        sock.listen(16)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self._handler), sock=sock)
+        port = sock.getsockname()[1]
+        self.address = f"{host}:{port}"
+        return self.address
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None

@@ -1,0 +1,787 @@
+"""lambdad's in-environment bootstrap for the managed Python runtimes.
+
+It speaks the Lambda Runtime API (2018-06-01) as a client, the way AWS's own Python
+runtime does: it imports the handler named by ``_HANDLER``, then loops forever fetching
+the next invocation, calling ``handler(event, context)`` and posting the result or the
+error. Init failures are posted to ``/runtime/init/error`` and the process exits.
+
+Constraints it is written for:
+
+* stdlib only, Python 3.10 to 3.13;
+* importable without side effects: a zygote may import it ahead of time and fork
+  children that call :func:`main`; every stdlib import happens here at the top so that
+  the children do not pay for it, and the environment is only read inside :func:`main`;
+* fast: one persistent keep-alive HTTP/1.1 connection over a raw TCP socket with
+  TCP_NODELAY, a minimal hand-written request writer and response parser, no threads.
+
+Run it as ``python lambdad_bootstrap.py`` or ``import lambdad_bootstrap; main()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import logging
+import math
+import os
+import socket
+import sys
+import time
+import traceback
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds to import: only the type checker needs it
+    from types import TracebackType
+    from typing import Any, NoReturn
+
+__all__ = ["LambdaContext", "main"]
+
+_API_VERSION = "2018-06-01"
+_ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
+_THIS_FILE = os.path.abspath(__file__)
+_THIS_BASENAME = os.path.basename(_THIS_FILE)
+# Characters that may appear in a request id without percent-encoding in the URL path.
+_URL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+_ERROR_LOG_LINE_TERMINATE = "\r"
+_ERROR_LOG_IDENT = "\u00a0"  # AWS indents traceback lines in the log with NO-BREAK SPACEs
+_LAMBDA_WARNING = (
+    "LAMBDA_WARNING: Unhandled exception. The most likely cause is an issue in the function "
+    "code. However, in rare cases, a Lambda runtime update can cause unexpected function "
+    "behavior. For functions using managed runtimes, runtime updates can be triggered by a "
+    "function change, or can be applied automatically. To determine if the runtime has been "
+    "updated, check the runtime version in the INIT_START log entry. If this error correlates "
+    "with a change in the runtime version, you may be able to mitigate this error by "
+    "temporarily rolling back to the previous runtime version. For more information, see "
+    "https://docs.aws.amazon.com/lambda/latest/dg/runtimes-update.html"
+)
+
+# The request id of the invocation in progress ("" during init); read by the log filter.
+_current_request_id = ""
+_log_json = False
+
+
+# --------------------------------------------------------------------------------------
+# Runtime API client
+# --------------------------------------------------------------------------------------
+
+
+class _ConnectionLost(Exception):
+    """The server closed the connection; ``partial`` tells whether a response had begun."""
+
+    def __init__(self, partial: bool) -> None:
+        super().__init__("Runtime API connection closed by the server")
+        self.partial = partial
+
+
+class _RuntimeClient:
+    """A minimal HTTP/1.1 client bound to one keep-alive connection to the Runtime API."""
+
+    __slots__ = ("_addr", "_buf", "_host", "_next_request", "_port", "_post_head", "_sock")
+
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self._host = host.strip("[]") or "127.0.0.1"
+        self._port = int(port)
+        self._addr = address
+        self._sock: socket.socket | None = None
+        self._buf = b""
+        prefix = f"/{_API_VERSION}/runtime"
+        agent = "aws-lambda-python/{}.{}.{}-lambdad".format(*sys.version_info[:3])
+        self._next_request = (
+            f"GET {prefix}/invocation/next HTTP/1.1\r\nHost: {address}\r\n"
+            f"User-Agent: {agent}\r\n\r\n"
+        ).encode("latin-1")
+        self._post_head = f"POST {prefix}/%s HTTP/1.1\r\nHost: {address}\r\nUser-Agent: {agent}\r\n"
+
+    # -- connection management ---------------------------------------------------------
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection((self._host, self._port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._buf = b""
+        return sock
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        self._buf = b""
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _exchange(self, head: bytes, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+        """Send one request and read its response, reconnecting once if the server had
+        closed the idle keep-alive connection."""
+        for attempt in (0, 1):
+            sock = self._sock or self._connect()
+            try:
+                if len(body) < 65536:
+                    sock.sendall(head + body)
+                else:
+                    sock.sendall(head)
+                    sock.sendall(body)
+                return self._read_response(sock)
+            except _ConnectionLost as lost:
+                self.close()
+                if attempt or lost.partial:
+                    raise
+            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read_response(self, sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+        buf = self._buf
+        recv = sock.recv
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            try:
+                chunk = recv(65536)
+            except (ConnectionResetError, ConnectionAbortedError):
+                chunk = b""
+            if not chunk:
+                raise _ConnectionLost(bool(buf))
+            buf += chunk
+        lines = buf[:end].decode("latin-1").split("\r\n")
+        rest = buf[end + 4 :]
+        status = int(lines[0].split(" ", 2)[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if 100 <= status < 200:  # an interim response: the real one follows
+            self._buf = rest
+            return self._read_response(sock)
+        length = headers.get("content-length")
+        if length is not None:
+            body, self._buf = self._read_exact(sock, rest, int(length))
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            body = self._read_chunked(sock, rest)
+        elif status in (204, 304):
+            body, self._buf = b"", rest
+        else:  # delimited by the end of the connection
+            parts = [rest]
+            while chunk := recv(65536):
+                parts.append(chunk)
+            body = b"".join(parts)
+            headers["connection"] = "close"
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, headers, body
+
+    def _read_exact(self, sock: socket.socket, have: bytes, n: int) -> tuple[bytes, bytes]:
+        if len(have) >= n:
+            return have[:n], have[n:]
+        out = bytearray(n)
+        view = memoryview(out)
+        got = len(have)
+        view[:got] = have
+        while got < n:
+            k = sock.recv_into(view[got:], n - got)
+            if not k:
+                raise _ConnectionLost(True)
+            got += k
+        return bytes(out), b""
+
+    def _read_chunked(self, sock: socket.socket, rest: bytes) -> bytes:
+        parts: list[bytes] = []
+        buf = rest
+        while True:
+            while (eol := buf.find(b"\r\n")) < 0:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise _ConnectionLost(True)
+                buf += chunk
+            size = int(buf[:eol].split(b";", 1)[0].strip() or b"0", 16)
+            buf = buf[eol + 2 :]
+            if size == 0:
+                # skip trailers up to the blank line ending the message
+                while True:
+                    while (eol := buf.find(b"\r\n")) < 0:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            raise _ConnectionLost(True)
+                        buf += chunk
+                    line, buf = buf[:eol], buf[eol + 2 :]
+                    if not line:
+                        self._buf = buf
+                        return b"".join(parts)
+            data, buf = self._read_exact(sock, buf, size + 2)
+            parts.append(data[:size])
+
+    def next_invocation(self) -> tuple[dict[str, str], bytes]:
+        status, headers, body = self._exchange(self._next_request)
+        if status != 200:
+            raise RuntimeError(f"Runtime API /invocation/next answered {status}: {body[:200]!r}")
+        return headers, body
+
+    def _post(
+        self,
+        path: str,
+        body: bytes,
+        content_type: str = "application/json",
+        error_type: str | None = None,
+    ) -> int:
+        head = self._post_head % path
+        head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        if error_type is not None:
+            head += f"{_ERROR_TYPE_HEADER}: {_header_safe(error_type)}\r\n"
+        status, _, _ = self._exchange((head + "\r\n").encode("latin-1", "replace"), body)
+        return status
+
+    def post_response(self, request_id: str, body: bytes, content_type: str) -> int:
+        return self._post(f"invocation/{_quote(request_id)}/response", body, content_type)
+
+    def post_error(self, request_id: str, body: bytes, error_type: str) -> int:
+        return self._post(f"invocation/{_quote(request_id)}/error", body, error_type=error_type)
+
+    def post_init_error(self, body: bytes, error_type: str) -> int:
+        return self._post("init/error", body, error_type=error_type)
+
+
+def _quote(value: str) -> str:
+    if all(c in _URL_SAFE for c in value):
+        return value
+    return "".join(
+        c if c in _URL_SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in value
+    )
+
+
+def _header_safe(value: str) -> str:
+    return value.replace("\r", " ").replace("\n", " ")
+
+
+# --------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------
+
+
+class _Fault(Exception):
+    """A runtime-detected failure with an AWS ``Runtime.*`` error type."""
+
+    def __init__(self, error_type: str, message: str, trace: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.msg = message
+        self.trace = trace
+
+
+def _make_error(
+    message: str, error_type: str, trace: list[str] | None, request_id: str = ""
+) -> dict[str, object]:
+    return {
+        "errorMessage": message or "",
+        "errorType": error_type or "",
+        "requestId": request_id,
+        "stackTrace": trace or [],
+    }
+
+
+def _user_frames(tb: TracebackType | None) -> list[tuple[str, int, str, str | None]]:
+    """The traceback's frames as 4-tuples, without this bootstrap's own leading frames."""
+    frames = [(f.filename, f.lineno or 0, f.name, f.line) for f in traceback.extract_tb(tb)]
+    for i, frame in enumerate(frames):
+        if frame[0] != _THIS_FILE and os.path.basename(frame[0]) != _THIS_BASENAME:
+            return frames[i:]
+    return frames
+
+
+def _error_from_exception(exc: BaseException, request_id: str = "") -> dict[str, object]:
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<unprintable {type(exc).__name__} object>"
+    return _make_error(
+        message,
+        type(exc).__name__,
+        traceback.format_list(_user_frames(exc.__traceback__)),
+        request_id,
+    )
+
+
+def _replace_indent(line: str) -> str:
+    stripped = line.lstrip(" ")
+    return _ERROR_LOG_IDENT * (len(line) - len(stripped)) + stripped
+
+
+def _log_error(error: dict[str, object]) -> None:
+    """Write the error to the log the way AWS's runtime does (one record)."""
+    if _log_json:
+        record = {
+            "timestamp": _iso_now(),
+            "level": "ERROR",
+            **error,
+        }
+        text = json.dumps(record) + "\n"
+    else:
+        description = "[ERROR]"
+        error_type = error.get("errorType")
+        if error_type:
+            description += f" {error_type}"
+        message = error.get("errorMessage")
+        if message:
+            if error_type:
+                description += ":"
+            description += f" {message}"
+        lines = [description]
+        trace = error.get("stackTrace")
+        if trace is not None:
+            lines.append("Traceback (most recent call last):")
+            for element in trace:  # type: ignore[attr-defined]
+                if element == "":
+                    lines.append("")
+                else:
+                    lines.extend(_replace_indent(x) for x in str(element).splitlines())
+        text = _ERROR_LOG_LINE_TERMINATE.join(lines) + "\n"
+    with contextlib.suppress(Exception):
+        sys.stdout.write(text)
+
+
+# --------------------------------------------------------------------------------------
+# Context
+# --------------------------------------------------------------------------------------
+
+
+class CognitoIdentity:
+    __slots__ = ("cognito_identity_id", "cognito_identity_pool_id")
+
+    def __init__(self, data: dict[str, object] | None = None) -> None:
+        data = data or {}
+        self.cognito_identity_id = data.get("cognitoIdentityId")
+        self.cognito_identity_pool_id = data.get("cognitoIdentityPoolId")
+
+    def __repr__(self) -> str:
+        return (
+            f"CognitoIdentity([cognito_identity_id={self.cognito_identity_id},"
+            f"cognito_identity_pool_id={self.cognito_identity_pool_id}])"
+        )
+
+
+class Client:
+    __slots__ = (
+        "app_package_name",
+        "app_title",
+        "app_version_code",
+        "app_version_name",
+        "installation_id",
+    )
+
+    def __init__(self, data: dict[str, object]) -> None:
+        self.installation_id = data.get("installation_id")
+        self.app_title = data.get("app_title")
+        self.app_version_name = data.get("app_version_name")
+        self.app_version_code = data.get("app_version_code")
+        self.app_package_name = data.get("app_package_name")
+
+    def __repr__(self) -> str:
+        return (
+            f"Client([installation_id={self.installation_id},app_title={self.app_title},"
+            f"app_version_name={self.app_version_name},"
+            f"app_version_code={self.app_version_code},"
+            f"app_package_name={self.app_package_name}])"
+        )
+
+
+class ClientContext:
+    __slots__ = ("client", "custom", "env")
+
+    def __init__(self, data: dict[str, object]) -> None:
+        client = data.get("client")
+        self.client = Client(client) if isinstance(client, dict) else client
+        self.custom = data.get("custom")
+        self.env = data.get("env")
+
+    def __repr__(self) -> str:
+        return f"ClientContext([custom={self.custom},env={self.env},client={self.client}])"
+
+
+class LambdaContext:
+    """The ``context`` argument handed to the handler (AWS's attribute names)."""
+
+    def __init__(
+        self,
+        request_id: str,
+        deadline_ms: int,
+        invoked_function_arn: str | None,
+        client_context: ClientContext | None,
+        identity: CognitoIdentity,
+        tenant_id: str | None,
+        static: tuple[str | None, str | None, str | None, int | None, str | None],
+    ) -> None:
+        self.aws_request_id = request_id
+        (
+            self.log_group_name,
+            self.log_stream_name,
+            self.function_name,
+            self.memory_limit_in_mb,
+            self.function_version,
+        ) = static
+        self.invoked_function_arn = invoked_function_arn
+        self.client_context = client_context
+        self.identity = identity
+        self.tenant_id = tenant_id
+        self._epoch_deadline_time_in_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        delta = self._epoch_deadline_time_in_ms - int(time.time() * 1000)
+        return delta if delta > 0 else 0
+
+    def log(self, msg: object) -> None:
+        sys.stdout.write(str(msg))
+
+    def __repr__(self) -> str:
+        return (
+            f"LambdaContext([aws_request_id={self.aws_request_id},"
+            f"log_group_name={self.log_group_name},"
+            f"log_stream_name={self.log_stream_name},"
+            f"function_name={self.function_name},"
+            f"memory_limit_in_mb={self.memory_limit_in_mb},"
+            f"function_version={self.function_version},"
+            f"invoked_function_arn={self.invoked_function_arn},"
+            f"client_context={self.client_context},"
+            f"identity={self.identity},"
+            f"tenant_id={self.tenant_id}])"
+        )
+
+
+def _parse_json_header(value: str, name: str) -> object:
+    try:
+        return json.loads(value)
+    except Exception as e:
+        raise _Fault(
+            "Runtime.LambdaContextUnmarshalError", f"Unable to parse {name} JSON: {e}"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------
+# Handler loading
+# --------------------------------------------------------------------------------------
+
+
+def _import_module(modname: str) -> object:
+    try:
+        if modname.split(".")[0] in sys.builtin_module_names:
+            raise _Fault(
+                "Runtime.BuiltInModuleConflict",
+                f"Cannot use built-in module {modname} as a handler module",
+            )
+        return importlib.import_module(modname.replace("/", "."))
+    except ImportError as e:
+        raise _Fault(
+            "Runtime.ImportModuleError", f"Unable to import module '{modname}': {e}"
+        ) from None
+    except SyntaxError as e:
+        trace = [f'  File "{e.filename}" Line {e.lineno}\n    {e.text}']
+        raise _Fault(
+            "Runtime.UserCodeSyntaxError", f"Syntax error in module '{modname}': {e}", trace
+        ) from None
+
+
+def _nested_fallback(modname: str, fname: str) -> object | None:
+    """Resolve ``pkg.mod.Obj.attr`` where ``pkg.mod.Obj`` is not a module: import the
+    longest importable prefix and walk the rest as attributes. Only used when AWS's own
+    rule (everything before the last dot is the module) cannot import the module."""
+    parts = modname.replace("/", ".").split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        name = ".".join(parts[:cut])
+        try:
+            obj: object = importlib.import_module(name)
+        except Exception:
+            continue
+        try:
+            for attr in [*parts[cut:], fname]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _load_handler(spec: str) -> object:
+    try:
+        modname, fname = spec.rsplit(".", 1)
+    except ValueError as e:
+        raise _Fault("Runtime.MalformedHandlerName", f"Bad handler '{spec}': {e}") from None
+    try:
+        module = _import_module(modname)
+    except _Fault as fault:
+        cause = fault.__context__
+        parts = modname.replace("/", ".").split(".")
+        if (
+            fault.error_type == "Runtime.ImportModuleError"
+            and isinstance(cause, ModuleNotFoundError)
+            and cause.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        ):
+            handler = _nested_fallback(modname, fname)
+            if handler is not None:
+                return handler
+        raise
+    try:
+        return getattr(module, fname)
+    except AttributeError:
+        raise _Fault(
+            "Runtime.HandlerNotFound", f"Handler '{fname}' missing on module '{modname}'"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------
+# Logging and stdio
+# --------------------------------------------------------------------------------------
+
+
+class _Unbuffered:
+    """Fallback for streams that cannot be reconfigured: flush after every write."""
+
+    def __init__(self, stream: object) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+    def write(self, msg: str) -> int:
+        n = self._stream.write(msg)  # type: ignore[attr-defined]
+        self._stream.flush()  # type: ignore[attr-defined]
+        return n  # type: ignore[no-any-return]
+
+    def writelines(self, lines: list[str]) -> None:
+        self._stream.writelines(lines)  # type: ignore[attr-defined]
+        self._stream.flush()  # type: ignore[attr-defined]
+
+
+def _line_flushed(stream: Any) -> Any:
+    if stream is None:
+        return None
+    if isinstance(stream, io.TextIOWrapper):
+        try:
+            stream.reconfigure(line_buffering=True, write_through=True)
+            return stream
+        except (ValueError, io.UnsupportedOperation):
+            pass
+    return _Unbuffered(stream)
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.flush()
+
+
+def _iso_now() -> str:
+    now = time.time()
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now))}.{int(now * 1000) % 1000:03d}Z"
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.aws_request_id = _current_request_id
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "message": record.getMessage(),
+            "logger": record.name,
+            "requestId": getattr(record, "aws_request_id", ""),
+        }
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            out["errorType"] = type(exc).__name__
+            out["errorMessage"] = str(exc)
+            out["stackTrace"] = traceback.format_tb(exc.__traceback__)
+        return json.dumps(out, default=str) + "\n"
+
+
+class _LambdaLogHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stdout.write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _setup_logging(log_format: str, log_level: str) -> None:
+    global _log_json
+    _log_json = log_format.upper() == "JSON"
+    logging.Formatter.converter = time.gmtime
+    handler = _LambdaLogHandler()
+    if _log_json:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter(
+                "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+                "%Y-%m-%dT%H:%M:%S",
+            )
+        )
+    handler.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    level = {"TRACE": "DEBUG", "FATAL": "CRITICAL"}.get(log_level.upper(), log_level.upper())
+    if level in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"):
+        root.setLevel(level)
+    root.addHandler(handler)
+
+
+# --------------------------------------------------------------------------------------
+# Marshalling
+# --------------------------------------------------------------------------------------
+
+
+def _json_default(obj: object) -> object:
+    # Only a program that imported decimal can hand us a Decimal: no need to import it here.
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and isinstance(obj, decimal.Decimal):
+        if obj.is_nan():
+            return math.nan
+        if obj == obj.to_integral_value():
+            return int(obj)
+        return float(obj)
+    raise TypeError(f"Object of type {obj.__class__.__name__} is not JSON serializable")
+
+
+# --------------------------------------------------------------------------------------
+# Main loop
+# --------------------------------------------------------------------------------------
+
+
+def _setup_sys_path(task_root: str) -> None:
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    front = [task_root, f"/opt/python/lib/{version}/site-packages", "/opt/python"]
+    sys.path[:] = front + [p for p in sys.path if p not in front]
+    importlib.invalidate_caches()
+
+
+def _fail_init(client: _RuntimeClient, error: dict[str, object]) -> NoReturn:
+    logging.warning(_LAMBDA_WARNING)
+    _log_error(error)
+    _flush_stdio()
+    try:
+        client.post_init_error(json.dumps(error).encode("utf-8"), str(error["errorType"]))
+    finally:
+        sys.exit(1)
+
+
+def main() -> None:
+    global _current_request_id
+    env = os.environ
+    client = _RuntimeClient(env["AWS_LAMBDA_RUNTIME_API"])
+    task_root = env.get("LAMBDA_TASK_ROOT") or os.getcwd()
+    handler_spec = env.get("_HANDLER", "")
+    _setup_sys_path(task_root)
+    with contextlib.suppress(OSError):
+        os.chdir(task_root)
+    sys.stdout = _line_flushed(sys.stdout)
+    sys.stderr = _line_flushed(sys.stderr)
+    _setup_logging(env.get("AWS_LAMBDA_LOG_FORMAT", ""), env.get("AWS_LAMBDA_LOG_LEVEL", ""))
+
+    memory = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    static = (
+        env.get("AWS_LAMBDA_LOG_GROUP_NAME"),
+        env.get("AWS_LAMBDA_LOG_STREAM_NAME"),
+        env.get("AWS_LAMBDA_FUNCTION_NAME"),
+        int(memory) if memory and memory.isdigit() else None,
+        env.get("AWS_LAMBDA_FUNCTION_VERSION"),
+    )
+    # AWS's python3.12+ runtimes emit UTF-8; older ones escape non-ASCII characters.
+    exec_env = env.get("AWS_EXECUTION_ENV", "")
+    ascii_only = exec_env.startswith("AWS_Lambda_python3.") and exec_env[19:] in (
+        "8",
+        "9",
+        "10",
+        "11",
+    )
+    encode = json.JSONEncoder(ensure_ascii=ascii_only, default=_json_default).encode
+    dump_error = json.dumps
+
+    try:
+        handler = _load_handler(handler_spec)
+    except _Fault as fault:
+        _fail_init(client, _make_error(fault.msg, fault.error_type, fault.trace))
+    except Exception as exc:
+        _fail_init(client, _error_from_exception(exc))
+
+    while True:
+        headers, body = client.next_invocation()
+        request_id = headers.get("lambda-runtime-aws-request-id", "")
+        _current_request_id = request_id
+        trace_id = headers.get("lambda-runtime-trace-id")
+        if trace_id:
+            env["_X_AMZN_TRACE_ID"] = trace_id
+        elif "_X_AMZN_TRACE_ID" in env:
+            del env["_X_AMZN_TRACE_ID"]
+
+        error: dict[str, object] | None = None
+        try:
+            try:
+                deadline = int(headers.get("lambda-runtime-deadline-ms") or 0)
+            except ValueError:
+                deadline = 0
+            raw = headers.get("lambda-runtime-client-context")
+            client_context = None
+            if raw:
+                data = _parse_json_header(raw, "Client Context")
+                if isinstance(data, dict):
+                    client_context = ClientContext(data)
+            raw = headers.get("lambda-runtime-cognito-identity")
+            identity = CognitoIdentity(
+                _parse_json_header(raw, "Cognito Identity") if raw else None  # type: ignore[arg-type]
+            )
+            context = LambdaContext(
+                request_id,
+                deadline,
+                headers.get("lambda-runtime-invoked-function-arn"),
+                client_context,
+                identity,
+                headers.get("lambda-runtime-aws-tenant-id"),
+                static,
+            )
+            content_type = headers.get("content-type", "application/json")
+            if content_type.startswith("application/json"):
+                try:
+                    event = json.loads(body)
+                except Exception as e:
+                    raise _Fault(
+                        "Runtime.UnmarshalError", f"Unable to unmarshal input: {e}"
+                    ) from None
+            else:
+                event = body
+            result = handler(event, context)  # type: ignore[operator]
+            if isinstance(result, bytes):
+                payload, payload_type = result, "application/unknown"
+            else:
+                try:
+                    payload = encode(result).encode("utf-8")
+                except Exception as e:
+                    raise _Fault(
+                        "Runtime.MarshalError", f"Unable to marshal response: {e}"
+                    ) from None
+                payload_type = "application/json"
+        except _Fault as fault:
+            error = _make_error(fault.msg, fault.error_type, fault.trace, request_id)
+        except Exception as exc:
+            error = _error_from_exception(exc, request_id)
+
+        if error is None:
+            _flush_stdio()
+            client.post_response(request_id, payload, payload_type)
+        else:
+            _log_error(error)
+            _flush_stdio()
+            client.post_error(
+                request_id, dump_error(error).encode("utf-8"), str(error["errorType"])
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The plain-process backend: environments are ordinary host processes (no isolation).
+
+Python environments are forked from a per-interpreter zygote; everything else is exec'd.
+This backend is the fallback where namespaces/cgroups are unavailable, and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+
+from lambdad.sandbox.base import (
+    ExitStatus,
+    IsolationReport,
+    LaunchSpec,
+    SandboxBackend,
+    SandboxProcess,
+)
+from lambdad.sandbox.zygote import Zygote
+
+
+def read_peak_rss(pid: int) -> int:
+    """VmHWM of a live process, in bytes (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        pass
+    return 0
+
+
+class _Process(SandboxProcess):
+    def __init__(self, pid: int, exited: asyncio.Future[ExitStatus]) -> None:
+        self.pid = pid
+        self._exited = exited
+        self._peak = 0
+
+    async def wait(self) -> ExitStatus:
+        return await asyncio.shield(self._exited)
+
+    def kill(self) -> None:
+        if self._exited.done():
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def peak_memory_bytes(self) -> int:
+        self._peak = max(self._peak, read_peak_rss(self.pid))
+        return self._peak
+
+
+def _watch_exec_child(pid: int) -> asyncio.Future[ExitStatus]:
+    """Resolve with the child's exit status, using a pidfd so no SIGCHLD handler is needed."""
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[ExitStatus] = loop.create_future()
+    pidfd = os.pidfd_open(pid)
+
+    def on_exit() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            status = 0
+        if os.WIFSIGNALED(status):
+            result = ExitStatus(signal=os.WTERMSIG(status))
+        else:
+            result = ExitStatus(code=os.WEXITSTATUS(status))
+        if not exited.done():
+            exited.set_result(result)
+
+    loop.add_reader(pidfd, on_exit)
+    return exited
+
+
+class ProcessBackend(SandboxBackend):
+    def __init__(self) -> None:
+        # interpreter path -> its zygote (started on first use)
+        self._zygotes: dict[str, Zygote] = {}
+        self._zygote_starts: dict[str, asyncio.Task[Zygote]] = {}
+
+    async def start(self, spec: LaunchSpec) -> SandboxProcess:
+        if spec.zygote_interpreter is not None:
+            zygote = await self._zygote(spec.zygote_interpreter)
+            pid, exited = await zygote.fork(spec)
+            return _Process(pid, exited)
+        proc = subprocess.Popen(
+            list(spec.argv),
+            env=dict(spec.env),
+            cwd=spec.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=spec.log_fd,
+            stderr=spec.log_fd,
+            start_new_session=True,
+            close_fds=True,
+        )
+        return _Process(proc.pid, _watch_exec_child(proc.pid))
+
+    async def prepare(self, interpreter: str) -> None:
+        """Start an interpreter's zygote ahead of its first environment."""
+        await self._zygote(interpreter)
+
+    async def _zygote(self, interpreter: str) -> Zygote:
+        zygote = self._zygotes.get(interpreter)
+        if zygote is not None and zygote.alive:
+            return zygote
+        task = self._zygote_starts.get(interpreter)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._start_zygote(interpreter))
+            self._zygote_starts[interpreter] = task
+        return await asyncio.shield(task)
+
+    async def _start_zygote(self, interpreter: str) -> Zygote:
+        zygote = Zygote(interpreter)
+        await zygote.start()
+        self._zygotes[interpreter] = zygote
+        return zygote
+
+    def isolation(self) -> IsolationReport:
+        return IsolationReport(
+            backend="process",
+            features={
+                "pid_namespace": False,
+                "mount_namespace": False,
+                "network_namespace": False,
+                "cgroup_limits": False,
+                "seccomp": False,
+                "unprivileged_uid": False,
+            },
+            notes=("environments run as plain host processes: no isolation between functions",),
+        )
+
+    async def close(self) -> None:
+        for zygote in self._zygotes.values():
+            await zygote.close()
+        self._zygotes.clear()

@@ -1,0 +1,142 @@
+"""lambdad's side of a Python zygote (see runtime/bootstraps/python/lambdad_zygote.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import orjson
+
+from lambdad.sandbox.base import ExitStatus, LaunchSpec
+
+log = logging.getLogger(__name__)
+
+ZYGOTE_SCRIPT = (
+    Path(__file__).resolve().parent.parent
+    / "runtime"
+    / "bootstraps"
+    / "python"
+    / "lambdad_zygote.py"
+)
+
+
+class ZygoteError(RuntimeError):
+    """The zygote could not fork an environment (or is gone)."""
+
+
+class Zygote:
+    """One fork server per interpreter; forks are answered in order over a SOCK_SEQPACKET pair."""
+
+    def __init__(self, interpreter: str) -> None:
+        self.interpreter = interpreter
+        self._ids = itertools.count(1)
+        # request id -> future of the forked pid
+        self._forks: dict[int, asyncio.Future[int]] = {}
+        # pid -> future of its exit status (created on fork)
+        self._exits: dict[int, asyncio.Future[ExitStatus]] = {}
+        self._ready: asyncio.Future[int] | None = None
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"}
+        self._proc = subprocess.Popen(
+            [self.interpreter, "-u", str(ZYGOTE_SCRIPT), str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            env=env,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._ready = loop.create_future()
+        loop.add_reader(ours.fileno(), self._on_readable)
+        await asyncio.wait_for(self._ready, timeout=30)
+
+    @property
+    def alive(self) -> bool:
+        return self._sock is not None and self._proc is not None and self._proc.poll() is None
+
+    async def fork(self, spec: LaunchSpec) -> tuple[int, asyncio.Future[ExitStatus]]:
+        if self._sock is None:
+            raise ZygoteError("zygote is not running")
+        loop = asyncio.get_running_loop()
+        request_id = next(self._ids)
+        reply: asyncio.Future[int] = loop.create_future()
+        self._forks[request_id] = reply
+        message = orjson.dumps(
+            {"id": request_id, "env": dict(spec.env), "cwd": spec.cwd, "entry": spec.zygote_entry}
+        )
+        socket.send_fds(self._sock, [message], [spec.log_fd])
+        pid = await reply
+        return pid, self._exits[pid]
+
+    def _on_readable(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._on_closed()
+                return
+            self._dispatch(orjson.loads(data))
+
+    def _dispatch(self, message: dict[str, object]) -> None:
+        loop = asyncio.get_running_loop()
+        if "exit" in message:
+            pid = int(message["exit"])  # type: ignore[call-overload]
+            status = ExitStatus(message.get("code"), message.get("signal"))  # type: ignore[arg-type]
+            exit_future = self._exits.pop(pid, None)
+            if exit_future is not None and not exit_future.done():
+                exit_future.set_result(status)
+        elif "ready" in message:
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(int(message["ready"]))  # type: ignore[call-overload]
+        else:
+            reply = self._forks.pop(int(message["id"]), None)  # type: ignore[call-overload]
+            if reply is None or reply.done():
+                return
+            if "pid" in message:
+                pid = int(message["pid"])  # type: ignore[call-overload]
+                self._exits[pid] = loop.create_future()
+                reply.set_result(pid)
+            else:
+                reply.set_exception(ZygoteError(str(message.get("error"))))
+
+    def _on_closed(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        error = ZygoteError(f"zygote for {self.interpreter} exited")
+        for reply in self._forks.values():
+            if not reply.done():
+                reply.set_exception(error)
+        self._forks.clear()
+        # Children of a dead zygote die with it (PDEATHSIG): report them as killed.
+        for exit_future in self._exits.values():
+            if not exit_future.done():
+                exit_future.set_result(ExitStatus(signal=9))
+        self._exits.clear()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(error)
+
+    async def close(self) -> None:
+        if self._sock is not None:
+            self._on_closed()
+        if self._proc is not None:
+            self._proc.kill()
+            await asyncio.to_thread(self._proc.wait)
+            self._proc = None

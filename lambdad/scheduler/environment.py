@@ -1,0 +1,443 @@
+"""Environment: one execution environment, running one invocation at a time.
+
+It joins three things: the sandboxed process (``SandboxProcess``), that process's Runtime API
+listener (this class is its ``RuntimeApiHandler``) and its log stream (stdout/stderr pipe ->
+CloudWatch-style events, START/END/REPORT lines). Everything here runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import orjson
+
+from lambdad.control.model import FunctionConfig
+from lambdad.observability.logs import LogStream
+from lambdad.runtime.api_server import ACCEPTED, NextReply, RuntimeApiServer, error_body
+from lambdad.sandbox.base import ExitStatus, SandboxProcess
+
+TAIL_BYTES = 4096
+# A runtime must reach /next within this many seconds of starting (AWS's init limit).
+INIT_TIMEOUT_SECONDS = 10.0
+
+
+class EnvironmentState(StrEnum):
+    STARTING = "starting"  # process launched; the runtime is initialising (no /next yet)
+    IDLE = "idle"  # no invocation assigned; the runtime is (or soon will be) waiting in /next
+    BUSY = "busy"  # exactly one invocation assigned and not yet answered
+    DEAD = "dead"  # process ended or was killed; never used again
+
+
+@dataclass
+class Invocation:
+    request_id: str
+    payload: bytes
+    invoked_arn: str
+    tail: bool = False
+    client_context: bytes | None = None  # JSON text for Lambda-Runtime-Client-Context
+    cognito_identity: bytes | None = None  # JSON text for Lambda-Runtime-Cognito-Identity
+    trace_id: bytes = b""
+
+
+@dataclass(frozen=True)
+class InvocationResult:
+    payload: bytes
+    function_error: str | None = None  # "Unhandled" when the function failed
+    log_tail: str | None = None  # base64 of the last 4 KB of this invocation's log
+    duration_ms: float = 0.0
+    init_duration_ms: float | None = None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _rfc3339(ms: int) -> str:
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    )
+
+
+class Environment:
+    def __init__(
+        self,
+        config: FunctionConfig,
+        log: LogStream,
+        on_dead: Callable[[Environment], None],
+    ) -> None:
+        self.config = config
+        self.state = EnvironmentState.STARTING
+        self.log = log
+        self.api = RuntimeApiServer(self)
+        self.process: SandboxProcess | None = None
+        self.created = time.monotonic()
+        self.last_used = self.created
+        self._on_dead = on_dead
+        self._loop = asyncio.get_running_loop()
+        self._arn_header = config.arn.encode()
+        self._log_fd = -1
+        self._partial = b""
+        self._parked: NextReply | None = None
+        self._current: Invocation | None = None
+        self._result: asyncio.Future[InvocationResult] | None = None
+        self._delivered_at = 0.0
+        self._last_request_id = ""
+        self._tail: bytearray | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._init_timer: asyncio.TimerHandle | None = None
+        self._init_error: bytes | None = None
+        self._init_error_type: str | None = None
+        self._init_duration_ms: float | None = None
+        self._pending_init_report = True
+        self._closed = False
+
+    # lifecycle ---------------------------------------------------------------------------
+    def attach(self, process: SandboxProcess, log_read_fd: int) -> None:
+        """Adopt the started process and the read end of its log pipe."""
+        self.process = process
+        self._log_fd = log_read_fd
+        os.set_blocking(log_read_fd, False)
+        self._loop.add_reader(log_read_fd, self._read_output)
+        self._init_timer = self._loop.call_later(INIT_TIMEOUT_SECONDS, self._init_timed_out)
+        self._watcher = asyncio.ensure_future(self._watch(process))
+
+    @property
+    def fresh(self) -> bool:
+        """True until the first invocation has been handed to this environment."""
+        return self._pending_init_report
+
+    def kill(self) -> None:
+        """Stop the environment (idempotent); a running invocation fails as a crash."""
+        if self.process is not None:
+            self.process.kill()
+        else:
+            self._die(None)
+
+    def launch_failed(self, error_type: str, message: str) -> None:
+        """The process could not be started: the first invocation reports this init error."""
+        self._init_error = error_body(error_type, message)
+        self._init_error_type = error_type
+        self._init_duration_ms = (time.monotonic() - self.created) * 1000
+
+    async def _watch(self, process: SandboxProcess) -> None:
+        status = await process.wait()
+        self._die(status)
+
+    def _die(self, status: ExitStatus | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._drain_output()
+        if self._current is not None:
+            self._fail_crashed(status)
+        self.state = EnvironmentState.DEAD
+        for timer in (self._timer, self._init_timer):
+            if timer is not None:
+                timer.cancel()
+        if self._log_fd >= 0:
+            self._loop.remove_reader(self._log_fd)
+            os.close(self._log_fd)
+            self._log_fd = -1
+        self.api.close()
+        self.log.flush()
+        self.log.close()
+        self._on_dead(self)
+
+    # invoking ----------------------------------------------------------------------------
+    async def invoke(self, invocation: Invocation, timeout_s: float) -> InvocationResult:
+        if self.state not in (EnvironmentState.STARTING, EnvironmentState.IDLE):
+            raise RuntimeError(f"environment is {self.state}, cannot take an invocation")
+        if self.state is EnvironmentState.IDLE:
+            self.state = EnvironmentState.BUSY
+        self._current = invocation
+        self._timeout_s = timeout_s
+        self._tail = bytearray() if invocation.tail else None
+        result: asyncio.Future[InvocationResult] = self._loop.create_future()
+        self._result = result
+        if self._init_error is not None:
+            self._fail_init()
+        elif self._parked is not None:
+            reply, self._parked = self._parked, None
+            self._deliver(reply)
+        try:
+            return await result
+        finally:
+            self.last_used = time.monotonic()
+
+    def _deliver(self, reply: NextReply) -> None:
+        inv = self._current
+        assert inv is not None
+        self._write_platform(f"START RequestId: {inv.request_id} Version: {self.config.version}\n")
+        deadline = _now_ms() + int(self._timeout_s * 1000)
+        headers = [
+            (b"Lambda-Runtime-Aws-Request-Id", inv.request_id.encode()),
+            (b"Lambda-Runtime-Deadline-Ms", str(deadline).encode()),
+            (b"Lambda-Runtime-Invoked-Function-Arn", inv.invoked_arn.encode()),
+            (b"Lambda-Runtime-Trace-Id", inv.trace_id),
+        ]
+        if inv.client_context:
+            headers.append((b"Lambda-Runtime-Client-Context", inv.client_context))
+        if inv.cognito_identity:
+            headers.append((b"Lambda-Runtime-Cognito-Identity", inv.cognito_identity))
+        self.state = EnvironmentState.BUSY
+        self._delivered_at = time.perf_counter()
+        self._timer = self._loop.call_later(self._timeout_s, self._timed_out)
+        if not reply.send(headers, inv.payload or b"{}"):
+            self.kill()
+
+    # RuntimeApiHandler ---------------------------------------------------------------------
+    def runtime_next(self, reply: NextReply) -> None:
+        if self.state is EnvironmentState.STARTING or self._init_duration_ms is None:
+            self._init_duration_ms = (time.monotonic() - self.created) * 1000
+            if self._init_timer is not None:
+                self._init_timer.cancel()
+                self._init_timer = None
+            if self.state is EnvironmentState.STARTING:
+                self.state = EnvironmentState.IDLE
+        if self._current is not None and self._timer is None:
+            self._deliver(reply)
+        else:
+            self._parked = reply
+
+    def runtime_response(self, request_id: str, body: bytes, too_large: bool) -> tuple[int, bytes]:
+        rejected = self._check_request_id(request_id)
+        if rejected is not None:
+            return rejected
+        if too_large:
+            self._finish(
+                error_body(
+                    "Function.ResponseSizeTooLarge",
+                    "Response payload size exceeded maximum allowed payload size (6291556 bytes).",
+                ),
+                "Unhandled",
+            )
+            return 413, error_body(
+                "RequestEntityTooLarge", "Exceeded maximum allowed payload size (6291556 bytes)."
+            )
+        self._finish(body, None)
+        return ACCEPTED
+
+    def runtime_error(
+        self, request_id: str, error_type: str | None, body: bytes
+    ) -> tuple[int, bytes]:
+        rejected = self._check_request_id(request_id)
+        if rejected is not None:
+            return rejected
+        self._finish(_error_payload(error_type, body), "Unhandled")
+        return ACCEPTED
+
+    def runtime_init_error(self, error_type: str | None, body: bytes) -> tuple[int, bytes]:
+        if self._init_error is not None or self._init_duration_ms is not None:
+            return 403, error_body(
+                "InvalidStateTransition", "State transition is not allowed: init already done"
+            )
+        self._init_error = _error_payload(error_type, body)
+        self._init_error_type = error_type or _error_type_of(self._init_error)
+        self._init_duration_ms = (time.monotonic() - self.created) * 1000
+        if self._current is not None:
+            self._fail_init()
+        return ACCEPTED
+
+    def runtime_connection_lost(self) -> None:
+        self._parked = None
+
+    def _check_request_id(self, request_id: str) -> tuple[int, bytes] | None:
+        inv = self._current
+        if inv is not None and inv.request_id == request_id and self._timer is not None:
+            return None
+        if request_id == self._last_request_id:
+            return 403, error_body(
+                "InvalidStateTransition",
+                "State transition from Ready to InvocationResponse failed for runtime. "
+                "Error: State transition is not allowed",
+            )
+        return 400, error_body("InvalidRequestID", "Invalid request ID")
+
+    # outcomes -------------------------------------------------------------------------------
+    def _finish(
+        self, payload: bytes, function_error: str | None, status: str | None = None
+    ) -> None:
+        inv, result = self._current, self._result
+        if inv is None or result is None:
+            return
+        duration_ms = (time.perf_counter() - self._delivered_at) * 1000 if self._timer else 0.0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._drain_output()
+        init_ms = None
+        if self._pending_init_report:
+            self._pending_init_report = False
+            init_ms = self._init_duration_ms
+        self._write_platform(f"END RequestId: {inv.request_id}\n")
+        self._write_platform(self._report_line(inv.request_id, duration_ms, init_ms, status))
+        self.log.flush()
+        tail = None
+        if self._tail is not None:
+            tail = base64.b64encode(bytes(self._tail[-TAIL_BYTES:])).decode()
+        self._current = None
+        self._result = None
+        self._tail = None
+        self._last_request_id = inv.request_id
+        if self.state is EnvironmentState.BUSY:
+            self.state = EnvironmentState.IDLE
+        if not result.done():
+            result.set_result(InvocationResult(payload, function_error, tail, duration_ms, init_ms))
+
+    def _report_line(
+        self, request_id: str, duration_ms: float, init_ms: float | None, status: str | None
+    ) -> str:
+        used_mb = 0
+        if self.process is not None:
+            used_mb = math.ceil(self.process.peak_memory_bytes() / 1048576)
+        line = (
+            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+            f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\t"
+            f"Memory Size: {self.config.memory_size} MB\tMax Memory Used: {used_mb} MB\t"
+        )
+        if init_ms is not None:
+            line += f"Init Duration: {init_ms:.2f} ms\t"
+        if status:
+            line += f"Status: {status}\t"
+        return line + "\n"
+
+    def _timed_out(self) -> None:
+        inv = self._current
+        if inv is None:
+            return
+        self._timer = None
+        seconds = f"{self._timeout_s:.2f}"
+        self._write_platform(
+            f"{_rfc3339(_now_ms())} {inv.request_id} Task timed out after {seconds} seconds\n"
+        )
+        payload = error_body(
+            "Sandbox.Timedout",
+            f"RequestId: {inv.request_id} Error: Task timed out after {seconds} seconds",
+        )
+        # Report with the full timeout as the duration, then kill: the next invoke starts fresh.
+        self._delivered_at = time.perf_counter() - self._timeout_s
+        self._timer = self._loop.call_later(0, lambda: None)
+        self._finish(payload, "Unhandled", status="timeout")
+        self.state = EnvironmentState.DEAD
+        self.kill()
+
+    def _init_timed_out(self) -> None:
+        self._init_timer = None
+        if self.state is EnvironmentState.STARTING:
+            self._init_error = error_body(
+                "Sandbox.Timedout",
+                f"Error: Init timed out after {INIT_TIMEOUT_SECONDS:.2f} seconds",
+            )
+            self._init_error_type = "Sandbox.Timedout"
+            self._init_duration_ms = INIT_TIMEOUT_SECONDS * 1000
+            if self._current is not None:
+                self._fail_init()
+            self.state = EnvironmentState.DEAD
+            self.kill()
+
+    def _fail_init(self) -> None:
+        inv = self._current
+        assert inv is not None and self._init_error is not None
+        init_ms = self._init_duration_ms or 0.0
+        self._write_platform(
+            f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\tStatus: error\t"
+            f"Error Type: {self._init_error_type}\n"
+        )
+        self._write_platform(f"START RequestId: {inv.request_id} Version: {self.config.version}\n")
+        self._pending_init_report = False
+        self._init_duration_ms = None
+        self._finish(self._init_error, "Unhandled", status="error")
+        self.state = EnvironmentState.DEAD
+        self.kill()
+
+    def _fail_crashed(self, status: ExitStatus | None) -> None:
+        inv = self._current
+        assert inv is not None
+        if self._init_error is not None:
+            self._fail_init()
+            return
+        if status is None or (status.code == 0 and status.signal is None):
+            reason = "Runtime exited without providing a reason"
+        else:
+            reason = f"Runtime exited with error: {status.describe()}"
+        message = f"RequestId: {inv.request_id} Error: {reason}"
+        self._write_platform(f"{message}\nRuntime.ExitError\n")
+        if self._timer is None:
+            self._delivered_at = time.perf_counter()
+            self._timer = self._loop.call_later(0, lambda: None)
+        self._finish(error_body("Runtime.ExitError", message), "Unhandled", status="error")
+
+    # logs ------------------------------------------------------------------------------------
+    def _read_output(self) -> None:
+        try:
+            data = os.read(self._log_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._loop.remove_reader(self._log_fd)
+            return
+        self._output(data)
+
+    def _drain_output(self) -> None:
+        if self._log_fd < 0:
+            return
+        while True:
+            try:
+                data = os.read(self._log_fd, 65536)
+            except (BlockingIOError, OSError):
+                break
+            if not data:
+                break
+            self._output(data)
+        if self._partial:
+            self._emit(self._partial + b"\n")
+            self._partial = b""
+
+    def _output(self, data: bytes) -> None:
+        data = self._partial + data
+        cut = data.rfind(b"\n") + 1
+        self._partial = data[cut:]
+        if cut:
+            self._emit(data[:cut])
+
+    def _emit(self, chunk: bytes) -> None:
+        if self._tail is not None:
+            self._tail += chunk
+        ts = _now_ms()
+        for line in chunk.splitlines(keepends=True):
+            self.log.write(line.decode("utf-8", "replace"), ts)
+
+    def _write_platform(self, line: str) -> None:
+        if self._tail is not None:
+            self._tail += line.encode()
+        self.log.write(line)
+
+
+def _error_payload(error_type: str | None, body: bytes) -> bytes:
+    """The runtime's error document, passed through when it is JSON (AWS does the same)."""
+    try:
+        document = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        document = None
+    if isinstance(document, dict):
+        return body
+    return error_body(error_type or "Runtime.Unknown", body.decode("utf-8", "replace"))
+
+
+def _error_type_of(payload: bytes) -> str:
+    with contextlib.suppress(orjson.JSONDecodeError):
+        document = orjson.loads(payload)
+        if isinstance(document, dict) and isinstance(document.get("errorType"), str):
+            return str(document["errorType"])
+    return "Runtime.Unknown"

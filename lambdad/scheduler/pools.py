@@ -1,0 +1,71 @@
+"""PoolManager: one EnvironmentPool per function version, replaced when the function changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from lambdad.control.model import FunctionConfig
+from lambdad.scheduler.pool import EnvironmentPool, Launch, PoolStatistics
+
+log = logging.getLogger(__name__)
+
+
+class PoolManager:
+    def __init__(self, launch: Launch, keep_alive_seconds: float, reap_interval: float) -> None:
+        self._launch = launch
+        self._keep_alive = keep_alive_seconds
+        self._interval = reap_interval
+        # (account, function name, version) -> pool of the current configuration
+        self._pools: dict[tuple[str, str, str], EnvironmentPool] = {}
+        self._retired: list[EnvironmentPool] = []
+        self._reaper: asyncio.Task[None] | None = None
+
+    def pool_for(self, config: FunctionConfig) -> EnvironmentPool:
+        key = (config.account_id, config.name, config.version)
+        pool = self._pools.get(key)
+        if pool is not None and pool.config.revision_id == config.revision_id:
+            return pool
+        if pool is not None:
+            self._retire(pool)
+        pool = EnvironmentPool(config, self._launch)
+        self._pools[key] = pool
+        return pool
+
+    def drop_function(self, account_id: str, name: str) -> None:
+        for key in [k for k in self._pools if k[:2] == (account_id, name)]:
+            self._retire(self._pools.pop(key))
+
+    def _retire(self, pool: EnvironmentPool) -> None:
+        pool.retire()
+        if not pool.empty:
+            self._retired.append(pool)
+
+    def start(self) -> None:
+        self._reaper = asyncio.ensure_future(self._reap_forever())
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                self.reap()
+            except Exception:  # a task boundary: never let the reaper die
+                log.exception("reaper failed")
+
+    def reap(self) -> int:
+        stopped = sum(pool.reap(self._keep_alive) for pool in self._pools.values())
+        self._retired = [p for p in self._retired if not p.empty]
+        return stopped
+
+    def statistics(self) -> dict[str, PoolStatistics]:
+        return {f"{k[0]}:{k[1]}:{k[2]}": pool.statistics() for k, pool in self._pools.items()}
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for pool in [*self._pools.values(), *self._retired]:
+            pool.retire()
+        self._pools.clear()

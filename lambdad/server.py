@@ -1,0 +1,131 @@
+"""The composition root: build every component from Settings, run them behind one port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Mapping
+
+import uvicorn
+
+from lambdad.api.app import LambdadApp
+from lambdad.api.code_urls import CodeUrlSigner
+from lambdad.api.handlers import Services
+from lambdad.api.logs_api import LogsApi
+from lambdad.api.protocol import LambdaProtocol
+from lambdad.control.functions import FunctionRegistry
+from lambdad.control.model import FunctionConfig
+from lambdad.credentials import RootCredentials, load_root_credentials, server_secret
+from lambdad.invoke.async_queue import AsyncQueue
+from lambdad.invoke.invoker import Invoker
+from lambdad.observability.logs import LogStore
+from lambdad.runtime.runtimes import Family, RuntimeCatalog
+from lambdad.sandbox.base import SandboxBackend
+from lambdad.sandbox.process import ProcessBackend
+from lambdad.scheduler.launcher import EnvironmentLauncher
+from lambdad.scheduler.pools import PoolManager
+from lambdad.settings import Settings
+from lambdad.store.blobs import DirectoryBlobStore
+from lambdad.store.code_cache import CodeCache
+from lambdad.store.metadata import SqliteMetadataStore
+
+log = logging.getLogger("lambdad")
+
+
+class Platform:
+    """Every long-lived component, wired once."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str]) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.credentials: RootCredentials = load_root_credentials(settings.data_dir, environ)
+        self.catalog = RuntimeCatalog.discover(settings.runtime_overrides)
+        self.store = SqliteMetadataStore(settings.db_path)
+        self.blobs = DirectoryBlobStore(settings.blob_dir)
+        self.code = CodeCache(settings.code_dir, self.blobs)
+        self.logs = LogStore(settings.log_dir)
+        self.backend: SandboxBackend = ProcessBackend()
+        self.registry = FunctionRegistry(
+            self.store, self.blobs, self.code, self.catalog, settings.region
+        )
+        launcher = EnvironmentLauncher(self.backend, self.catalog, self.code, self.logs)
+        self.pools = PoolManager(
+            launcher.launch, settings.keep_alive_seconds, settings.reap_interval_seconds
+        )
+        self.queue = AsyncQueue(self.store, settings.async_workers, settings.async_retry_delays)
+        self.invoker = Invoker(self.registry, self.pools, self.queue)
+        self.registry.on_change(self._function_changed)
+        self._background: set[asyncio.Future[None]] = set()
+        signer = CodeUrlSigner(server_secret(settings.data_dir))
+        self.app = LambdadApp(
+            protocol=LambdaProtocol(),
+            services=Services(self.registry, self.invoker, signer),
+            logs_api=LogsApi(self.logs),
+            signer=signer,
+            account_id=settings.account_id,
+            on_startup=self.start,
+            on_shutdown=self.stop,
+        )
+
+    def _function_changed(self, config: FunctionConfig | None, account_id: str, name: str) -> None:
+        if config is None:
+            self.pools.drop_function(account_id, name)
+        else:
+            self.pools.pool_for(config)  # retires environments of the previous configuration
+
+    async def start(self) -> None:
+        self.registry.load()
+        self.queue.start(self.invoker.run_event)
+        self.pools.start()
+        if isinstance(self.backend, ProcessBackend):
+            for spec in self.catalog.available():
+                if spec.family is Family.PYTHON and spec.executable:
+                    self._background.add(
+                        asyncio.ensure_future(self.backend.prepare(spec.executable))
+                    )
+
+    async def stop(self) -> None:
+        await self.queue.close()
+        await self.pools.close()
+        await asyncio.sleep(0.05)
+        await self.backend.close()
+        self.store.close()
+
+
+def banner(platform: Platform) -> str:
+    s = platform.settings
+    iso = platform.backend.isolation()
+    runtimes = ", ".join(r.runtime_id for r in platform.catalog.available())
+    lines = [
+        f"lambdad listening on {s.endpoint} (region {s.region}, account {s.account_id})",
+        f"data dir: {s.data_dir}",
+        f"runtimes: {runtimes}",
+        f"isolation: {iso.backend} backend",
+    ]
+    lines += [f"WARNING: {note}" for note in iso.notes]
+    if platform.credentials.generated:
+        lines.append("root credentials were generated; use them with:")
+        lines.append(platform.credentials.export_lines().rstrip())
+    return "\n".join(lines)
+
+
+def serve(settings: Settings) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    platform = Platform(settings, os.environ)
+    print(banner(platform), file=sys.stderr, flush=True)
+    config = uvicorn.Config(
+        platform.app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=75,
+    )
+    uvicorn.Server(config).run()

@@ -1,0 +1,62 @@
+"""The one frozen configuration object, built once by the composition root and handed down."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 9000
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT_ID = "000000000000"
+
+
+def default_data_dir(environ: dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if env.get("LAMBDAD_DATA_DIR"):
+        return Path(env["LAMBDAD_DATA_DIR"])
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "lambdad"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    region: str = DEFAULT_REGION
+    account_id: str = DEFAULT_ACCOUNT_ID
+    # Idle execution environments are stopped after this many seconds without work.
+    keep_alive_seconds: float = 300.0
+    # How often the reaper looks for idle environments past their keep-alive.
+    reap_interval_seconds: float = 1.0
+    # Async (Event) invocations run by this many concurrent workers at most.
+    async_workers: int = 64
+    # Delays before retrying an Event invocation that failed (AWS: two retries).
+    async_retry_delays: tuple[float, ...] = (60.0, 120.0)
+    # Interpreters and toolchains: runtime id -> executable, overriding discovery.
+    runtime_overrides: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "lambdad.sqlite3"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def code_dir(self) -> Path:
+        return self.data_dir / "code"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"

@@ -1,0 +1,549 @@
+"""The Python bootstrap against a fake Runtime API, under every python3.10..3.13 present."""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_runtime_api import CapturedProcess, FakeRuntimeAPI  # noqa: E402
+
+BOOTSTRAP = (
+    Path(__file__).resolve().parents[2]
+    / "lambdad"
+    / "runtime"
+    / "bootstraps"
+    / "python"
+    / "lambdad_bootstrap.py"
+)
+VERSIONS = ("3.10", "3.11", "3.12", "3.13")
+
+
+@functools.cache
+def _interpreter(version: str) -> str | None:
+    """The real executable of python<version>, or None. pyenv shims are on PATH for every
+    version but only run the ones pyenv has selected, so each candidate is tried."""
+    candidates = []
+    found = shutil.which(f"python{version}")
+    if found:
+        candidates.append(found)
+    pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    candidates += sorted(glob.glob(os.path.join(pyenv_root, "versions", "*", "bin", f"python{version}")))
+    for exe in candidates:
+        try:
+            out = subprocess.run(
+                [exe, "-c", "import sys; print(sys.executable)"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    return None
+
+
+def _python_params() -> list[object]:
+    return [
+        pytest.param(
+            v,
+            marks=pytest.mark.skipif(_interpreter(v) is None, reason=f"python{v} not found"),
+            id=f"py{v}",
+        )
+        for v in VERSIONS
+    ]
+
+
+@pytest.fixture(params=_python_params())
+def python(request: pytest.FixtureRequest) -> str:
+    exe = _interpreter(request.param)
+    assert exe is not None
+    return exe
+
+
+APP = '''
+import json
+import logging
+import os
+import sys
+
+COUNT = 0
+
+
+def handler(event, context):
+    global COUNT
+    COUNT += 1
+    print("PRINT", context.aws_request_id)
+    sys.stderr.write("STDERR " + context.aws_request_id + "\\n")
+    cc = context.client_context
+    return {
+        "event": event,
+        "count": COUNT,
+        "pid": os.getpid(),
+        "aws_request_id": context.aws_request_id,
+        "function_name": context.function_name,
+        "function_version": context.function_version,
+        "invoked_function_arn": context.invoked_function_arn,
+        "memory_limit_in_mb": context.memory_limit_in_mb,
+        "log_group_name": context.log_group_name,
+        "log_stream_name": context.log_stream_name,
+        "remaining": context.get_remaining_time_in_millis(),
+        "identity": [context.identity.cognito_identity_id,
+                     context.identity.cognito_identity_pool_id],
+        "client_context": None if cc is None else {
+            "custom": cc.custom,
+            "env": cc.env,
+            "client": None if cc.client is None else {
+                "installation_id": cc.client.installation_id,
+                "app_title": cc.client.app_title,
+                "app_version_name": cc.client.app_version_name,
+                "app_version_code": cc.client.app_version_code,
+                "app_package_name": cc.client.app_package_name,
+            },
+        },
+        "trace": os.environ.get("_X_AMZN_TRACE_ID"),
+        "cwd": os.getcwd(),
+        "path": sys.path[:3],
+        "stdout_line_buffered": getattr(sys.stdout, "line_buffering", None),
+    }
+
+
+def raises(event, context):
+    raise ValueError("x")
+
+
+def returns_set(event, context):
+    return {1, 2}
+
+
+def returns_none(event, context):
+    return None
+
+
+def returns_bytes(event, context):
+    return b"\\x00raw"
+
+
+def returns_unicode(event, context):
+    return {"s": "h\\u00e9llo \\u2603"}
+
+
+def logs(event, context):
+    logging.getLogger().warning("warned %s", 1)
+    logging.getLogger("child").info("informed")
+    logging.debug("debugged")
+    print("printed")
+    return "ok"
+
+
+def returns_decimal(event, context):
+    import decimal
+    return [decimal.Decimal("1"), decimal.Decimal("2.5"), decimal.Decimal("nan")]
+
+
+def dispatch(event, context):
+    return globals()[event["call"]](event, context)
+
+
+def exits(event, context):
+    sys.exit(3)
+
+
+class Obj:
+    class Inner:
+        @staticmethod
+        def method(event, context):
+            return "nested"
+'''
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def _env(api: FakeRuntimeAPI, root: Path, handler: str, **extra: str) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "AWS_LAMBDA_RUNTIME_API": api.address,
+        "_HANDLER": handler,
+        "LAMBDA_TASK_ROOT": str(root),
+        "LAMBDA_RUNTIME_DIR": str(BOOTSTRAP.parent),
+        "AWS_LAMBDA_FUNCTION_NAME": "fn",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/fn",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "2024/01/01/[$LATEST]abcdef",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "TZ": ":UTC",
+    }
+    env.update(extra)
+    return env
+
+
+class Harness:
+    def __init__(self, python: str, root: Path) -> None:
+        self.python = python
+        self.root = root
+        self.procs: list[CapturedProcess] = []
+        self.apis: list[FakeRuntimeAPI] = []
+
+    def start(
+        self,
+        handler: str,
+        files: dict[str, str] | None = None,
+        argv: list[str] | None = None,
+        api_options: dict[str, bool] | None = None,
+        **env: str,
+    ) -> tuple[FakeRuntimeAPI, CapturedProcess]:
+        _write(self.root, files if files is not None else {"app.py": APP})
+        holder: list[CapturedProcess] = []
+        api = FakeRuntimeAPI(lambda: holder[0].output() if holder else "", **(api_options or {}))
+        self.apis.append(api)
+        proc = CapturedProcess(
+            argv or [self.python, str(BOOTSTRAP)], _env(api, self.root, handler, **env), self.root
+        )
+        holder.append(proc)
+        self.procs.append(proc)
+        return api, proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.close()
+        for api in self.apis:
+            api.close()
+
+
+@pytest.fixture
+def harness(python: str, tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(python, tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_echo_context_and_warm_reuse(harness: Harness) -> None:
+    api, proc = harness.start("app.handler")
+    client_context = {
+        "client": {
+            "installation_id": "inst",
+            "app_title": "title",
+            "app_version_name": "1.0",
+            "app_version_code": "100",
+            "app_package_name": "pkg",
+        },
+        "custom": {"k": "v"},
+        "env": {"platform": "linux"},
+    }
+    identity = {"cognitoIdentityId": "id-1", "cognitoIdentityPoolId": "pool-1"}
+    deadline = int(time.time() * 1000) + 60_000
+    rid = api.enqueue(
+        {"hello": "world", "n": [1, 2.5, None]},
+        deadline_ms=deadline,
+        client_context=client_context,
+        identity=identity,
+    )
+    res = api.wait_result(rid)
+    assert res.kind == "response", res.body
+    body = res.json()
+    assert body["event"] == {"hello": "world", "n": [1, 2.5, None]}
+    assert body["count"] == 1
+    assert body["aws_request_id"] == rid
+    assert body["function_name"] == "fn"
+    assert body["function_version"] == "$LATEST"
+    assert body["invoked_function_arn"] == "arn:aws:lambda:us-east-1:123456789012:function:fn"
+    assert body["memory_limit_in_mb"] == 256
+    assert body["log_group_name"] == "/aws/lambda/fn"
+    assert body["log_stream_name"] == "2024/01/01/[$LATEST]abcdef"
+    assert 55_000 < body["remaining"] <= 60_000
+    assert body["identity"] == ["id-1", "pool-1"]
+    assert body["client_context"] == client_context
+    assert body["trace"].startswith("Root=1-5759e988")
+    assert body["cwd"] == str(harness.root)
+    assert body["path"][0] == str(harness.root)
+    assert body["path"][1].startswith("/opt/python/lib/python3.")
+    assert body["path"][1].endswith("/site-packages")
+    assert body["path"][2] == "/opt/python"
+    assert body["stdout_line_buffered"] is True
+    assert res.headers["content-type"] == "application/json"
+    # output reached the pipe before the response was posted
+    assert f"PRINT {rid}\n" in (res.log or "")
+    assert f"STDERR {rid}\n" in (res.log or "")
+
+    # warm reuse: same process, module state kept; no client context / identity / trace
+    for n in (2, 3):
+        res2 = api.invoke({"n": n}, trace_id=None)
+        b2 = res2.json()
+        assert b2["count"] == n
+        assert b2["pid"] == body["pid"]
+        assert b2["client_context"] is None
+        assert b2["identity"] == [None, None]
+        assert b2["trace"] is None
+        assert f"PRINT {b2['aws_request_id']}\n" in (res2.log or "")
+    # an expired deadline reports 0, not a negative number
+    res3 = api.invoke({}, deadline_ms=int(time.time() * 1000) - 5000)
+    assert res3.json()["remaining"] == 0
+    assert proc.proc.poll() is None
+
+
+def test_handler_errors_and_marshalling(harness: Harness) -> None:
+    api, proc = harness.start("app.raises")
+    res = api.invoke({})
+    assert res.kind == "error"
+    assert res.error_type == "ValueError"
+    body = res.json()
+    line = next(
+        i + 1
+        for i, text in enumerate(APP.splitlines())
+        if 'raise ValueError("x")' in text
+    )
+    assert body == {
+        "errorMessage": "x",
+        "errorType": "ValueError",
+        "requestId": res.request_id,
+        "stackTrace": [
+            f'  File "{harness.root / "app.py"}", line {line}, in raises\n'
+            '    raise ValueError("x")\n'
+        ],
+    }
+    # AWS's log record for it: one line, \r-separated, traceback indented with NBSPs
+    assert (
+        "[ERROR] ValueError: x\rTraceback (most recent call last):\r"
+        f'\u00a0\u00a0File "{harness.root / "app.py"}", line {line}, in raises\r'
+        '\u00a0\u00a0\u00a0\u00a0raise ValueError("x")\n'
+    ) in (res.log or "")
+    # the process survives handler errors
+    assert api.invoke({}).kind == "error"
+    assert proc.proc.poll() is None
+
+
+def test_results(harness: Harness) -> None:
+    api, _ = harness.start("app.dispatch")
+    res = api.invoke({"call": "returns_set"})
+    assert res.kind == "error"
+    assert res.error_type == "Runtime.MarshalError"
+    assert res.json() == {
+        "errorMessage": "Unable to marshal response: Object of type set is not JSON serializable",
+        "errorType": "Runtime.MarshalError",
+        "requestId": res.request_id,
+        "stackTrace": [],
+    }
+    assert "[ERROR] Runtime.MarshalError: Unable to marshal response: " in (res.log or "")
+    res = api.invoke({"call": "returns_none"})
+    assert (res.kind, res.body) == ("response", b"null")
+    res = api.invoke({"call": "returns_bytes"})
+    assert (res.kind, res.body) == ("response", b"\x00raw")
+    assert res.headers["content-type"] == "application/unknown"
+    res = api.invoke({"call": "returns_unicode"})
+    assert (res.kind, res.body) == ("response", '{"s": "h\u00e9llo \u2603"}'.encode())
+    res = api.invoke({"call": "returns_decimal"})
+    assert (res.kind, res.body) == ("response", b"[1, 2.5, NaN]")
+
+
+def test_ascii_escaping_before_python312(harness: Harness) -> None:
+    api, _ = harness.start("app.returns_unicode", AWS_EXECUTION_ENV="AWS_Lambda_python3.11")
+    assert api.invoke({}).body == b'{"s": "h\\u00e9llo \\u2603"}'
+
+
+def test_bad_event_and_headers(harness: Harness) -> None:
+    api, _ = harness.start("app.handler")
+    res = api.invoke(raw_body=b"{not json")
+    assert res.kind == "error"
+    assert res.error_type == "Runtime.UnmarshalError"
+    assert res.json()["errorMessage"].startswith("Unable to unmarshal input: Expecting")
+    res = api.invoke({}, client_context="{oops")
+    assert res.error_type == "Runtime.LambdaContextUnmarshalError"
+    assert res.json()["errorMessage"].startswith("Unable to parse Client Context JSON: ")
+    assert api.invoke({"ok": 1}).json()["event"] == {"ok": 1}
+
+
+def test_sys_exit_in_handler_ends_the_process(harness: Harness) -> None:
+    api, proc = harness.start("app.exits")
+    api.enqueue({})
+    assert proc.wait() == 3
+    assert not api.results
+
+
+def _lineno(text: str, line_text: str) -> int:
+    lines = textwrap.dedent(text).splitlines()
+    return next(i + 1 for i, line in enumerate(lines) if line.strip() == line_text)
+
+
+BROKEN = """
+x = 1
+
+def handler(event, context:
+    return 1
+"""
+RAISES_AT_IMPORT = """
+import json
+
+def helper():
+    raise RuntimeError("cannot start")
+
+helper()
+"""
+
+
+@pytest.mark.parametrize(
+    "case", ["missing-module", "syntax", "missing-handler", "malformed", "import-raises", "builtin"]
+)
+def test_init_errors(harness: Harness, case: str) -> None:
+    files = {"app.py": APP, "broken.py": BROKEN, "boom.py": RAISES_AT_IMPORT}
+    handler = {
+        "missing-module": "nope.handler",
+        "syntax": "broken.handler",
+        "missing-handler": "app.nope",
+        "malformed": "x",
+        "import-raises": "boom.handler",
+        "builtin": "sys.handler",
+    }[case]
+    api, proc = harness.start(handler, files)
+    err = api.wait_init_error()
+    assert proc.wait() == 1
+    assert api.next_calls == 0
+    body = err.json()
+    assert err.error_type == body["errorType"]
+    assert body["requestId"] == ""
+    if case == "missing-module":
+        assert body == {
+            "errorMessage": "Unable to import module 'nope': No module named 'nope'",
+            "errorType": "Runtime.ImportModuleError",
+            "requestId": "",
+            "stackTrace": [],
+        }
+    elif case == "syntax":
+        assert body["errorType"] == "Runtime.UserCodeSyntaxError"
+        assert body["errorMessage"].startswith("Syntax error in module 'broken': ")
+        assert body["errorMessage"].endswith("(broken.py, line 4)")
+        (trace,) = body["stackTrace"]
+        assert trace.startswith(f'  File "{harness.root / "broken.py"}" Line 4\n    def handler')
+    elif case == "missing-handler":
+        assert body == {
+            "errorMessage": "Handler 'nope' missing on module 'app'",
+            "errorType": "Runtime.HandlerNotFound",
+            "requestId": "",
+            "stackTrace": [],
+        }
+    elif case == "malformed":
+        assert body == {
+            "errorMessage": "Bad handler 'x': not enough values to unpack (expected 2, got 1)",
+            "errorType": "Runtime.MalformedHandlerName",
+            "requestId": "",
+            "stackTrace": [],
+        }
+    elif case == "builtin":
+        assert body == {
+            "errorMessage": "Cannot use built-in module sys as a handler module",
+            "errorType": "Runtime.BuiltInModuleConflict",
+            "requestId": "",
+            "stackTrace": [],
+        }
+    else:
+        assert body["errorType"] == "RuntimeError"
+        assert body["errorMessage"] == "cannot start"
+        path = harness.root / "boom.py"
+        call_line = _lineno(RAISES_AT_IMPORT, "helper()")
+        raise_line = _lineno(RAISES_AT_IMPORT, 'raise RuntimeError("cannot start")')
+        assert body["stackTrace"][-2:] == [
+            f'  File "{path}", line {call_line}, in <module>\n    helper()\n',
+            f'  File "{path}", line {raise_line}, in helper\n'
+            '    raise RuntimeError("cannot start")\n',
+        ]
+        assert not any("lambdad_bootstrap" in frame for frame in body["stackTrace"])
+    log = err.log or ""
+    assert "LAMBDA_WARNING: Unhandled exception." in log
+    assert f"[ERROR] {body['errorType']}: " in log
+
+
+LOG_LINE = r"\[{level}\]\t\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z\t{rid}\t{msg}\n"
+
+
+def test_logging_defaults_like_aws(harness: Harness) -> None:
+    api, _ = harness.start("app.logs")
+    res = api.invoke({})
+    assert res.json() == "ok"
+    log = res.log or ""
+    rid = re.escape(res.request_id or "")
+    assert re.search(LOG_LINE.format(level="WARNING", rid=rid, msg="warned 1"), log), log
+    assert "informed" not in log  # the root logger stays at WARNING unless configured
+    assert "printed\n" in log
+
+
+def test_logging_level_from_env(harness: Harness) -> None:
+    api, _ = harness.start("app.logs", AWS_LAMBDA_LOG_LEVEL="debug")
+    res = api.invoke({})
+    log = res.log or ""
+    rid = re.escape(res.request_id or "")
+    assert re.search(LOG_LINE.format(level="INFO", rid=rid, msg="informed"), log), log
+    assert re.search(LOG_LINE.format(level="DEBUG", rid=rid, msg="debugged"), log), log
+
+
+def test_handler_paths(harness: Harness) -> None:
+    files = {
+        "app.py": APP,
+        "src/pkg/mod.py": "def handler(event, context):\n    return 'slash'\n",
+    }
+    api, _ = harness.start("src/pkg/mod.handler", files)
+    assert api.invoke({}).json() == "slash"
+    api2, _ = harness.start("src.pkg.mod.handler", files)
+    assert api2.invoke({}).json() == "slash"
+    api3, _ = harness.start("app.Obj.Inner.method", files)
+    assert api3.invoke({}).json() == "nested"
+
+
+def test_reconnects_and_chunked_responses(harness: Harness) -> None:
+    # Started the way the zygote does it: import first, then call main().
+    argv = [
+        harness.python,
+        "-c",
+        f"import sys; sys.path.insert(0, {str(BOOTSTRAP.parent)!r}); "
+        "import lambdad_bootstrap; lambdad_bootstrap.main()",
+    ]
+    api, proc = harness.start(
+        "app.handler", argv=argv, api_options={"chunked": True, "close_connections": True}
+    )
+    counts = [api.invoke({"i": i}).json()["count"] for i in range(4)]
+    assert counts == [1, 2, 3, 4]
+    assert proc.proc.poll() is None
+
+
+def test_import_has_no_side_effects(python: str, tmp_path: Path) -> None:
+    code = (
+        f"import os, sys; sys.path.insert(0, {str(BOOTSTRAP.parent)!r}); cwd = os.getcwd(); "
+        "path = list(sys.path); import lambdad_bootstrap as b; "
+        "assert callable(b.main); assert os.getcwd() == cwd; assert sys.path == path; "
+        "import logging; assert not logging.getLogger().handlers"
+    )
+    out = subprocess.run(
+        [python, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ.get("PATH", "")},
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "" and out.stderr == ""
