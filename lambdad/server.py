@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 import uvicorn
 
+from lambdad import __version__
 from lambdad.api.app import LambdadApp
 from lambdad.api.code_urls import CodeUrlSigner
 from lambdad.api.handlers import Services
@@ -67,6 +70,7 @@ class Platform:
             account_id=settings.account_id,
             on_startup=self.start,
             on_shutdown=self.stop,
+            status=self.status,
         )
 
     def _function_changed(self, config: FunctionConfig | None, account_id: str, name: str) -> None:
@@ -74,6 +78,25 @@ class Platform:
             self.pools.drop_function(account_id, name)
         else:
             self.pools.pool_for(config)  # retires environments of the previous configuration
+
+    def status(self) -> dict[str, Any]:
+        iso = self.backend.isolation()
+        return {
+            "version": __version__,
+            "region": self.settings.region,
+            "accountId": self.settings.account_id,
+            "isolation": {
+                "backend": iso.backend,
+                "features": dict(iso.features),
+                "notes": list(iso.notes),
+            },
+            "runtimes": [
+                {"runtime": r.runtime_id, "family": r.family.value, "executable": r.executable}
+                for r in self.catalog.available()
+            ],
+            "pools": {k: dataclasses.asdict(v) for k, v in self.pools.statistics().items()},
+            "asyncQueue": dataclasses.asdict(self.queue.statistics()),
+        }
 
     async def start(self) -> None:
         self.registry.load()

@@ -86,8 +86,17 @@ def start_server(data_dir: Path, *extra: str, env: Mapping[str, str] | None = No
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lambdad.cli.main", "serve", "--port", str(port),
-             "--data-dir", str(data_dir), *extra],
+            [
+                sys.executable,
+                "-m",
+                "lambdad.cli.main",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                *extra,
+            ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=server_env,
@@ -110,8 +119,11 @@ def start_server(data_dir: Path, *extra: str, env: Mapping[str, str] | None = No
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(
-        tmp_path_factory.mktemp("lambdad") / "data", "--keep-alive", "30",
-        "--async-retry-delays", "0.2,0.2",
+        tmp_path_factory.mktemp("lambdad") / "data",
+        "--keep-alive",
+        "30",
+        "--async-retry-delays",
+        "0.2,0.2",
     )
     yield srv
     srv.stop()

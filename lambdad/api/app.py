@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+import orjson
+
 from lambdad.api.code_urls import PATH_PREFIX, CodeUrlSigner
 from lambdad.api.handlers import HANDLERS, Call, Services
 from lambdad.api.logs_api import LogsApi
@@ -28,6 +30,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+# lambdad's own (non-AWS) status document: isolation, runtimes, pools; read by `lambdad doctor`.
+STATUS_PATH = "/_lambdad/status"
 # AWS refuses CreateFunction requests larger than this before looking at them.
 MAX_REQUEST_BYTES = 70_167_211
 
@@ -46,6 +50,7 @@ class LambdadApp:
         account_id: str,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._protocol = protocol
         self._services = services
@@ -54,6 +59,7 @@ class LambdadApp:
         self._account_id = account_id
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
+        self._status = status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -90,6 +96,10 @@ class LambdadApp:
         if target is not None:
             status, payload = self._logs.handle(self._account_id, target, body)
             return Response(status, [("content-type", "application/x-amz-json-1.1")], payload)
+        if raw_path == STATUS_PATH and self._status is not None:
+            return Response(
+                200, [("content-type", "application/json")], orjson.dumps(self._status())
+            )
         if raw_path.startswith(PATH_PREFIX):
             return self._download(unquote(raw_path[len(PATH_PREFIX) :]), query)
         call = Call(self._account_id, f"{scope.get('scheme', 'http')}://{headers.get('host', '')}")

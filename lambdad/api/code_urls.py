@@ -19,7 +19,7 @@ class CodeUrlSigner:
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def url(self, base_url: str, key: str, now: float | None = None) -> str:
-        expires = int((now or time.time()) + VALID_SECONDS)
+        expires = int((time.time() if now is None else now) + VALID_SECONDS)
         signature = self._signature(key, expires)
         return f"{base_url}{PATH_PREFIX}{key}?Expires={expires}&Signature={signature}"
 
@@ -28,6 +28,6 @@ class CodeUrlSigner:
             deadline = int(expires)
         except ValueError:
             return False
-        if deadline < (now or time.time()):
+        if deadline < (time.time() if now is None else now):
             return False
         return hmac.compare_digest(self._signature(key, deadline), signature)

@@ -12,14 +12,14 @@ import binascii
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import orjson
 
 from lambdad.control.arns import FunctionRef, check_reachable
 from lambdad.control.functions import FunctionRegistry
-from lambdad.control.model import FunctionConfig, FunctionState
+from lambdad.control.model import LATEST, FunctionConfig, FunctionState
 from lambdad.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
@@ -132,7 +132,8 @@ class Invoker:
 
     def _resolve(self, account_id: str, ref: FunctionRef) -> FunctionConfig:
         check_reachable(ref, self._registry.region)
-        config = self._registry.get(account_id, ref)
+        # Invoke names $LATEST in its not-found message even when no qualifier was given.
+        config = self._registry.get(account_id, replace(ref, qualifier=ref.qualifier or LATEST))
         if config.state is not FunctionState.ACTIVE:
             raise ResourceConflictException(
                 "The operation cannot be performed at this time. The function is currently in "

@@ -22,7 +22,7 @@ import orjson
 
 
 def new_stream_name(version: str, now: float | None = None) -> str:
-    day = datetime.fromtimestamp(now or time.time(), UTC).strftime("%Y/%m/%d")
+    day = datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime("%Y/%m/%d")
     return f"{day}/[{version}]{uuid.uuid4().hex}"
 
 

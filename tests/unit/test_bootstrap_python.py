@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_runtime_api import CapturedProcess, FakeRuntimeAPI  # noqa: E402
+from fake_runtime_api import CapturedProcess, FakeRuntimeAPI
 
 BOOTSTRAP = (
     Path(__file__).resolve().parents[2]
@@ -39,7 +39,9 @@ def _interpreter(version: str) -> str | None:
     if found:
         candidates.append(found)
     pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    candidates += sorted(glob.glob(os.path.join(pyenv_root, "versions", "*", "bin", f"python{version}")))
+    candidates += sorted(
+        glob.glob(os.path.join(pyenv_root, "versions", "*", "bin", f"python{version}"))
+    )
     for exe in candidates:
         try:
             out = subprocess.run(
@@ -73,7 +75,7 @@ def python(request: pytest.FixtureRequest) -> str:
     return exe
 
 
-APP = '''
+APP = """
 import json
 import logging
 import os
@@ -166,7 +168,7 @@ class Obj:
         @staticmethod
         def method(event, context):
             return "nested"
-'''
+"""
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -314,11 +316,7 @@ def test_handler_errors_and_marshalling(harness: Harness) -> None:
     assert res.kind == "error"
     assert res.error_type == "ValueError"
     body = res.json()
-    line = next(
-        i + 1
-        for i, text in enumerate(APP.splitlines())
-        if 'raise ValueError("x")' in text
-    )
+    line = next(i + 1 for i, text in enumerate(APP.splitlines()) if 'raise ValueError("x")' in text)
     assert body == {
         "errorMessage": "x",
         "errorType": "ValueError",

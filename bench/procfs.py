@@ -1,0 +1,140 @@
+"""What /proc says about the processes under test: the process tree, CPU time and memory."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+FUNCTION_NAME_KEY = b"AWS_LAMBDA_FUNCTION_NAME="
+
+
+def _pids() -> Iterator[int]:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            yield int(entry)
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (field 3, the state, comes first)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
+def parent_of(pid: int) -> int:
+    return int(_stat_fields(pid)[1])
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below `root` in the process tree."""
+    children: dict[int, list[int]] = {}
+    for pid in _pids():
+        try:
+            children.setdefault(parent_of(pid), []).append(pid)
+        except (OSError, IndexError):
+            continue
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        kids = children.get(frontier.pop(), [])
+        found += kids
+        frontier += kids
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (0 if it is gone)."""
+    try:
+        fields = _stat_fields(pid)
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def tree_cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
+    return {pid: cpu_seconds(pid) for pid in pids}
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    """One process's memory, bytes: unique (private) set, proportional set, resident set."""
+
+    pid: int
+    uss: int
+    pss: int
+    rss: int
+
+
+def memory_of(pid: int) -> ProcessMemory:
+    values: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            match = re.match(r"(\w+):\s+(\d+) kB", line)
+            if match:
+                values[match.group(1)] = int(match.group(2)) * 1024
+    uss = values.get("Private_Clean", 0) + values.get("Private_Dirty", 0)
+    return ProcessMemory(pid, uss, values.get("Pss", 0), values.get("Rss", 0))
+
+
+def _needle(function_name: str) -> bytes:
+    return FUNCTION_NAME_KEY + function_name.encode() + b"\0"
+
+
+def find_by_environ(function_name: str) -> list[int]:
+    """Processes whose exec-time environment (/proc/PID/environ) names the function."""
+    needle = _needle(function_name)
+    found: list[int] = []
+    for pid in _pids():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                data = b"\0" + environ.read() + b"\0"
+        except OSError:
+            continue
+        if b"\0" + needle in data:
+            found.append(pid)
+    return found
+
+
+def _heap_ranges(pid: int) -> list[tuple[int, int]]:
+    ranges: list[tuple[int, int]] = []
+    with open(f"/proc/{pid}/maps") as maps:
+        for line in maps:
+            if line.rstrip().endswith("[heap]"):
+                start, end = line.split()[0].split("-")
+                ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+def heap_contains(pid: int, needle: bytes) -> bool:
+    """Whether the C heap of `pid` holds `needle` (read through /proc/PID/mem; needs root)."""
+    try:
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        for start, end in _heap_ranges(pid):
+            if needle in os.pread(fd, end - start, start):
+                return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
+def find_by_heap(function_name: str, candidates: Iterable[int]) -> list[int]:
+    """Candidates that set AWS_LAMBDA_FUNCTION_NAME=<name> after exec (setenv keeps the
+    "KEY=VALUE" string in the C heap) - how zygote-forked environments get their variables."""
+    needle = _needle(function_name)
+    return [pid for pid in candidates if heap_contains(pid, needle)]
+
+
+def find_environments(function_name: str, server_pid: int) -> tuple[list[int], str]:
+    """The environment processes of a function, and how they were found."""
+    pids = find_by_environ(function_name)
+    if pids:
+        return pids, "/proc/PID/environ"
+    pids = find_by_heap(function_name, descendants(server_pid))
+    return pids, "C heap via /proc/PID/mem (environ shows the zygote's variables)"

@@ -1,0 +1,147 @@
+"""FakeBackend: environments as in-process asyncio tasks, for unit tests of everything above.
+
+Each fake environment is a small Runtime API client (real HTTP over loopback, to the
+environment's own listener) that calls a Python coroutine per invocation. A `FakeBehaviour`
+decides what the "runtime" does: answer, fail, init-fail, exit, or hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from lambdad.sandbox.base import (
+    ExitStatus,
+    IsolationReport,
+    LaunchSpec,
+    SandboxBackend,
+    SandboxProcess,
+)
+
+Handler = Callable[[bytes, Mapping[str, str]], Awaitable[bytes]]
+
+
+class FakeExit(Exception):
+    """Raised by a fake handler to end its environment with an exit code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass
+class FakeBehaviour:
+    handler: Handler
+    init_error: bytes | None = None  # posted to /runtime/init/error instead of serving
+    peak_memory: int = 32 * 1048576
+    started: list[LaunchSpec] = field(default_factory=list)
+
+
+async def _request(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    head = (
+        f"{method} /2018-06-01{path} HTTP/1.1\r\nHost: runtime\r\nContent-Length: {len(body)}\r\n"
+    )
+    for name, value in (headers or {}).items():
+        head += f"{name}: {value}\r\n"
+    writer.write(head.encode() + b"\r\n" + body)
+    await writer.drain()
+    status_line = await reader.readuntil(b"\r\n")
+    found: dict[str, str] = {}
+    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+        name, _, value = line.decode().partition(":")
+        found[name.strip().lower()] = value.strip()
+    payload = await reader.readexactly(int(found.get("content-length", "0")))
+    return int(status_line.split()[1]), found, payload
+
+
+class _FakeProcess(SandboxProcess):
+    _pids = iter(range(10_000_000, 20_000_000))
+
+    def __init__(self, behaviour: FakeBehaviour, spec: LaunchSpec) -> None:
+        self.pid = next(self._pids)
+        self._behaviour = behaviour
+        self._exited: asyncio.Future[ExitStatus] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.ensure_future(self._run(spec.env["AWS_LAMBDA_RUNTIME_API"]))
+
+    async def _run(self, address: str) -> None:
+        host, port = address.rsplit(":", 1)
+        status = ExitStatus(code=0)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            if self._behaviour.init_error is not None:
+                await _request(
+                    reader, writer, "POST", "/runtime/init/error", self._behaviour.init_error
+                )
+                status = ExitStatus(code=1)
+                return
+            while True:
+                _, headers, event = await _request(
+                    reader, writer, "GET", "/runtime/invocation/next"
+                )
+                request_id = headers["lambda-runtime-aws-request-id"]
+                try:
+                    result = await self._behaviour.handler(event, headers)
+                except FakeExit as exit_:
+                    status = ExitStatus(code=exit_.code)
+                    return
+                except Exception as exc:  # the fake runtime reports it like a real one
+                    body = f'{{"errorMessage":"{exc}","errorType":"{type(exc).__name__}"}}'
+                    await _request(
+                        reader,
+                        writer,
+                        "POST",
+                        f"/runtime/invocation/{request_id}/error",
+                        body.encode(),
+                    )
+                    continue
+                await _request(
+                    reader, writer, "POST", f"/runtime/invocation/{request_id}/response", result
+                )
+        except asyncio.CancelledError:
+            status = ExitStatus(signal=signal.SIGKILL)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            status = ExitStatus(code=1)
+        finally:
+            writer.close()
+            if not self._exited.done():
+                self._exited.set_result(status)
+
+    async def wait(self) -> ExitStatus:
+        return await asyncio.shield(self._exited)
+
+    def kill(self) -> None:
+        self._task.cancel()
+
+    def peak_memory_bytes(self) -> int:
+        return self._behaviour.peak_memory
+
+
+class FakeBackend(SandboxBackend):
+    def __init__(self, behaviour: FakeBehaviour) -> None:
+        self.behaviour = behaviour
+        self.processes: list[SandboxProcess] = []
+
+    async def start(self, spec: LaunchSpec) -> SandboxProcess:
+        self.behaviour.started.append(spec)
+        process = _FakeProcess(self.behaviour, spec)
+        self.processes.append(process)
+        return process
+
+    def isolation(self) -> IsolationReport:
+        return IsolationReport("fake", {}, ("in-process fake for tests",))
+
+    async def close(self) -> None:
+        for process in self.processes:
+            process.kill()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(p.wait() for p in self.processes))

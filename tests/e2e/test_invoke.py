@@ -1,0 +1,476 @@
+"""Invoke through boto3 against a real `lambdad serve`: invocation types, context, environment
+variables, function and init errors, payload limits, log tails and Event durability."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server, create_function, start_server
+
+PYTHON_RUNTIMES = ("python3.10", "python3.11", "python3.12", "python3.13")
+REQUEST_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+ECHO = """
+def handler(event, context):
+    return {"event": event, "request_id": context.aws_request_id}
+"""
+
+MARKER = """
+import time
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    with open(event["marker"], "a") as f:
+        f.write(context.aws_request_id + "\\n")
+    return "written"
+"""
+
+INTROSPECT = """
+import os
+def handler(event, context):
+    cc = context.client_context
+    client = None
+    if cc is not None and cc.client is not None:
+        client = {"installation_id": cc.client.installation_id,
+                  "app_title": cc.client.app_title,
+                  "app_package_name": cc.client.app_package_name}
+    return {
+        "aws_request_id": context.aws_request_id,
+        "function_name": context.function_name,
+        "function_version": context.function_version,
+        "invoked_function_arn": context.invoked_function_arn,
+        "memory_limit_in_mb": context.memory_limit_in_mb,
+        "remaining": context.get_remaining_time_in_millis(),
+        "log_group_name": context.log_group_name,
+        "log_stream_name": context.log_stream_name,
+        "client_context": None if cc is None else {"custom": cc.custom, "env": cc.env,
+                                                   "client": client},
+        "identity": [context.identity.cognito_identity_id,
+                     context.identity.cognito_identity_pool_id],
+        "env": dict(os.environ),
+    }
+"""
+
+
+def invoke(lam: Any, name: str, payload: bytes | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Invoke and return the response with its Payload read and decoded from JSON."""
+    params: dict[str, Any] = {"FunctionName": name, **kwargs}
+    if payload is not None:
+        params["Payload"] = payload
+    response = lam.invoke(**params)
+    raw = response["Payload"].read()
+    response["Body"] = json.loads(raw) if raw else None
+    response["Log"] = base64.b64decode(response["LogResult"]).decode() if "LogResult" in response else ""
+    return response
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def available_runtimes(server: Server) -> set[str]:
+    with urllib.request.urlopen(server.endpoint + "/_lambdad/status") as response:
+        status = json.loads(response.read())
+    return {entry["runtime"] for entry in status["runtimes"]}
+
+
+# -- invocation types ---------------------------------------------------------------------------
+
+
+def test_request_response_returns_the_handlers_json(lam: Any) -> None:
+    name = create_function(lam, {"app.py": ECHO})
+    response = invoke(lam, name, b'{"hello": "world", "n": [1, 2]}')
+    assert response["StatusCode"] == 200
+    assert response["ExecutedVersion"] == "$LATEST"
+    assert "FunctionError" not in response
+    assert response["Body"]["event"] == {"hello": "world", "n": [1, 2]}
+    assert re.fullmatch(REQUEST_ID, response["Body"]["request_id"])
+
+
+def test_empty_payload_reaches_the_handler_as_an_empty_object(lam: Any) -> None:
+    name = create_function(lam, {"app.py": ECHO})
+    assert invoke(lam, name)["Body"]["event"] == {}
+    assert invoke(lam, name, b"")["Body"]["event"] == {}
+
+
+def test_event_invocation_is_accepted_and_runs(lam: Any, tmp_path: Path) -> None:
+    name = create_function(lam, {"app.py": MARKER})
+    marker = tmp_path / "marker"
+    response = lam.invoke(
+        FunctionName=name, InvocationType="Event", Payload=json.dumps({"marker": str(marker)})
+    )
+    assert response["StatusCode"] == 202
+    assert response["Payload"].read() == b""
+    assert wait_for(marker.exists), "the Event invocation never ran"
+    assert re.fullmatch(REQUEST_ID, marker.read_text().strip())
+
+
+def test_dry_run_checks_without_running(lam: Any, tmp_path: Path) -> None:
+    name = create_function(lam, {"app.py": MARKER})
+    marker = tmp_path / "marker"
+    response = lam.invoke(
+        FunctionName=name, InvocationType="DryRun", Payload=json.dumps({"marker": str(marker)})
+    )
+    assert response["StatusCode"] == 204
+    time.sleep(0.5)
+    assert not marker.exists()
+
+
+def test_invoking_a_missing_function_is_not_found(lam: Any) -> None:
+    with pytest.raises(lam.exceptions.ResourceNotFoundException) as info:
+        lam.invoke(FunctionName="no-such-function-anywhere")
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert info.value.response["Error"]["Message"] == (
+        "Function not found: arn:aws:lambda:us-east-1:000000000000:function:"
+        "no-such-function-anywhere:$LATEST"
+    )
+
+
+# -- context and environment --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("runtime", PYTHON_RUNTIMES)
+def test_context_object(server: Server, lam: Any, runtime: str) -> None:
+    if runtime not in available_runtimes(server):
+        pytest.skip(f"{runtime} is not installed on this machine")
+    name = create_function(
+        lam, {"app.py": INTROSPECT}, runtime=runtime, MemorySize=256, Timeout=7
+    )
+    arn = f"arn:aws:lambda:us-east-1:000000000000:function:{name}"
+    body = invoke(lam, name)["Body"]
+    assert re.fullmatch(REQUEST_ID, body["aws_request_id"])
+    assert body["function_name"] == name
+    assert body["function_version"] == "$LATEST"
+    assert body["invoked_function_arn"] == arn
+    assert body["memory_limit_in_mb"] == 256
+    assert 0 < body["remaining"] <= 7000
+    assert body["log_group_name"] == f"/aws/lambda/{name}"
+    assert re.fullmatch(r"\d{4}/\d{2}/\d{2}/\[\$LATEST\][0-9a-f]{32}", body["log_stream_name"])
+    assert body["client_context"] is None
+    assert body["identity"] == [None, None]
+
+    qualified = invoke(lam, name, Qualifier="$LATEST")
+    assert qualified["Body"]["invoked_function_arn"] == f"{arn}:$LATEST"
+    assert qualified["ExecutedVersion"] == "$LATEST"
+
+
+@pytest.mark.parametrize("runtime", PYTHON_RUNTIMES)
+def test_reserved_and_user_environment_variables(server: Server, lam: Any, runtime: str) -> None:
+    if runtime not in available_runtimes(server):
+        pytest.skip(f"{runtime} is not installed on this machine")
+    name = create_function(
+        lam,
+        {"app.py": INTROSPECT},
+        runtime=runtime,
+        MemorySize=192,
+        Environment={"Variables": {"GREETING": "hello", "EMPTYISH": " "}},
+    )
+    body = invoke(lam, name)["Body"]
+    env = body["env"]
+    assert env["AWS_LAMBDA_FUNCTION_NAME"] == name
+    assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "192"
+    assert env["AWS_LAMBDA_FUNCTION_VERSION"] == "$LATEST"
+    assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert env["AWS_EXECUTION_ENV"] == f"AWS_Lambda_{runtime}"
+    assert env["AWS_LAMBDA_LOG_GROUP_NAME"] == f"/aws/lambda/{name}"
+    assert env["AWS_LAMBDA_LOG_STREAM_NAME"] == body["log_stream_name"]
+    assert re.fullmatch(r"[\w.\[\]-]+:\d+", env["AWS_LAMBDA_RUNTIME_API"])
+    assert env["LAMBDA_TASK_ROOT"] and env["LAMBDA_RUNTIME_DIR"]
+    assert env["AWS_LAMBDA_INITIALIZATION_TYPE"] == "on-demand"
+    assert env["_HANDLER"] == "app.handler"
+    assert env["TZ"] == ":UTC"
+    assert re.fullmatch(r"ASIA[A-Z0-9]{16}", env["AWS_ACCESS_KEY_ID"])
+    assert len(env["AWS_SECRET_ACCESS_KEY"]) == 40
+    assert env["AWS_SESSION_TOKEN"]
+    assert env["GREETING"] == "hello"
+    assert env["EMPTYISH"] == " "
+
+
+def test_client_context_reaches_the_handler(lam: Any) -> None:
+    name = create_function(lam, {"app.py": INTROSPECT})
+    document = {
+        "custom": {"tenant": "acme"},
+        "env": {"platform": "test"},
+        "client": {"installation_id": "inst-1", "app_title": "App", "app_package_name": "pkg"},
+    }
+    encoded = base64.b64encode(json.dumps(document).encode()).decode()
+    body = invoke(lam, name, ClientContext=encoded)["Body"]
+    assert body["client_context"] == {
+        "custom": {"tenant": "acme"},
+        "env": {"platform": "test"},
+        "client": {"installation_id": "inst-1", "app_title": "App", "app_package_name": "pkg"},
+    }
+
+
+def test_invalid_client_context_is_rejected(lam: Any) -> None:
+    name = create_function(lam, {"app.py": ECHO})
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.invoke(FunctionName=name, ClientContext="not base64 json!")
+
+
+# -- function errors ----------------------------------------------------------------------------
+
+
+def test_handler_exception_is_an_unhandled_function_error(lam: Any) -> None:
+    code = """
+class CustomError(Exception):
+    pass
+
+def handler(event, context):
+    raise CustomError("something broke")
+"""
+    name = create_function(lam, {"app.py": code})
+    response = invoke(lam, name, LogType="Tail")
+    assert response["StatusCode"] == 200
+    assert response["FunctionError"] == "Unhandled"
+    body = response["Body"]
+    assert body["errorType"] == "CustomError"
+    assert body["errorMessage"] == "something broke"
+    assert isinstance(body["stackTrace"], list) and body["stackTrace"]
+    assert any('raise CustomError("something broke")' in frame for frame in body["stackTrace"])
+    assert "[ERROR] CustomError: something broke" in response["Log"]
+    # the environment survives a handled exception and keeps serving
+    assert invoke(lam, name)["FunctionError"] == "Unhandled"
+
+
+def test_unserialisable_result_is_a_marshal_error(lam: Any) -> None:
+    code = "def handler(event, context):\n    return {'s': {1, 2}}\n"
+    name = create_function(lam, {"app.py": code})
+    response = invoke(lam, name)
+    assert response["FunctionError"] == "Unhandled"
+    assert response["Body"]["errorType"] == "Runtime.MarshalError"
+    assert response["Body"]["errorMessage"].startswith("Unable to marshal response:")
+    assert "set is not JSON serializable" in response["Body"]["errorMessage"]
+
+
+@pytest.mark.parametrize(
+    ("files", "handler", "error_type", "message"),
+    [
+        (
+            {"app.py": ECHO},
+            "nope.handler",
+            "Runtime.ImportModuleError",
+            "Unable to import module 'nope': No module named 'nope'",
+        ),
+        (
+            {"app.py": ECHO},
+            "app.missing",
+            "Runtime.HandlerNotFound",
+            "Handler 'missing' missing on module 'app'",
+        ),
+        (
+            {"app.py": "def handler(event, context)\n    return 1\n"},
+            "app.handler",
+            "Runtime.UserCodeSyntaxError",
+            "Syntax error in module 'app':",
+        ),
+        (
+            {"app.py": "raise ValueError('broken at import')\ndef handler(e, c):\n    pass\n"},
+            "app.handler",
+            "ValueError",
+            "broken at import",
+        ),
+    ],
+    ids=["missing-module", "missing-handler", "syntax-error", "import-time-exception"],
+)
+def test_init_errors(
+    lam: Any, files: dict[str, str], handler: str, error_type: str, message: str
+) -> None:
+    name = create_function(lam, files, handler=handler)
+    for _ in range(2):  # every invocation reports the init error again, from a fresh environment
+        response = invoke(lam, name, LogType="Tail")
+        assert response["StatusCode"] == 200
+        assert response["FunctionError"] == "Unhandled"
+        assert response["Body"]["errorType"] == error_type
+        assert response["Body"]["errorMessage"].startswith(message)
+        log = response["Log"]
+        assert f"Error Type: {error_type}" in log or error_type in log
+        assert re.search(rf"START RequestId: {REQUEST_ID}", log)
+        assert "END RequestId:" in log and "REPORT RequestId:" in log
+
+
+# -- payload limits -----------------------------------------------------------------------------
+
+
+def _json_string_of_size(size: int) -> bytes:
+    return b'"' + b"a" * (size - 2) + b'"'
+
+
+def test_sync_payload_limit(lam: Any) -> None:
+    name = create_function(lam, {"app.py": "def handler(e, c):\n    return len(e)\n"})
+    limit = 6_291_456
+    assert invoke(lam, name, _json_string_of_size(limit))["Body"] == limit - 2
+    with pytest.raises(lam.exceptions.RequestTooLargeException) as info:
+        lam.invoke(FunctionName=name, Payload=_json_string_of_size(limit + 1))
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+
+
+def test_event_payload_limit(lam: Any) -> None:
+    name = create_function(lam, {"app.py": "def handler(e, c):\n    return None\n"})
+    limit = 1_048_576
+    accepted = lam.invoke(
+        FunctionName=name, InvocationType="Event", Payload=_json_string_of_size(limit)
+    )
+    assert accepted["StatusCode"] == 202
+    with pytest.raises(lam.exceptions.RequestTooLargeException) as info:
+        lam.invoke(
+            FunctionName=name, InvocationType="Event", Payload=_json_string_of_size(limit + 1)
+        )
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+
+
+@pytest.mark.parametrize("payload", [b"not json", b"{\"a\": 1", b"\x99\xeb,j"])
+def test_non_json_payload_is_rejected(lam: Any, payload: bytes) -> None:
+    name = create_function(lam, {"app.py": ECHO})
+    with pytest.raises(lam.exceptions.InvalidRequestContentException) as info:
+        lam.invoke(FunctionName=name, Payload=payload)
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert info.value.response["Error"]["Message"].startswith(
+        "Could not parse request body into json"
+    )
+
+
+def test_oversized_response_is_a_function_error(lam: Any) -> None:
+    code = "def handler(event, context):\n    return 'x' * (event['n'])\n"
+    name = create_function(lam, {"app.py": code})
+    response = invoke(lam, name, json.dumps({"n": 7_000_000}).encode())
+    assert response["StatusCode"] == 200
+    assert response["FunctionError"] == "Unhandled"
+    assert response["Body"] == {
+        "errorMessage": "Response payload size exceeded maximum allowed payload size "
+        "(6291556 bytes).",
+        "errorType": "Function.ResponseSizeTooLarge",
+    }
+    # the server and the function keep working
+    assert invoke(lam, name, json.dumps({"n": 10}).encode())["Body"] == "x" * 10
+
+
+# -- log tail -----------------------------------------------------------------------------------
+
+
+def test_tail_holds_the_invocations_log(lam: Any) -> None:
+    code = """
+import logging, sys
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+
+def handler(event, context):
+    print("to stdout")
+    print("to stderr", file=sys.stderr)
+    logger.info("from logging")
+    return context.aws_request_id
+"""
+    name = create_function(lam, {"app.py": code})
+    response = invoke(lam, name, LogType="Tail")
+    request_id = response["Body"]
+    lines = response["Log"].splitlines()
+    assert lines[0] == f"START RequestId: {request_id} Version: $LATEST"
+    assert "to stdout" in lines and "to stderr" in lines
+    info = [line for line in lines if line.startswith("[INFO]")]
+    assert len(info) == 1
+    assert re.fullmatch(
+        rf"\[INFO\]\t\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z\t{request_id}\tfrom logging",
+        info[0],
+    )
+    assert f"END RequestId: {request_id}" in lines
+    assert lines[-1].startswith(f"REPORT RequestId: {request_id}\t")
+    assert lines.index("to stdout") < lines.index(f"END RequestId: {request_id}")
+
+
+def test_tail_is_the_last_4_kb(lam: Any) -> None:
+    code = """
+def handler(event, context):
+    for i in range(400):
+        print(f"line {i:04d} " + "z" * 40)
+"""
+    name = create_function(lam, {"app.py": code})
+    response = invoke(lam, name, LogType="Tail")
+    raw = base64.b64decode(response["LogResult"])
+    assert len(raw) <= 4096
+    assert len(raw) > 3000
+    text = raw.decode()
+    assert "line 0399" in text and "line 0000" not in text
+    assert "END RequestId:" in text and "REPORT RequestId:" in text
+
+
+def test_no_tail_without_log_type(lam: Any) -> None:
+    name = create_function(lam, {"app.py": ECHO})
+    assert "LogResult" not in lam.invoke(FunctionName=name)
+
+
+# -- Event invocations: retries and durability ---------------------------------------------------
+
+RETRIES = """
+def handler(event, context):
+    path = event["counter"]
+    try:
+        with open(path) as f:
+            count = int(f.read() or 0)
+    except FileNotFoundError:
+        count = 0
+    count += 1
+    with open(path, "w") as f:
+        f.write(str(count))
+    if count < event["succeed_on"]:
+        raise RuntimeError(f"attempt {count} fails")
+    return count
+"""
+
+
+def _count(path: Path) -> int:
+    return int(path.read_text() or 0) if path.exists() else 0
+
+
+def test_failing_event_is_retried_twice(lam: Any, tmp_path: Path) -> None:
+    name = create_function(lam, {"app.py": RETRIES})
+    counter = tmp_path / "count"
+    event = json.dumps({"counter": str(counter), "succeed_on": 3})
+    assert lam.invoke(FunctionName=name, InvocationType="Event", Payload=event)["StatusCode"] == 202
+    assert wait_for(lambda: _count(counter) >= 3), f"only {_count(counter)} attempts"
+    time.sleep(1.0)  # the retry delays are 0.2 s: nothing more should come
+    assert _count(counter) == 3
+
+
+def test_event_that_always_fails_runs_three_times(lam: Any, tmp_path: Path) -> None:
+    name = create_function(lam, {"app.py": RETRIES})
+    counter = tmp_path / "count"
+    event = json.dumps({"counter": str(counter), "succeed_on": 100})
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=event)
+    assert wait_for(lambda: _count(counter) >= 3)
+    time.sleep(1.0)
+    assert _count(counter) == 3
+
+
+def test_queued_event_survives_a_restart(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = start_server(data_dir)
+    marker = tmp_path / "marker"
+    try:
+        lam = first.client()
+        name = create_function(lam, {"app.py": MARKER})
+        event = json.dumps({"marker": str(marker), "sleep": 3})
+        response = lam.invoke(FunctionName=name, InvocationType="Event", Payload=event)
+        assert response["StatusCode"] == 202
+    finally:
+        first.stop()
+    assert first.process.returncode is not None
+    assert not marker.exists(), "the event finished before the server stopped"
+    second = start_server(data_dir)
+    try:
+        assert wait_for(marker.exists, timeout=30), "the queued event did not run after restart"
+        assert len(marker.read_text().splitlines()) == 1
+    finally:
+        second.stop()

@@ -1,0 +1,84 @@
+"""The SQLite store and its in-memory fake honour one contract."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lambdad.control.model import FunctionConfig, FunctionState
+from lambdad.store.metadata import (
+    MemoryMetadataStore,
+    MetadataStore,
+    QueuedEvent,
+    SqliteMetadataStore,
+)
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataStore]:
+    impl: MetadataStore = (
+        SqliteMetadataStore(tmp_path / "m.sqlite3")
+        if request.param == "sqlite"
+        else MemoryMetadataStore()
+    )
+    yield impl
+    impl.close()
+
+
+def sample(name: str) -> FunctionConfig:
+    return FunctionConfig(
+        account_id="000000000000",
+        region="us-east-1",
+        name=name,
+        runtime="python3.11",
+        handler="app.handler",
+        role="arn:aws:iam::000000000000:role/r",
+        code_key="a" * 64,
+        code_sha256="x",
+        code_size=3,
+        environment={"A": "1"},
+        tags={"t": "v"},
+    )
+
+
+def test_function_round_trip(store: MetadataStore) -> None:
+    config = sample("one")
+    store.put_function(config.account_id, config.name, config.version, config.to_record())
+    (loaded,) = [FunctionConfig.from_record(r) for r in store.load_functions()]
+    assert loaded == config
+    assert loaded.state is FunctionState.PENDING
+
+
+def test_replace_and_delete(store: MetadataStore) -> None:
+    config = sample("two")
+    store.put_function(config.account_id, config.name, config.version, config.to_record())
+    changed = config.evolve(memory_size=512)
+    store.put_function(changed.account_id, changed.name, changed.version, changed.to_record())
+    assert [r["memory_size"] for r in store.load_functions()] == [512]
+    store.delete_function(config.account_id, config.name)
+    store.delete_function(config.account_id, config.name)
+    assert store.load_functions() == []
+
+
+def test_event_queue(store: MetadataStore) -> None:
+    first = QueuedEvent("b", "000000000000", "fn", "$LATEST", b"{}", None, 2.0)
+    second = QueuedEvent("a", "000000000000", "fn", "$LATEST", b"[]", "e30=", 1.0)
+    store.enqueue_event(first)
+    store.enqueue_event(second)
+    assert [e.event_id for e in store.queued_events()] == ["a", "b"]
+    store.record_attempt("a", 2)
+    assert store.queued_events()[0].attempts == 2
+    store.finish_event("a")
+    store.finish_event("a")
+    assert [e.event_id for e in store.queued_events()] == ["b"]
+
+
+def test_sqlite_is_in_wal_mode(tmp_path: Path) -> None:
+    SqliteMetadataStore(tmp_path / "w.sqlite3").close()
+    assert (tmp_path / "w.sqlite3").exists()
+    import sqlite3
+
+    mode = sqlite3.connect(tmp_path / "w.sqlite3").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
