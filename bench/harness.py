@@ -156,7 +156,10 @@ def create_function(lam: Any, name: str, code: bytes) -> None:
 
 
 def server_status(server: ManagedProcess) -> dict[str, Any]:
-    with urllib.request.urlopen(server.url + STATUS_PATH, timeout=10) as response:
+    """lambdad's own status document (pools, runtimes), fetched with a SigV4-signed GET."""
+    headers = sigv4_headers("GET", server.url + STATUS_PATH, b"", {})
+    request = urllib.request.Request(server.url + STATUS_PATH, headers=dict(headers))
+    with urllib.request.urlopen(request, timeout=10) as response:
         status: dict[str, Any] = orjson.loads(response.read())
     return status
 
@@ -181,14 +184,21 @@ class PreparedRequest:
     headers: Mapping[str, str]
 
 
+def sigv4_headers(
+    method: str, url: str, body: bytes, headers: Mapping[str, str]
+) -> Mapping[str, str]:
+    """`headers` plus the SigV4 ones (X-Amz-Date, Authorization), computed by botocore."""
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+    SigV4Auth(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), "lambda", REGION).add_auth(request)
+    return dict(request.headers.items())
+
+
 def signed_request(
     url: str, path: str, body: bytes, extra_headers: Mapping[str, str] | None = None
 ) -> PreparedRequest:
     """A POST whose SigV4 `Authorization` botocore computed once, as a boto3 client would."""
     headers = {"Content-Type": "application/json", **(extra_headers or {})}
-    request = AWSRequest(method="POST", url=url + path, data=body, headers=headers)
-    SigV4Auth(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), "lambda", REGION).add_auth(request)
-    return PreparedRequest(path, body, dict(request.headers.items()))
+    return PreparedRequest(path, body, sigv4_headers("POST", url + path, body, headers))
 
 
 @dataclass(frozen=True)

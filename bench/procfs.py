@@ -58,6 +58,32 @@ def tree_cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
 
 
 @dataclass(frozen=True)
+class TreeCpu:
+    """CPU seconds a process tree spent over some interval."""
+
+    own_s: float  # the root process itself
+    descendants_s: float  # its live descendants (for lambdad: zygotes and environments)
+
+    @property
+    def total_s(self) -> float:
+        return self.own_s + self.descendants_s
+
+
+class CpuMeter:
+    """Measures the CPU a process and its descendants (alive at the start) use from now on."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._children = descendants(pid)
+        self._before = tree_cpu_seconds([pid, *self._children])
+
+    def read(self) -> TreeCpu:
+        after = tree_cpu_seconds([self._pid, *self._children])
+        own = after[self._pid] - self._before[self._pid]
+        return TreeCpu(own, sum(after[p] - self._before[p] for p in self._children))
+
+
+@dataclass(frozen=True)
 class ProcessMemory:
     """One process's memory, bytes: unique (private) set, proportional set, resident set."""
 

@@ -14,22 +14,26 @@ import uvicorn
 
 from lambdad import __version__
 from lambdad.api.app import LambdadApp
+from lambdad.api.auth import Authenticator
 from lambdad.api.code_urls import CodeUrlSigner
 from lambdad.api.handlers import Services
 from lambdad.api.logs_api import LogsApi
 from lambdad.api.protocol import LambdaProtocol
+from lambdad.control.accounts import AccountRegistry
 from lambdad.control.functions import FunctionRegistry
 from lambdad.control.model import FunctionConfig
 from lambdad.credentials import RootCredentials, load_root_credentials, server_secret
 from lambdad.invoke.async_queue import AsyncQueue
 from lambdad.invoke.invoker import Invoker
 from lambdad.observability.logs import LogStore
-from lambdad.runtime.runtimes import Family, RuntimeCatalog
+from lambdad.runtime.runtimes import BOOTSTRAP_DIR, PYTHON_BOOTSTRAP, Family, RuntimeCatalog
 from lambdad.sandbox.base import SandboxBackend
+from lambdad.sandbox.namespaces import NamespaceBackend
 from lambdad.sandbox.process import ProcessBackend
 from lambdad.scheduler.launcher import EnvironmentLauncher
 from lambdad.scheduler.pools import PoolManager
 from lambdad.settings import Settings
+from lambdad.store.accounts import SqliteAccountStore
 from lambdad.store.blobs import DirectoryBlobStore
 from lambdad.store.code_cache import CodeCache
 from lambdad.store.metadata import SqliteMetadataStore
@@ -46,10 +50,13 @@ class Platform:
         self.credentials: RootCredentials = load_root_credentials(settings.data_dir, environ)
         self.catalog = RuntimeCatalog.discover(settings.runtime_overrides)
         self.store = SqliteMetadataStore(settings.db_path)
+        self.account_store = SqliteAccountStore(settings.db_path)
+        # Access key -> account: root, `lambdad accounts` accounts, environments' session keys.
+        self.accounts = AccountRegistry(self.account_store, self.credentials, settings.account_id)
         self.blobs = DirectoryBlobStore(settings.blob_dir)
         self.code = CodeCache(settings.code_dir, self.blobs)
         self.logs = LogStore(settings.log_dir)
-        self.backend: SandboxBackend = ProcessBackend()
+        self.backend: SandboxBackend = choose_backend(settings)
         self.registry = FunctionRegistry(
             self.store, self.blobs, self.code, self.catalog, settings.region
         )
@@ -67,7 +74,11 @@ class Platform:
             services=Services(self.registry, self.invoker, signer),
             logs_api=LogsApi(self.logs),
             signer=signer,
-            account_id=settings.account_id,
+            authenticator=Authenticator(
+                self.accounts,
+                settings.account_id,
+                allow_any_credentials=settings.allow_any_credentials,
+            ),
             on_startup=self.start,
             on_shutdown=self.stop,
             status=self.status,
@@ -102,12 +113,11 @@ class Platform:
         self.registry.load()
         self.queue.start(self.invoker.run_event)
         self.pools.start()
-        if isinstance(self.backend, ProcessBackend):
-            for spec in self.catalog.available():
-                if spec.family is Family.PYTHON and spec.executable:
-                    self._background.add(
-                        asyncio.ensure_future(self.backend.prepare(spec.executable))
-                    )
+        preload = (str(PYTHON_BOOTSTRAP.parent), PYTHON_BOOTSTRAP.stem)
+        for spec in self.catalog.available():
+            if spec.family is Family.PYTHON and spec.executable:
+                warm_up = self.backend.prepare(spec.executable, preload)
+                self._background.add(asyncio.ensure_future(warm_up))
 
     async def stop(self) -> None:
         await self.queue.close()
@@ -115,6 +125,19 @@ class Platform:
         await asyncio.sleep(0.05)
         await self.backend.close()
         self.store.close()
+        self.account_store.close()
+
+
+def choose_backend(settings: Settings) -> SandboxBackend:
+    """The strongest sandbox this host allows (or the one Settings insists on)."""
+    if settings.isolation == "process":
+        return ProcessBackend("disabled with --isolation process")
+    backend, reason = NamespaceBackend.probe(settings.run_dir, BOOTSTRAP_DIR)
+    if backend is not None:
+        return backend
+    if settings.isolation == "namespaces":
+        raise SystemExit(f"lambdad: --isolation namespaces, but {reason}")
+    return ProcessBackend(reason)
 
 
 def banner(platform: Platform) -> str:
@@ -128,6 +151,11 @@ def banner(platform: Platform) -> str:
         f"isolation: {iso.backend} backend",
     ]
     lines += [f"WARNING: {note}" for note in iso.notes]
+    if s.allow_any_credentials:
+        lines.append(
+            "WARNING: --allow-any-credentials: requests are NOT authenticated; any well-formed "
+            "signature by any access key is accepted (development only)"
+        )
     if platform.credentials.generated:
         lines.append("root credentials were generated; use them with:")
         lines.append(platform.credentials.export_lines().rstrip())

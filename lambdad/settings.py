@@ -34,6 +34,12 @@ class Settings:
     async_workers: int = 64
     # Delays before retrying an Event invocation that failed (AWS: two retries).
     async_retry_delays: tuple[float, ...] = (60.0, 120.0)
+    # Sandbox backend: "auto" (namespaces where the host allows, else processes),
+    # "namespaces" (refuse to start without them) or "process" (no isolation).
+    isolation: str = "auto"
+    # Development only: accept any well-formed SigV4 signature by any access key (unknown keys
+    # act for the default account). Off by default; the serve banner warns when it is on.
+    allow_any_credentials: bool = False
     # Interpreters and toolchains: runtime id -> executable, overriding discovery.
     runtime_overrides: dict[str, str] = field(default_factory=dict)
 

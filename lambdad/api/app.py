@@ -6,12 +6,14 @@ No business logic here: parse (botocore model), one call into the core, serialis
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import orjson
 
+from lambdad.api.auth import Authenticator, Principal, SignedRequest
 from lambdad.api.code_urls import PATH_PREFIX, CodeUrlSigner
 from lambdad.api.handlers import HANDLERS, Call, Services
 from lambdad.api.logs_api import LogsApi
@@ -34,6 +36,10 @@ Send = Callable[[Message], Awaitable[None]]
 STATUS_PATH = "/_lambdad/status"
 # AWS refuses CreateFunction requests larger than this before looking at them.
 MAX_REQUEST_BYTES = 70_167_211
+# SigV4 signing names a request's credential scope may carry, per endpoint.
+LAMBDA_SERVICES = frozenset({"lambda"})
+LOGS_SERVICES = frozenset({"logs"})
+STATUS_SERVICES = LAMBDA_SERVICES | LOGS_SERVICES
 
 
 class BodyTooLarge(Exception):
@@ -47,7 +53,7 @@ class LambdadApp:
         services: Services,
         logs_api: LogsApi,
         signer: CodeUrlSigner,
-        account_id: str,
+        authenticator: Authenticator,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
@@ -56,7 +62,7 @@ class LambdadApp:
         self._services = services
         self._logs = logs_api
         self._signer = signer
-        self._account_id = account_id
+        self._authenticator = authenticator
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
         self._status = status
@@ -90,19 +96,28 @@ class LambdadApp:
                     "CreateFunction operation"
                 )
             )
-        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        raw = scope.get("raw_path") or scope["path"].encode()
+        raw_path = raw.decode("latin-1")
+        query_string = scope.get("query_string", b"")
+        query = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
+        if raw_path.startswith(PATH_PREFIX):  # presigned by us (own HMAC): no SigV4
+            return self._download(unquote(raw_path[len(PATH_PREFIX) :]), query)
         target = headers.get("x-amz-target")
+        request = SignedRequest(scope["method"], raw, query_string, scope["headers"], body)
+        try:
+            principal = self._authenticator.authenticate(request, _services(target, raw_path))
+        except LambdaError as error:
+            if target is not None:
+                return _json_1_1_error(error)
+            return self._protocol.serialize_error(error)
         if target is not None:
-            status, payload = self._logs.handle(self._account_id, target, body)
+            status, payload = self._logs.handle(principal.account_id, target, body)
             return Response(status, [("content-type", "application/x-amz-json-1.1")], payload)
         if raw_path == STATUS_PATH and self._status is not None:
-            return Response(
-                200, [("content-type", "application/json")], orjson.dumps(self._status())
-            )
-        if raw_path.startswith(PATH_PREFIX):
-            return self._download(unquote(raw_path[len(PATH_PREFIX) :]), query)
-        call = Call(self._account_id, f"{scope.get('scheme', 'http')}://{headers.get('host', '')}")
+            return self._status_document(principal)
+        call = Call(
+            principal.account_id, f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
+        )
         try:
             operation, labels = self._protocol.match(scope["method"], raw_path, query)
             handler = HANDLERS.get(operation)
@@ -116,6 +131,11 @@ class LambdadApp:
         except Exception:  # the request boundary: answer AWS's ServiceException, keep the trace
             log.exception("unhandled error in %s %s", scope["method"], raw_path)
             return self._protocol.serialize_error(ServiceException("An internal error occurred."))
+
+    def _status_document(self, principal: Principal) -> Response:
+        assert self._status is not None
+        document = {**self._status(), "accountId": principal.account_id}
+        return Response(200, [("content-type", "application/json")], orjson.dumps(document))
 
     def _download(self, key: str, query: dict[str, list[str]]) -> Response:
         expires = query.get("Expires", [""])[0]
@@ -147,6 +167,24 @@ class LambdadApp:
                     await self._on_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _services(target: str | None, raw_path: str) -> frozenset[str]:
+    if target is not None:
+        return LOGS_SERVICES
+    return STATUS_SERVICES if raw_path == STATUS_PATH else LAMBDA_SERVICES
+
+
+def _json_1_1_error(error: LambdaError) -> Response:
+    """An error in the AWS JSON 1.1 shape (the CloudWatch Logs endpoint)."""
+    headers = [
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amzn-ErrorType", error.code),
+        ("x-amzn-RequestId", str(uuid.uuid4())),
+    ]
+    return Response(
+        error.status, headers, orjson.dumps({"__type": error.code, "message": error.message})
+    )
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -13,7 +13,8 @@ Error hierarchy of this module::
 
     CliError                  a message for the user; the command exits 1
     ├── NoCredentialsError    no source above gave credentials
-    └── ServerUnreachable     nothing answers at the endpoint
+    ├── ServerUnreachable     nothing answers at the endpoint
+    └── StatusRefused         the server refused the status request (AWS error code, message)
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ from typing import Any, cast
 
 import botocore.session
 import orjson
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials as BotocoreCredentials
 
 from lambdad.credentials import read_stored_root_credentials
 from lambdad.settings import DEFAULT_ACCOUNT_ID, DEFAULT_PORT, DEFAULT_REGION, default_data_dir
 
 DEFAULT_ENDPOINT = f"http://127.0.0.1:{DEFAULT_PORT}"
-STATUS_PATH = "/_lambdad/status"  # lambdad.api.app.STATUS_PATH; the CLI does not import the server
+STATUS_PATH = "/_lambdad/status"  # lambdad.api.app.STATUS_PATH (the CLI does not import the server)
 # The longest a function may run (900 s) plus room for a cold start and the network.
 INVOKE_READ_TIMEOUT = 960
 API_READ_TIMEOUT = 300
@@ -50,6 +54,16 @@ class NoCredentialsError(CliError):
 
 class ServerUnreachable(CliError):
     pass
+
+
+class StatusRefused(CliError):
+    """The server answered the status request with an error (usually 403: credentials)."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -136,13 +150,11 @@ def _stored_credentials(data_dir: Path) -> Credentials | None:
         return None
     if stored is None:
         return None
-    return Credentials(
-        stored.access_key_id, stored.secret_access_key, None, f"data dir {data_dir}"
-    )
+    return Credentials(stored.access_key_id, stored.secret_access_key, None, f"data dir {data_dir}")
 
 
 def make_client(
-    target: Target, service: str, *, read_timeout: int = API_READ_TIMEOUT, attempts: int = 3
+    target: Target, service: str, *, read_timeout: int = API_READ_TIMEOUT, attempts: int = 2
 ) -> Any:
     """A botocore client for `service` ("lambda" or "logs") pointed at the lambdad server."""
     credentials = target.require_credentials()
@@ -162,17 +174,23 @@ def make_client(
     )
 
 
-def fetch_status(endpoint: str, timeout: float = 5.0) -> dict[str, Any]:
-    """lambdad's own status document (isolation, runtimes, pools); no authentication."""
-    url = endpoint + STATUS_PATH
+def fetch_status(target: Target, timeout: float = 5.0) -> dict[str, Any]:
+    """lambdad's own status document (isolation, runtimes, pools, the caller's account).
+
+    Signed with SigV4 like any API call (scope ``lambda``); sent unsigned when the CLI has no
+    credentials, so that the answer still tells a running server from none at all.
+    """
+    url = target.endpoint + STATUS_PATH
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(_status_request(target, url), timeout=timeout) as response:
             body = response.read()
     except urllib.error.HTTPError as error:
-        raise CliError(f"{url} answered HTTP {error.code}: is this a lambdad server?") from None
+        raise _refusal(url, error) from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise ServerUnreachable(f"lambdad is not reachable at {endpoint}: {reason}") from None
+        raise ServerUnreachable(
+            f"lambdad is not reachable at {target.endpoint}: {reason}"
+        ) from None
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -182,9 +200,40 @@ def fetch_status(endpoint: str, timeout: float = 5.0) -> dict[str, Any]:
     return cast(dict[str, Any], document)
 
 
-def account_id(target: Target) -> str:
-    """The server's account id, from its status document; AWS's placeholder when unknown."""
+def _status_request(target: Target, url: str) -> urllib.request.Request:
+    if target.credentials is None:
+        return urllib.request.Request(url)
+    credentials = target.credentials
+    request = AWSRequest(method="GET", url=url)
+    signer = SigV4Auth(
+        BotocoreCredentials(
+            credentials.access_key_id, credentials.secret_access_key, credentials.session_token
+        ),
+        "lambda",
+        target.region,
+    )
+    signer.add_auth(request)
+    return urllib.request.Request(url, headers=dict(request.headers.items()))
+
+
+def _refusal(url: str, error: urllib.error.HTTPError) -> StatusRefused:
+    """The server answered, but not with the status document (an AWS error, usually 403)."""
+    code = (error.headers.get("x-amzn-ErrorType") or "").split(":")[0]
     try:
-        return str(fetch_status(target.endpoint).get("accountId") or DEFAULT_ACCOUNT_ID)
+        document = orjson.loads(error.read())
+    except (orjson.JSONDecodeError, OSError):
+        document = None
+    message = ""
+    if isinstance(document, dict):
+        message = str(document.get("message") or document.get("Message") or "")
+    if not code:
+        code, message = f"HTTP{error.code}", f"{url} answered HTTP {error.code}"
+    return StatusRefused(code, message, error.code)
+
+
+def account_id(target: Target) -> str:
+    """The caller's account id, from the status document; AWS's placeholder when unknown."""
+    try:
+        return str(fetch_status(target).get("accountId") or DEFAULT_ACCOUNT_ID)
     except CliError:
         return DEFAULT_ACCOUNT_ID

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lambdad.cli.accounts import register as register_accounts
 from lambdad.settings import DEFAULT_PORT, DEFAULT_REGION, Settings, default_data_dir
 
 
@@ -21,6 +22,8 @@ def _serve(args: argparse.Namespace) -> int:
         region=args.region,
         account_id=args.account_id,
         keep_alive_seconds=args.keep_alive,
+        allow_any_credentials=args.allow_any_credentials,
+        isolation=args.isolation,
         async_retry_delays=tuple(float(x) for x in args.async_retry_delays.split(",") if x),
     )
     serve(settings)
@@ -37,7 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", default=None, help="default: $LAMBDAD_DATA_DIR or ~/.local/share/lambdad"
     )
     serve.add_argument("--region", default=DEFAULT_REGION)
+    serve.add_argument(
+        "--isolation",
+        choices=("auto", "namespaces", "process"),
+        default="auto",
+        help="sandbox backend (auto: namespaces where the host allows them)",
+    )
     serve.add_argument("--account-id", default="000000000000")
+    serve.add_argument(
+        "--allow-any-credentials",
+        action="store_true",
+        help="DEVELOPMENT ONLY: accept any well-formed signature by any access key",
+    )
     serve.add_argument(
         "--keep-alive",
         type=float,
@@ -50,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds before each retry of a failed Event invocation",
     )
     serve.set_defaults(func=_serve)
+    register_accounts(commands)
     try:
         from lambdad.cli.commands import register
     except ImportError:

@@ -8,6 +8,10 @@ from typing import Any
 import orjson
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
+
+UNBOUNDED = 10_000  # columns: "as wide as it needs" for piped output
 
 # Results (tables, payloads). soft_wrap: a long line stays one line when piped.
 out = Console(soft_wrap=True)
@@ -61,3 +65,12 @@ def human_bytes(size: int) -> str:
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def print_table(table: Table) -> None:
+    """On a terminal, fitted to its width; piped, at its natural width, so no cell is cut."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    natural = Measurement.get(out, out.options.update_width(UNBOUNDED), table).maximum
+    Console(width=max(natural, out.width)).print(table)

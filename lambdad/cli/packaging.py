@@ -45,6 +45,8 @@ def read_zip(path: Path) -> bytes:
 
 def collect(root: Path) -> list[SourceFile]:
     """Every file under `root` that goes into the package, in archive order."""
+    if not root.exists():
+        raise CliError(f"{root} does not exist")
     if not root.is_dir():
         raise CliError(f"{root} is neither a directory nor a .zip file")
     files = sorted(_walk(root), key=lambda f: f.archive_name)

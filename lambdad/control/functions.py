@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_ENVIRONMENT_BYTES = 4096
 MAX_TAGS = 50
+MAX_NAME_LENGTH = 64
 MEMORY_RANGE = (128, 10240)
 TIMEOUT_RANGE = (1, 900)
 EPHEMERAL_RANGE = (512, 10240)
@@ -138,6 +139,14 @@ class FunctionRegistry:
         tags: Mapping[str, str],
     ) -> FunctionConfig:
         async with self._lock(account_id, name):
+            if len(name) > MAX_NAME_LENGTH:
+                # AWS answers this model violation as InvalidParameterValueException, not
+                # ValidationException (the model allows 140 characters for ARNs).
+                raise InvalidParameterValueException(
+                    f"1 validation error detected: Value '{name}' at 'functionName' failed to "
+                    "satisfy constraint: Member must have length less than or equal to "
+                    f"{MAX_NAME_LENGTH}"
+                )
             if (account_id, name) in self._functions:
                 raise ResourceConflictException(f"Function already exist: {name}")
             if not settings.runtime or not settings.handler:
@@ -224,7 +233,11 @@ class FunctionRegistry:
     async def delete(self, account_id: str, ref: FunctionRef) -> None:
         async with self._lock(account_id, ref.name):
             if ref.qualifier not in (None, LATEST):
-                self.get(account_id, ref)  # unknown versions: not found
+                try:
+                    self.get(account_id, ref)
+                except ResourceNotFoundException:
+                    # AWS names the unqualified function when the version to delete is unknown.
+                    raise not_found(self.region, account_id, ref.name, None) from None
             if ref.qualifier == LATEST:
                 raise InvalidParameterValueException(
                     "$LATEST version cannot be deleted without deleting the function."
@@ -239,6 +252,10 @@ class FunctionRegistry:
     # tags ----------------------------------------------------------------------------------
     def tag(self, account_id: str, ref: FunctionRef, tags: Mapping[str, str]) -> None:
         current = self._taggable(account_id, ref)
+        if not tags:
+            raise InvalidParameterValueException(
+                "An error occurred and the request cannot be processed."
+            )
         merged = {**current.tags, **tags}
         self._check_tags(merged)
         self._save(current.evolve(tags=merged), notify=False)

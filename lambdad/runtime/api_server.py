@@ -204,12 +204,16 @@ class RuntimeApiServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, 0))
         sock.listen(16)
+        port = sock.getsockname()[1]
+        await self.serve(sock)
+        self.address = f"{host}:{port}"
+        return self.address
+
+    async def serve(self, sock: socket.socket) -> None:
+        """Serve on a listening socket made elsewhere (e.g. inside a network namespace)."""
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self._handler), sock=sock)
-        port = sock.getsockname()[1]
-        self.address = f"{host}:{port}"
-        return self.address
 
     def close(self) -> None:
         if self._server is not None:

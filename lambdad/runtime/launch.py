@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lambdad.control.model import FunctionConfig
-from lambdad.runtime.runtimes import NODE_BOOTSTRAP, PYTHON_BOOTSTRAP, Family, RuntimeSpec
-from lambdad.sandbox.base import LaunchSpec
+from lambdad.runtime.runtimes import (
+    BOOTSTRAP_DIR,
+    NODE_BOOTSTRAP,
+    PYTHON_BOOTSTRAP,
+    Family,
+    RuntimeSpec,
+)
+from lambdad.sandbox.base import LaunchSpec, SandboxLayout
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 # Variables the function may not set (AWS's reserved keys), besides everything we set ourselves.
@@ -63,18 +68,28 @@ class EnvironmentPlan:
     runtime_api: str
     log_stream: str
     initialization_type: str = "on-demand"
+    layout: SandboxLayout = field(default_factory=SandboxLayout)
+
+    @property
+    def task_root(self) -> str:
+        """The code directory as the environment sees it."""
+        return self.layout.task_root or str(self.code_dir)
+
+    @property
+    def runtime_dir(self) -> str:
+        """The bootstraps directory as the environment sees it."""
+        return self.layout.runtime_dir or str(BOOTSTRAP_DIR)
 
 
 def environment_variables(plan: EnvironmentPlan, creds: SessionCredentials) -> dict[str, str]:
     cfg, rt = plan.config, plan.runtime
-    task_root = str(plan.code_dir)
+    task_root = plan.task_root
     env: dict[str, str] = {
         "PATH": f"{SYSTEM_PATH}:/opt/bin",
         "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:"
         "/var/task/lib:/opt/lib",
         "LANG": "en_US.UTF-8",
         "TZ": ":UTC",
-        "HOME": os.environ.get("HOME", "/root") if rt.family is Family.PROVIDED else task_root,
     }
     env.update(cfg.environment)
     env.update(
@@ -94,7 +109,7 @@ def environment_variables(plan: EnvironmentPlan, creds: SessionCredentials) -> d
             "AWS_SESSION_TOKEN": creds.session_token,
             "AWS_LAMBDA_RUNTIME_API": plan.runtime_api,
             "LAMBDA_TASK_ROOT": task_root,
-            "LAMBDA_RUNTIME_DIR": str(PYTHON_BOOTSTRAP.parent.parent),
+            "LAMBDA_RUNTIME_DIR": plan.runtime_dir,
             "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
         }
     )
@@ -112,8 +127,9 @@ def environment_variables(plan: EnvironmentPlan, creds: SessionCredentials) -> d
 
 def launch_spec(plan: EnvironmentPlan, log_fd: int, creds: SessionCredentials) -> LaunchSpec:
     env = environment_variables(plan, creds)
-    cwd = str(plan.code_dir)
+    cwd = plan.task_root
     rt = plan.runtime
+    node_bootstrap = f"{plan.runtime_dir}/{NODE_BOOTSTRAP.relative_to(BOOTSTRAP_DIR)}"
     if rt.family is Family.PYTHON:
         assert rt.executable is not None
         return LaunchSpec(
@@ -123,28 +139,32 @@ def launch_spec(plan: EnvironmentPlan, log_fd: int, creds: SessionCredentials) -
             log_fd=log_fd,
             memory_mb=plan.config.memory_size,
             zygote_interpreter=rt.executable,
+            zygote_preload=(str(PYTHON_BOOTSTRAP.parent), PYTHON_BOOTSTRAP.stem),
+            code_dir=str(plan.code_dir),
+            tmp_mb=plan.config.ephemeral_storage,
         )
     if rt.family is Family.NODEJS:
         assert rt.executable is not None
         return LaunchSpec(
-            argv=(rt.executable, str(NODE_BOOTSTRAP)),
+            argv=(rt.executable, node_bootstrap),
             env=env,
             cwd=cwd,
             log_fd=log_fd,
             memory_mb=plan.config.memory_size,
+            code_dir=str(plan.code_dir),
+            tmp_mb=plan.config.ephemeral_storage,
         )
     return LaunchSpec(
-        argv=(provided_bootstrap(plan.code_dir),),
+        argv=(f"{plan.task_root}/bootstrap",),
         env=env,
         cwd=cwd,
         log_fd=log_fd,
         memory_mb=plan.config.memory_size,
+        code_dir=str(plan.code_dir),
+        tmp_mb=plan.config.ephemeral_storage,
     )
 
 
-def provided_bootstrap(code_dir: Path) -> str:
-    """`bootstrap` from the function's code, else from /opt (layers), as AWS looks for it."""
-    for candidate in (code_dir / "bootstrap", Path("/opt/bootstrap")):
-        if candidate.exists():
-            return str(candidate)
-    return str(code_dir / "bootstrap")
+def has_bootstrap(code_dir: Path) -> bool:
+    """Whether a custom runtime's `bootstrap` exists (AWS also looks in /opt: layers, later)."""
+    return (code_dir / "bootstrap").exists()

@@ -11,6 +11,7 @@ Contract:
 from __future__ import annotations
 
 import signal
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,8 +28,14 @@ class LaunchSpec:
     memory_mb: int = 128
     # Interpreter whose zygote should fork this environment instead of an exec (Python runtimes).
     zygote_interpreter: str | None = None
+    # (directory, module) the zygote imports once before forking, e.g. the runtime's bootstrap.
+    zygote_preload: tuple[str, str] | None = None
     # Module-level callable the zygote child runs after fork ("module:function").
     zygote_entry: str = "lambdad_bootstrap:main"
+    # Host directory holding the function's code (the sandbox mounts it at task_root).
+    code_dir: str = ""
+    # Size of the environment's writable /tmp (EphemeralStorage).
+    tmp_mb: int = 512
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -61,6 +68,9 @@ def _signal_word(signum: int) -> str:
 
 class SandboxProcess(ABC):
     pid: int
+    # The Runtime API listener created inside the environment (backends with a fixed
+    # SandboxLayout.runtime_api); lambdad serves the environment's Runtime API on it.
+    runtime_api_socket: socket.socket | None = None
 
     @abstractmethod
     async def wait(self) -> ExitStatus:
@@ -76,6 +86,15 @@ class SandboxProcess(ABC):
 
 
 @dataclass(frozen=True)
+class SandboxLayout:
+    """Where things are as the environment sees them (None: the host's own paths)."""
+
+    task_root: str | None = None  # the code directory (AWS: /var/task)
+    runtime_dir: str | None = None  # the managed runtime's files (AWS: /var/runtime)
+    runtime_api: str | None = None  # fixed Runtime API address, or None for a host port
+
+
+@dataclass(frozen=True)
 class IsolationReport:
     backend: str
     features: Mapping[str, bool]
@@ -83,6 +102,15 @@ class IsolationReport:
 
 
 class SandboxBackend(ABC):
+    def layout(self) -> SandboxLayout:
+        """How paths and the Runtime API look from inside this backend's environments."""
+        return SandboxLayout()
+
+    async def prepare(  # noqa: B027 - optional hook
+        self, interpreter: str, preload: tuple[str, str] | None
+    ) -> None:
+        """Warm up whatever starting environments of this interpreter needs (optional)."""
+
     @abstractmethod
     async def start(self, spec: LaunchSpec) -> SandboxProcess:
         """Start one environment's process."""

@@ -21,6 +21,8 @@ from lambdad.sandbox.base import (
 )
 from lambdad.sandbox.zygote import Zygote
 
+ZygoteKey = tuple[str, tuple[str, str] | None]
+
 
 def read_peak_rss(pid: int) -> int:
     """VmHWM of a live process, in bytes (0 if it is gone)."""
@@ -81,15 +83,18 @@ def _watch_exec_child(pid: int) -> asyncio.Future[ExitStatus]:
 
 
 class ProcessBackend(SandboxBackend):
-    def __init__(self) -> None:
-        # interpreter path -> its zygote (started on first use)
-        self._zygotes: dict[str, Zygote] = {}
-        self._zygote_starts: dict[str, asyncio.Task[Zygote]] = {}
+    def __init__(self, reason: str = "") -> None:
+        # Why the stronger backend is not in use (shown at start-up and by `lambdad doctor`).
+        self._reason = reason
+        # (interpreter path, preloaded module) -> its zygote (started on first use)
+        self._zygotes: dict[ZygoteKey, Zygote] = {}
+        self._zygote_starts: dict[ZygoteKey, asyncio.Task[Zygote]] = {}
 
     async def start(self, spec: LaunchSpec) -> SandboxProcess:
         if spec.zygote_interpreter is not None:
-            zygote = await self._zygote(spec.zygote_interpreter)
-            pid, exited = await zygote.fork(spec)
+            zygote = await self._zygote(spec.zygote_interpreter, spec.zygote_preload)
+            request = {"env": dict(spec.env), "cwd": spec.cwd, "entry": spec.zygote_entry}
+            pid, exited = await zygote.fork(request, [spec.log_fd])
             return _Process(pid, exited)
         proc = subprocess.Popen(
             list(spec.argv),
@@ -103,24 +108,25 @@ class ProcessBackend(SandboxBackend):
         )
         return _Process(proc.pid, _watch_exec_child(proc.pid))
 
-    async def prepare(self, interpreter: str) -> None:
+    async def prepare(self, interpreter: str, preload: tuple[str, str] | None) -> None:
         """Start an interpreter's zygote ahead of its first environment."""
-        await self._zygote(interpreter)
+        await self._zygote(interpreter, preload)
 
-    async def _zygote(self, interpreter: str) -> Zygote:
-        zygote = self._zygotes.get(interpreter)
+    async def _zygote(self, interpreter: str, preload: tuple[str, str] | None) -> Zygote:
+        key = (interpreter, preload)
+        zygote = self._zygotes.get(key)
         if zygote is not None and zygote.alive:
             return zygote
-        task = self._zygote_starts.get(interpreter)
+        task = self._zygote_starts.get(key)
         if task is None or task.done():
-            task = asyncio.ensure_future(self._start_zygote(interpreter))
-            self._zygote_starts[interpreter] = task
+            task = asyncio.ensure_future(self._start_zygote(interpreter, preload))
+            self._zygote_starts[key] = task
         return await asyncio.shield(task)
 
-    async def _start_zygote(self, interpreter: str) -> Zygote:
-        zygote = Zygote(interpreter)
+    async def _start_zygote(self, interpreter: str, preload: tuple[str, str] | None) -> Zygote:
+        zygote = Zygote(interpreter, preload)
         await zygote.start()
-        self._zygotes[interpreter] = zygote
+        self._zygotes[(interpreter, preload)] = zygote
         return zygote
 
     def isolation(self) -> IsolationReport:
@@ -134,7 +140,10 @@ class ProcessBackend(SandboxBackend):
                 "seccomp": False,
                 "unprivileged_uid": False,
             },
-            notes=("environments run as plain host processes: no isolation between functions",),
+            notes=(
+                "environments run as plain host processes: no isolation between functions",
+                *((f"namespaces unavailable: {self._reason}",) if self._reason else ()),
+            ),
         )
 
     async def close(self) -> None:

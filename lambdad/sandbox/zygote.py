@@ -1,4 +1,4 @@
-"""lambdad's side of a Python zygote (see runtime/bootstraps/python/lambdad_zygote.py)."""
+"""lambdad's side of a zygote (see sandbox/guest/lambdad_zygote.py)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,16 @@ import os
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from lambdad.sandbox.base import ExitStatus, LaunchSpec
+from lambdad.sandbox.base import ExitStatus
 
 log = logging.getLogger(__name__)
 
-ZYGOTE_SCRIPT = (
-    Path(__file__).resolve().parent.parent
-    / "runtime"
-    / "bootstraps"
-    / "python"
-    / "lambdad_zygote.py"
-)
+GUEST_DIR = Path(__file__).resolve().parent / "guest"
+ZYGOTE_SCRIPT = GUEST_DIR / "lambdad_zygote.py"
 
 
 class ZygoteError(RuntimeError):
@@ -30,10 +26,15 @@ class ZygoteError(RuntimeError):
 
 
 class Zygote:
-    """One fork server per interpreter; forks are answered in order over a SOCK_SEQPACKET pair."""
+    """One fork server per interpreter; forks are answered in order over a SOCK_SEQPACKET pair.
 
-    def __init__(self, interpreter: str) -> None:
+    `preload` is (directory, module) the zygote imports before its first fork (the runtime's
+    bootstrap), so forked environments start with it loaded.
+    """
+
+    def __init__(self, interpreter: str, preload: tuple[str, str] | None = None) -> None:
         self.interpreter = interpreter
+        self.preload = preload
         self._ids = itertools.count(1)
         # request id -> future of the forked pid
         self._forks: dict[int, asyncio.Future[int]] = {}
@@ -47,8 +48,11 @@ class Zygote:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"}
+        argv = [self.interpreter, "-u", str(ZYGOTE_SCRIPT), str(theirs.fileno())]
+        if self.preload is not None:
+            argv += list(self.preload)
         self._proc = subprocess.Popen(
-            [self.interpreter, "-u", str(ZYGOTE_SCRIPT), str(theirs.fileno())],
+            argv,
             pass_fds=[theirs.fileno()],
             env=env,
             cwd="/",
@@ -65,17 +69,17 @@ class Zygote:
     def alive(self) -> bool:
         return self._sock is not None and self._proc is not None and self._proc.poll() is None
 
-    async def fork(self, spec: LaunchSpec) -> tuple[int, asyncio.Future[ExitStatus]]:
+    async def fork(
+        self, request: dict[str, Any], fds: list[int]
+    ) -> tuple[int, asyncio.Future[ExitStatus]]:
+        """Fork one environment (env, cwd, entry or argv, jail); fds[0] is its log."""
         if self._sock is None:
             raise ZygoteError("zygote is not running")
         loop = asyncio.get_running_loop()
         request_id = next(self._ids)
         reply: asyncio.Future[int] = loop.create_future()
         self._forks[request_id] = reply
-        message = orjson.dumps(
-            {"id": request_id, "env": dict(spec.env), "cwd": spec.cwd, "entry": spec.zygote_entry}
-        )
-        socket.send_fds(self._sock, [message], [spec.log_fd])
+        socket.send_fds(self._sock, [orjson.dumps({**request, "id": request_id})], fds)
         pid = await reply
         return pid, self._exits[pid]
 

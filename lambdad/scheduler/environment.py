@@ -203,6 +203,8 @@ class Environment:
                 self._init_timer = None
             if self.state is EnvironmentState.STARTING:
                 self.state = EnvironmentState.IDLE
+            if self.process is not None:  # sample once now: a crashed process has nothing to read
+                self.process.peak_memory_bytes()
         if self._current is not None and self._timer is None:
             self._deliver(reply)
         else:
@@ -370,10 +372,20 @@ class Environment:
         else:
             reason = f"Runtime exited with error: {status.describe()}"
         message = f"RequestId: {inv.request_id} Error: {reason}"
-        self._write_platform(f"{message}\nRuntime.ExitError\n")
-        if self._timer is None:
+        if self._timer is None:  # it died before the invocation was handed over (in init)
+            if self._init_duration_ms is None:
+                init_ms = (time.monotonic() - self.created) * 1000
+                self._write_platform(
+                    f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\t"
+                    "Status: error\tError Type: Runtime.ExitError\n"
+                )
+                self._pending_init_report = False
+            self._write_platform(
+                f"START RequestId: {inv.request_id} Version: {self.config.version}\n"
+            )
             self._delivered_at = time.perf_counter()
             self._timer = self._loop.call_later(0, lambda: None)
+        self._write_platform(f"{message}\nRuntime.ExitError\n")
         self._finish(error_body("Runtime.ExitError", message), "Unhandled", status="error")
 
     # logs ------------------------------------------------------------------------------------

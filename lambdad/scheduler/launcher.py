@@ -7,7 +7,12 @@ from collections.abc import Callable
 
 from lambdad.control.model import FunctionConfig
 from lambdad.observability.logs import LogStore, new_stream_name
-from lambdad.runtime.launch import EnvironmentPlan, SessionCredentials, launch_spec
+from lambdad.runtime.launch import (
+    EnvironmentPlan,
+    SessionCredentials,
+    has_bootstrap,
+    launch_spec,
+)
 from lambdad.runtime.runtimes import Family, RuntimeCatalog
 from lambdad.sandbox.base import SandboxBackend
 from lambdad.scheduler.environment import Environment
@@ -39,10 +44,16 @@ class EnvironmentLauncher:
                 "Runtime.InvalidRuntime", f"The runtime {config.runtime} is not available"
             )
             return env
-        address = await env.api.start()
-        plan = EnvironmentPlan(
-            config, runtime, self.code.path_for(config.code_key), address, stream
-        )
+        layout = self.backend.layout()
+        code_dir = self.code.path_for(config.code_key)
+        if runtime.family is Family.PROVIDED and not has_bootstrap(code_dir):
+            env.launch_failed(
+                "Runtime.InvalidEntrypoint",
+                "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]",
+            )
+            return env
+        address = layout.runtime_api or await env.api.start()
+        plan = EnvironmentPlan(config, runtime, code_dir, address, stream, layout=layout)
         read_fd, write_fd = os.pipe()
         try:
             spec = launch_spec(plan, write_fd, SessionCredentials.generate())
@@ -61,5 +72,7 @@ class EnvironmentLauncher:
             return env
         finally:
             os.close(write_fd)
+        if process.runtime_api_socket is not None:
+            await env.api.serve(process.runtime_api_socket)
         env.attach(process, read_fd)
         return env

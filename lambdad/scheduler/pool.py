@@ -92,6 +92,12 @@ class EnvironmentPool:
         for env in idle:
             env.kill()
 
+    def close(self) -> None:
+        """Stop every environment now, busy ones included (the server is shutting down)."""
+        self.retire()
+        for env in list(self._all):
+            env.kill()
+
     @property
     def empty(self) -> bool:
         return not self._all

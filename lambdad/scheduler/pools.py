@@ -67,5 +67,5 @@ class PoolManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         for pool in [*self._pools.values(), *self._retired]:
-            pool.retire()
+            pool.close()
         self._pools.clear()

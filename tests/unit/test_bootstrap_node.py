@@ -258,6 +258,17 @@ def test_log_level_filter(harness: Harness) -> None:
     assert "\tINFO\t" not in log and "\tDEBUG\t" not in log
 
 
+def test_json_log_format(harness: Harness) -> None:
+    api, _ = harness.start("index.handler", AWS_LAMBDA_LOG_FORMAT="JSON")
+    res = api.invoke({})
+    records = [json.loads(line) for line in (res.log or "").splitlines() if line.startswith("{")]
+    warned = next(r for r in records if r.get("message") == "warned")
+    assert warned["level"] == "WARN"
+    assert warned["requestId"] == res.request_id
+    assert re.fullmatch(TS, warned["timestamp"])
+    assert any(r.get("message") == "multi\nline" for r in records)
+
+
 def _call(api: FakeRuntimeAPI, name: str, **kwargs: object):  # type: ignore[no-untyped-def]
     return api.invoke({"call": name}, **kwargs)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import json
 import os
 import re
 import shutil
@@ -32,26 +33,26 @@ VERSIONS = ("3.10", "3.11", "3.12", "3.13")
 
 @functools.cache
 def _interpreter(version: str) -> str | None:
-    """The real executable of python<version>, or None. pyenv shims are on PATH for every
-    version but only run the ones pyenv has selected, so each candidate is tried."""
-    candidates = []
+    """The executable of python<version>, or None. A pyenv shim runs only the versions pyenv
+    has selected, so pyenv's own version directories are preferred to shims."""
     found = shutil.which(f"python{version}")
-    if found:
-        candidates.append(found)
+    if found and os.sep + "shims" + os.sep not in found:
+        return found
     pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    candidates += sorted(
-        glob.glob(os.path.join(pyenv_root, "versions", "*", "bin", f"python{version}"))
-    )
-    for exe in candidates:
+    pattern = os.path.join(pyenv_root, "versions", f"{version}.*", "bin", f"python{version}")
+    for exe in sorted(glob.glob(pattern), reverse=True):
+        if os.access(exe, os.X_OK):
+            return exe
+    if found:  # a shim without a pyenv version directory: ask it
         try:
             out = subprocess.run(
-                [exe, "-c", "import sys; print(sys.executable)"],
+                [found, "-c", "import sys; print(sys.executable)"],
                 capture_output=True,
                 text=True,
-                timeout=20,
+                timeout=30,
             )
         except (OSError, subprocess.TimeoutExpired):
-            continue
+            return None
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     return None
@@ -310,7 +311,7 @@ def test_echo_context_and_warm_reuse(harness: Harness) -> None:
     assert proc.proc.poll() is None
 
 
-def test_handler_errors_and_marshalling(harness: Harness) -> None:
+def test_handler_exception_shape_and_log(harness: Harness) -> None:
     api, proc = harness.start("app.raises")
     res = api.invoke({})
     assert res.kind == "error"
@@ -337,7 +338,10 @@ def test_handler_errors_and_marshalling(harness: Harness) -> None:
     assert proc.proc.poll() is None
 
 
-def test_results(harness: Harness) -> None:
+LOG_LINE = r"\[{level}\]\t\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z\t{rid}\t{msg}\n"
+
+
+def test_results_logging_and_bad_input(harness: Harness) -> None:
     api, _ = harness.start("app.dispatch")
     res = api.invoke({"call": "returns_set"})
     assert res.kind == "error"
@@ -359,22 +363,40 @@ def test_results(harness: Harness) -> None:
     res = api.invoke({"call": "returns_decimal"})
     assert (res.kind, res.body) == ("response", b"[1, 2.5, NaN]")
 
+    # logging as AWS sets it up: root handler, WARNING unless AWS_LAMBDA_LOG_LEVEL says more
+    res = api.invoke({"call": "logs"})
+    assert res.json() == "ok"
+    log = res.log or ""
+    rid = re.escape(res.request_id or "")
+    assert re.search(LOG_LINE.format(level="WARNING", rid=rid, msg="warned 1"), log), log
+    assert "informed" not in log
+    assert "printed\n" in log
 
-def test_ascii_escaping_before_python312(harness: Harness) -> None:
-    api, _ = harness.start("app.returns_unicode", AWS_EXECUTION_ENV="AWS_Lambda_python3.11")
-    assert api.invoke({}).body == b'{"s": "h\\u00e9llo \\u2603"}'
-
-
-def test_bad_event_and_headers(harness: Harness) -> None:
-    api, _ = harness.start("app.handler")
+    # bad input
     res = api.invoke(raw_body=b"{not json")
-    assert res.kind == "error"
-    assert res.error_type == "Runtime.UnmarshalError"
+    assert (res.kind, res.error_type) == ("error", "Runtime.UnmarshalError")
     assert res.json()["errorMessage"].startswith("Unable to unmarshal input: Expecting")
-    res = api.invoke({}, client_context="{oops")
+    res = api.invoke({"call": "returns_none"}, client_context="{oops")
     assert res.error_type == "Runtime.LambdaContextUnmarshalError"
     assert res.json()["errorMessage"].startswith("Unable to parse Client Context JSON: ")
-    assert api.invoke({"ok": 1}).json()["event"] == {"ok": 1}
+    assert api.invoke({"call": "returns_none"}).body == b"null"
+
+
+def test_json_logs_and_ascii_escaping_before_python312(harness: Harness) -> None:
+    api, _ = harness.start(
+        "app.dispatch",
+        AWS_EXECUTION_ENV="AWS_Lambda_python3.11",
+        AWS_LAMBDA_LOG_FORMAT="JSON",
+        AWS_LAMBDA_LOG_LEVEL="INFO",
+    )
+    assert api.invoke({"call": "returns_unicode"}).body == b'{"s": "h\\u00e9llo \\u2603"}'
+    res = api.invoke({"call": "logs"})
+    records = [json.loads(line) for line in (res.log or "").splitlines() if line.startswith("{")]
+    by_message = {r["message"]: r for r in records}
+    assert by_message["warned 1"]["level"] == "WARNING"
+    assert by_message["warned 1"]["requestId"] == res.request_id
+    assert by_message["informed"]["logger"] == "child"
+    assert "debugged" not in by_message
 
 
 def test_sys_exit_in_handler_ends_the_process(harness: Harness) -> None:
@@ -474,20 +496,6 @@ def test_init_errors(harness: Harness, case: str) -> None:
     log = err.log or ""
     assert "LAMBDA_WARNING: Unhandled exception." in log
     assert f"[ERROR] {body['errorType']}: " in log
-
-
-LOG_LINE = r"\[{level}\]\t\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z\t{rid}\t{msg}\n"
-
-
-def test_logging_defaults_like_aws(harness: Harness) -> None:
-    api, _ = harness.start("app.logs")
-    res = api.invoke({})
-    assert res.json() == "ok"
-    log = res.log or ""
-    rid = re.escape(res.request_id or "")
-    assert re.search(LOG_LINE.format(level="WARNING", rid=rid, msg="warned 1"), log), log
-    assert "informed" not in log  # the root logger stays at WARNING unless configured
-    assert "printed\n" in log
 
 
 def test_logging_level_from_env(harness: Harness) -> None:

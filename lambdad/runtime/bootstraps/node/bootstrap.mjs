@@ -195,7 +195,8 @@ function patchConsole() {
   const log = json
     ? (level, params) => writeAll(1, formatJson(level, params).replace(/\n/g, '\r') + '\n')
     : (level, params) => {
-        const line = `${new Date().toISOString()}\t${currentRequestId}\t${level.name}\t${util.format(...params)}`;
+        const time = new Date().toISOString();
+        const line = `${time}\t${currentRequestId}\t${level.name}\t${util.format(...params)}`;
         writeAll(1, line.replace(/\n/g, '\r') + '\n');
       };
   const minimum = LEVELS[(process.env.AWS_LAMBDA_LOG_LEVEL || '').toUpperCase()] ?? LEVELS.TRACE;
@@ -366,6 +367,13 @@ class RuntimeClient {
   }
 
   _request(data) {
+    if (this.pending) {
+      // A request is already in flight on the keep-alive connection (an error reported from
+      // a stray callback while /next is pending): use a connection of its own.
+      const other = new RuntimeClient(this.hostHeader);
+      const done = () => other.sock && other.sock.destroy();
+      return other._request(data).finally(done);
+    }
     return new Promise((resolve, reject) => {
       this.pending = { data, resolve, reject, started: false, retried: false };
       this._send();
@@ -390,10 +398,9 @@ class RuntimeClient {
       head += `${ERROR_TYPE_HEADER}: ${String(errorType).replace(/[\r\n]/g, ' ')}\r\n`;
     }
     head += '\r\n';
+    // One write per request (a string is written as UTF-8 without an extra copy in JS).
     const data =
-      typeof body === 'string'
-        ? Buffer.from(head + body, 'utf8')
-        : Buffer.concat([Buffer.from(head, 'utf8'), body]);
+      typeof body === 'string' ? head + body : Buffer.concat([Buffer.from(head, 'utf8'), body]);
     return this._request(data);
   }
 
@@ -413,7 +420,8 @@ class RuntimeClient {
 
   postInitError(error) {
     const response = toRapidResponse(error);
-    return this._post('init/error', JSON.stringify(response), 'application/json', response.errorType);
+    const body = JSON.stringify(response);
+    return this._post('init/error', body, 'application/json', response.errorType);
   }
 }
 
@@ -437,7 +445,10 @@ function hasTypeModule(folder) {
         const pkg = JSON.parse(fs.readFileSync(pj, 'utf8'));
         if (pkg) return pkg.type === 'module';
       } catch (err) {
-        console.warn(`${pj} cannot be read, it will be ignored for ES module detection purposes.`, err);
+        console.warn(
+          `${pj} cannot be read, it will be ignored for ES module detection purposes.`,
+          err,
+        );
         return false;
       }
     }
@@ -546,14 +557,14 @@ function makeResponseStream() {
   const chunks = [];
   let contentType = 'application/octet-stream';
   let ended = false;
-  let onEnd = null;
   const stream = {
     setContentType(type) {
       contentType = type;
     },
     write(chunk, encoding, cb) {
       if (typeof encoding === 'function') cb = encoding;
-      chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk, typeof encoding === 'string' ? encoding : 'utf8'));
+      const enc = typeof encoding === 'string' ? encoding : 'utf8';
+      chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk, enc));
       if (cb) process.nextTick(cb);
       return true;
     },
@@ -562,7 +573,6 @@ function makeResponseStream() {
       if (chunk !== undefined && chunk !== null) stream.write(chunk, encoding);
       ended = true;
       if (typeof cb === 'function') process.nextTick(cb);
-      if (onEnd) onEnd();
     },
     on() {
       return stream;
@@ -579,7 +589,6 @@ function makeResponseStream() {
     contentType: () => contentType,
     body: () => Buffer.concat(chunks),
     ended: () => ended,
-    whenEnded: () => new Promise((resolve) => (ended ? resolve() : (onEnd = resolve))),
   };
 }
 
@@ -611,7 +620,8 @@ function invoke(client, handler, meta, staticData, res, fatal) {
     const complete = (result) => {
       if (reported) {
         console.error(
-          'Invocation has already been reported as done. Cannot call complete more than once per invocation.',
+          'Invocation has already been reported as done. ' +
+            'Cannot call complete more than once per invocation.',
         );
         return;
       }
@@ -645,7 +655,9 @@ function invoke(client, handler, meta, staticData, res, fatal) {
       else complete(result);
     };
     const succeed = once((result) => done(null, result));
-    const fail = once((err) => (err === undefined || err === null ? done('handled') : done(err, null)));
+    const fail = once((err) =>
+      err === undefined || err === null ? done('handled') : done(err, null),
+    );
 
     errorCallbacks.uncaughtException = (err) => {
       client.postError(id, err).then(
@@ -710,7 +722,7 @@ function invoke(client, handler, meta, staticData, res, fatal) {
 
 /** Response-streaming handlers, buffered: the whole stream is posted once it ends. */
 function invokeStreaming(client, handler, event, context, id, settled, fatal, postError) {
-  exitListener = null;
+  exitListener = () => postError(new NodeJsExit(NODEJS_EXIT_MESSAGE));
   const rs = makeResponseStream();
   let result;
   try {

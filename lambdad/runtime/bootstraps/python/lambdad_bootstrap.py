@@ -673,7 +673,6 @@ def _fail_init(client: _RuntimeClient, error: dict[str, object]) -> NoReturn:
 
 
 def main() -> None:
-    global _current_request_id
     env = os.environ
     client = _RuntimeClient(env["AWS_LAMBDA_RUNTIME_API"])
     task_root = env.get("LAMBDA_TASK_ROOT") or os.getcwd()
@@ -695,14 +694,8 @@ def main() -> None:
     )
     # AWS's python3.12+ runtimes emit UTF-8; older ones escape non-ASCII characters.
     exec_env = env.get("AWS_EXECUTION_ENV", "")
-    ascii_only = exec_env.startswith("AWS_Lambda_python3.") and exec_env[19:] in (
-        "8",
-        "9",
-        "10",
-        "11",
-    )
+    ascii_only = exec_env in {f"AWS_Lambda_python3.{minor}" for minor in range(6, 12)}
     encode = json.JSONEncoder(ensure_ascii=ascii_only, default=_json_default).encode
-    dump_error = json.dumps
 
     try:
         handler = _load_handler(handler_spec)
@@ -711,6 +704,24 @@ def main() -> None:
     except Exception as exc:
         _fail_init(client, _error_from_exception(exc))
 
+    try:
+        _serve(client, handler, static, encode)
+    except (_ConnectionLost, OSError) as exc:
+        # The Runtime API went away (the environment is being shut down): leave quietly.
+        sys.stderr.write(f"lambdad bootstrap: lost the Runtime API: {exc!r}\n")
+        _flush_stdio()
+        sys.exit(1)
+
+
+def _serve(
+    client: _RuntimeClient,
+    handler: Any,
+    static: tuple[str | None, str | None, str | None, int | None, str | None],
+    encode: Any,
+) -> NoReturn:
+    global _current_request_id
+    env = os.environ
+    dump_error = json.dumps
     while True:
         headers, body = client.next_invocation()
         request_id = headers.get("lambda-runtime-aws-request-id", "")
@@ -756,7 +767,7 @@ def main() -> None:
                     ) from None
             else:
                 event = body
-            result = handler(event, context)  # type: ignore[operator]
+            result = handler(event, context)
             if isinstance(result, bytes):
                 payload, payload_type = result, "application/unknown"
             else:

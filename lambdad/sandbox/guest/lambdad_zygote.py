@@ -1,11 +1,14 @@
-"""A fork server for one Python interpreter: imports the bootstrap once, forks environments.
+"""A fork server for one interpreter: imports the bootstrap once, forks environments.
 
 Runs under the *function's* interpreter (python3.10+), stdlib only, and holds no secrets: every
 environment's variables arrive with the request that creates it.
+Usage: python lambdad_zygote.py CONTROL_FD [PRELOAD_DIR PRELOAD_MODULE]
 
-Protocol on the SOCK_SEQPACKET socket whose fd is argv[1] (one JSON message per packet):
-  lambdad -> zygote  {"id": n, "env": {...}, "cwd": "...", "entry": "module:function"}
-                     with SCM_RIGHTS [log_fd]
+Protocol on the SOCK_SEQPACKET socket CONTROL_FD (one JSON message per packet):
+  lambdad -> zygote  {"id": n, "env": {...}, "cwd": "...",
+                      "entry": "module:function" | "argv": [...],   run in-process or exec
+                      "jail": {...} | null}                          see lambdad_jail.enter
+                     with SCM_RIGHTS [log_fd] or [log_fd, reply_fd] (reply: Runtime API socket)
   zygote -> lambdad  {"id": n, "pid": pid}            or {"id": n, "error": "..."}
   zygote -> lambdad  {"exit": pid, "code": c, "signal": s}   when a child ends
 The zygote exits when lambdad closes the socket (and dies with lambdad, via PDEATHSIG).
@@ -30,7 +33,9 @@ def _die_with_parent() -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _child(control: socket.socket, wake_r: int, wake_w: int, request: dict[str, Any], log_fd: int) -> None:
+def _child(
+    control: socket.socket, wake_r: int, wake_w: int, request: dict[str, Any], fds: list[int]
+) -> None:
     """Runs in the forked child: become the environment's main process."""
     try:
         control.close()
@@ -40,12 +45,23 @@ def _child(control: socket.socket, wake_r: int, wake_w: int, request: dict[str, 
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
         _die_with_parent()
+        log_fd = fds[0]
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
+        reply = socket.socket(fileno=fds[1]) if len(fds) > 1 else None
+        if request.get("jail"):
+            import lambdad_jail  # type: ignore[import-not-found]
+
+            lambdad_jail.enter(request["jail"], reply)
+        elif reply is not None:
+            reply.close()
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
+        if request.get("argv"):
+            argv = request["argv"]
+            os.execve(argv[0], argv, request["env"])
         module_name, function_name = request["entry"].split(":")
         entry = getattr(importlib.import_module(module_name), function_name)
         gc.unfreeze()
@@ -91,15 +107,16 @@ def _fork(control: socket.socket, wake_r: int, wake_w: int) -> bool:
     if not data:
         return False
     request = json.loads(data)
-    if len(fds) != 1:
+    if len(fds) not in (1, 2):
         for fd in fds:
             os.close(fd)
-        _send(control, {"id": request.get("id"), "error": "expected exactly one log fd"})
+        _send(control, {"id": request.get("id"), "error": "expected a log fd (and a reply fd)"})
         return True
     pid = os.fork()
     if pid == 0:
-        _child(control, wake_r, wake_w, request, fds[0])
-    os.close(fds[0])
+        _child(control, wake_r, wake_w, request, fds)
+    for fd in fds:
+        os.close(fd)
     _send(control, {"id": request["id"], "pid": pid})
     return True
 
@@ -108,9 +125,11 @@ def main() -> None:
     _die_with_parent()
     control = socket.socket(fileno=int(sys.argv[1]))
     here = os.path.dirname(os.path.abspath(__file__))
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    importlib.import_module("lambdad_bootstrap")  # pay the imports once, before any fork
+    sys.path.insert(0, here)
+    importlib.import_module("lambdad_jail")
+    if len(sys.argv) > 3:
+        sys.path.insert(0, sys.argv[2])
+        importlib.import_module(sys.argv[3])  # pay the imports once, before any fork
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)

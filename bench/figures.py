@@ -1,0 +1,245 @@
+"""The measurements: each figure and its same-run baseline, taken side by side.
+
+Sequential figures interleave the measured thing and its baseline (blocks of requests, or
+alternating samples) so that drift in machine speed during the run touches both alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import re
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench import procfs
+from bench.harness import (
+    KeepAliveClient,
+    ManagedProcess,
+    PreparedRequest,
+    Reply,
+    check_ok,
+    create_function,
+    invoke_path,
+    server_status,
+    signed_request,
+)
+from bench.loadgen import LoadResult, LoadSpec, run_load
+from bench.stats import Summary
+
+INIT_DURATION = re.compile(r"Init Duration: ([0-9.]+) ms")
+
+
+# --- 1 and 2: sequential round trips -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoundTrips:
+    echo: Summary  # baseline A: loopback HTTP echo round trip, ms
+    invoke: Summary  # warm Invoke round trip, ms
+    blocks: int
+    echo_cpu: procfs.TreeCpu  # CPU the echo server used during its blocks
+    lambdad_cpu: procfs.TreeCpu  # CPU lambdad and its environments used during the invoke blocks
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server and the keep-alive client that talks to it."""
+
+    server: ManagedProcess
+    client: KeepAliveClient
+
+
+def measure_round_trips(
+    echo: Target,
+    lambdad: Target,
+    request: PreparedRequest,
+    blocks: int,
+    per_block: int,
+    warmup: int,
+) -> RoundTrips:
+    """Alternate blocks of echo and Invoke requests, the same bytes over the same client."""
+    echo.client.timed_posts(request, warmup)
+    lambdad.client.timed_posts(request, warmup)
+    echo_samples: list[float] = []
+    invoke_samples: list[float] = []
+    # Both servers idle while the other is measured, so each meter sees its own blocks' work.
+    echo_meter, lambdad_meter = (
+        procfs.CpuMeter(echo.server.pid),
+        procfs.CpuMeter(lambdad.server.pid),
+    )
+    for _ in range(blocks):
+        echo_samples += echo.client.timed_posts(request, per_block)
+        invoke_samples += lambdad.client.timed_posts(request, per_block)
+    return RoundTrips(
+        Summary.of(echo_samples),
+        Summary.of(invoke_samples),
+        blocks,
+        echo_meter.read(),
+        lambdad_meter.read(),
+    )
+
+
+# --- 3: throughput -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Throughput:
+    echo: LoadResult  # baseline: the echo server under the same generator
+    echo_cpu: procfs.TreeCpu
+    invoke: LoadResult
+    lambdad_cpu: procfs.TreeCpu
+    invocations_counted: int  # the pool's own count of invocations started during the run
+    warmup_s: float
+
+
+def _pool_invocations(server: ManagedProcess, function_name: str) -> int:
+    for key, pool in server_status(server).get("pools", {}).items():
+        if key.endswith(f":{function_name}:$LATEST"):
+            return int(pool["cold_starts"]) + int(pool["warm_starts"])
+    return 0
+
+
+def _with_cpu(
+    server: ManagedProcess, run: Callable[[], LoadResult]
+) -> tuple[LoadResult, procfs.TreeCpu]:
+    """Run the load and measure the CPU the server and its live descendants used meanwhile."""
+    meter = procfs.CpuMeter(server.pid)
+    result = run()
+    return result, meter.read()
+
+
+def measure_throughput(
+    echo_server: ManagedProcess,
+    lambdad: ManagedProcess,
+    request: PreparedRequest,
+    function_name: str,
+    seconds: float,
+    warmup_s: float,
+) -> Throughput:
+    def spec(url: str, duration: float) -> LoadSpec:
+        return LoadSpec(url + request.path, request.body, request.headers, seconds=duration)
+
+    run_load(spec(lambdad.url, warmup_s))  # start one environment per connection
+    echo_result, echo_cpu = _with_cpu(echo_server, lambda: run_load(spec(echo_server.url, seconds)))
+    counted = _pool_invocations(lambdad, function_name)
+    invoke_result, lambdad_cpu = _with_cpu(lambdad, lambda: run_load(spec(lambdad.url, seconds)))
+    counted = _pool_invocations(lambdad, function_name) - counted
+    return Throughput(echo_result, echo_cpu, invoke_result, lambdad_cpu, counted, warmup_s)
+
+
+# --- 4: cold start -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColdStarts:
+    spawn: Summary  # baseline B: spawn + wait of `python -I -S -c pass`, ms
+    client: Summary  # first Invoke of a fresh function, client-side round trip, ms
+    init: Summary | None  # the REPORT line's Init Duration of those invocations, ms
+    not_cold: int  # first invocations whose REPORT had no Init Duration
+    interpreter: str
+    create_s: float  # wall time to create (and wait Active for) all the functions
+
+
+def spawn_once(interpreter: str) -> float:
+    start = time.perf_counter_ns()
+    subprocess.run([interpreter, "-I", "-S", "-c", "pass"], check=True)
+    return (time.perf_counter_ns() - start) / 1e6
+
+
+def init_duration(reply: Reply) -> float | None:
+    tail = base64.b64decode(reply.headers.get("x-amz-log-result", "")).decode(errors="replace")
+    match = INIT_DURATION.search(tail)
+    return float(match.group(1)) if match else None
+
+
+def _create_all(lam: Any, names: Sequence[str], code: bytes) -> float:
+    start = time.perf_counter()
+    for name in names:
+        create_function(lam, name, code)
+    return time.perf_counter() - start
+
+
+def _cold_requests(server: ManagedProcess, names: Sequence[str]) -> list[PreparedRequest]:
+    tail = {"X-Amz-Log-Type": "Tail"}
+    return [signed_request(server.url, invoke_path(n), b'{"cold":true}', tail) for n in names]
+
+
+def measure_cold_starts(
+    lambdad: ManagedProcess,
+    lam: Any,
+    client: KeepAliveClient,
+    code: bytes,
+    count: int,
+    interpreter: str,
+) -> ColdStarts:
+    """Alternate one spawn of the bare interpreter with one first Invoke of a fresh function."""
+    names = [f"bench-cold-{i:03d}" for i in range(count + 1)]
+    create_s = _create_all(lam, names, code)
+    requests = _cold_requests(lambdad, names)
+    for _ in range(3):
+        spawn_once(interpreter)
+    check_ok(client.post(requests[0]))  # warm-up: one cold start, not counted
+    spawns: list[float] = []
+    rounds: list[float] = []
+    inits: list[float] = []
+    gc.collect()
+    gc.disable()
+    try:
+        for request in requests[1:]:
+            spawns.append(spawn_once(interpreter))
+            elapsed, reply = client.timed_post(request)
+            check_ok(reply)
+            rounds.append(elapsed)
+            init = init_duration(reply)
+            if init is not None:
+                inits.append(init)
+    finally:
+        gc.enable()
+    init_summary = Summary.of(inits) if inits else None
+    return ColdStarts(
+        Summary.of(spawns),
+        Summary.of(rounds),
+        init_summary,
+        count - len(inits),
+        interpreter,
+        create_s,
+    )
+
+
+# --- 5: idle environment memory ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdleMemory:
+    method: str  # how the environment processes were found
+    environments: tuple[procfs.ProcessMemory, ...]
+    zygote: procfs.ProcessMemory | None  # the parent the environments were forked from
+    idle_reported: int  # idle environments of the function according to /_lambdad/status
+
+
+def _idle_reported(status: Mapping[str, Any], function_name: str) -> int:
+    for key, pool in status.get("pools", {}).items():
+        if key.endswith(f":{function_name}:$LATEST"):
+            return int(pool["idle"])
+    return 0
+
+
+def _zygote_of(pids: Sequence[int], server_pid: int) -> procfs.ProcessMemory | None:
+    parents = {procfs.parent_of(pid) for pid in pids}
+    if len(parents) != 1:
+        return None
+    parent = parents.pop()
+    return None if parent == server_pid else procfs.memory_of(parent)
+
+
+def measure_idle_memory(lambdad: ManagedProcess, function_name: str) -> IdleMemory:
+    pids, method = procfs.find_environments(function_name, lambdad.pid)
+    if not pids:
+        raise RuntimeError(f"found no environment process of {function_name}")
+    memories = tuple(procfs.memory_of(pid) for pid in sorted(pids))
+    idle = _idle_reported(server_status(lambdad), function_name)
+    return IdleMemory(method, memories, _zygote_of(pids, lambdad.pid), idle)

@@ -1,0 +1,137 @@
+"""The benchmark run: start the servers, take every figure, stop everything, report."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+
+from bench import figures
+from bench.harness import (
+    KeepAliveClient,
+    ManagedProcess,
+    check_ok,
+    create_function,
+    function_zip,
+    invoke_path,
+    lambda_client,
+    runtime_executable,
+    server_status,
+    signed_request,
+    start_echo,
+    start_lambdad,
+)
+from bench.report import Results, machine_info, render, to_json
+
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
+NOOP_FUNCTION = "bench-noop"
+PAYLOAD = b'{"bench":"lambdad","n":1}'
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many samples each figure takes."""
+
+    blocks: int  # interleaved echo/invoke blocks
+    per_block: int  # sequential requests per block
+    warmup: int  # untimed requests to each server first
+    load_seconds: float  # each throughput run
+    load_warmup_seconds: float
+    cold_functions: int  # cold starts (and as many spawns of the bare interpreter)
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> Plan:
+        if quick:
+            return cls(blocks=4, per_block=500, warmup=200, load_seconds=4,
+                       load_warmup_seconds=1, cold_functions=20)  # fmt: skip
+        return cls(blocks=8, per_block=500, warmup=300, load_seconds=10,
+                   load_warmup_seconds=2, cold_functions=50)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _servers(work_dir: Path) -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
+    with contextlib.ExitStack() as stack:
+        lambdad = start_lambdad(work_dir)
+        stack.callback(lambdad.stop)
+        echo = start_echo(work_dir)
+        stack.callback(echo.stop)
+        yield lambdad, echo
+
+
+def _step(console: Console, message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+
+
+def measure(plan: Plan, work_dir: Path, console: Console) -> Results:
+    with _servers(work_dir) as (lambdad, echo):
+        lam = lambda_client(lambdad)
+        code = function_zip()
+        create_function(lam, NOOP_FUNCTION, code)
+        request = signed_request(lambdad.url, invoke_path(NOOP_FUNCTION), PAYLOAD)
+        invoke_client, echo_client = KeepAliveClient(lambdad.port), KeepAliveClient(echo.port)
+        check_ok(invoke_client.post(request))
+        _step(console, "sequential round trips: echo vs warm invoke")
+        round_trips = figures.measure_round_trips(
+            figures.Target(echo, echo_client),
+            figures.Target(lambdad, invoke_client),
+            request,
+            plan.blocks,
+            plan.per_block,
+            plan.warmup,
+        )
+        _step(console, "throughput: echo vs invoke, 8 keep-alive connections")
+        throughput = figures.measure_throughput(
+            echo, lambdad, request, NOOP_FUNCTION, plan.load_seconds, plan.load_warmup_seconds
+        )
+        time.sleep(0.3)
+        _step(console, "idle environment memory")
+        memory = figures.measure_idle_memory(lambdad, NOOP_FUNCTION)
+        _step(console, f"cold starts: {plan.cold_functions} fresh functions vs bare spawns")
+        interpreter = runtime_executable(server_status(lambdad), "python3.11")
+        cold = figures.measure_cold_starts(
+            lambdad, lam, invoke_client, code, plan.cold_functions, interpreter
+        )
+        echo_client.close()
+        invoke_client.close()
+    return Results(round_trips, throughput, memory, cold)
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+
+
+def _console() -> Console:
+    """Rich's console; wide enough for the table when output goes to a file or pipe."""
+    console = Console()
+    return console if console.is_terminal else Console(width=132)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="lambdad benchmark: figures beside baselines")
+    parser.add_argument("--quick", action="store_true", help="fewer samples (under a minute)")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
+    args = parser.parse_args(argv)
+    console = _console()
+    plan = Plan.for_mode(args.quick)
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="lambdad-bench-") as tmp:
+        results = measure(plan, Path(tmp), console)
+    machine = machine_info(load_before)
+    render(results, machine, console)
+    document = to_json(results, machine, {"quick": args.quick, **dataclasses.asdict(plan)})
+    document["elapsed_s"] = time.monotonic() - started
+    _write_json(args.json, document)
+    console.print(f"wrote {args.json} ({document['elapsed_s']:.0f} s)", highlight=False)
+    return 0

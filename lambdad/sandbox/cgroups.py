@@ -1,0 +1,130 @@
+"""cgroup v1 limits per execution environment: memory, CPU quota, process count.
+
+Paths are found from /proc/self/mounts and /proc/self/cgroup (never hard-coded): each
+controller's hierarchy is mounted somewhere, and this process sits at some path inside it;
+lambdad makes `lambdad-<pid>/<environment>` below that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CONTROLLERS = ("memory", "cpu", "pids")
+# Lambda gives one full vCPU at 1,769 MB and scales CPU linearly with memory.
+MB_PER_VCPU = 1769
+CFS_PERIOD_US = 100_000
+MAX_PIDS = 1024
+
+
+def _controller_mounts(mounts_text: str) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for line in mounts_text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[2] != "cgroup":
+            continue
+        for option in fields[3].split(","):
+            if option in CONTROLLERS:
+                found[option] = Path(fields[1])
+    return found
+
+
+def _own_paths(cgroup_text: str) -> dict[str, str]:
+    paths: dict[str, str] = {}
+    for line in cgroup_text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(","):
+            if controller in CONTROLLERS:
+                paths[controller] = path
+    return paths
+
+
+@dataclass(frozen=True)
+class EnvironmentCgroup:
+    """The cgroup directories of one environment, one per controller."""
+
+    paths: tuple[Path, ...]
+    memory: Path
+
+    def peak_memory_bytes(self) -> int:
+        try:
+            return int((self.memory / "memory.max_usage_in_bytes").read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def oom_killed(self) -> bool:
+        try:
+            text = (self.memory / "memory.oom_control").read_text()
+        except OSError:
+            return False
+        return any(
+            line.startswith("oom_kill ") and line != "oom_kill 0" for line in text.splitlines()
+        )
+
+    def remove(self) -> bool:
+        """Delete the directories; False while processes are still inside (try again)."""
+        done = True
+        for path in self.paths:
+            try:
+                path.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                done = False
+        return done
+
+
+class CgroupManager:
+    def __init__(self, parents: dict[str, Path], cpus: int) -> None:
+        self._parents = parents
+        self._cpus = cpus
+
+    @classmethod
+    def detect(cls, tag: str) -> tuple[CgroupManager | None, str]:
+        """A manager rooted at this process's own cgroups, or None and the reason."""
+        try:
+            mounts = _controller_mounts(Path("/proc/self/mounts").read_text())
+            own = _own_paths(Path("/proc/self/cgroup").read_text())
+        except OSError as exc:
+            return None, f"cannot read cgroup layout: {exc}"
+        missing = [c for c in CONTROLLERS if c not in mounts or c not in own]
+        if missing:
+            return None, f"cgroup v1 controllers missing: {', '.join(missing)}"
+        parents = {c: mounts[c] / own[c].lstrip("/") / tag for c in CONTROLLERS}
+        try:
+            for parent in parents.values():
+                parent.mkdir(exist_ok=True)
+        except OSError as exc:
+            return None, f"cannot create cgroups: {exc}"
+        return cls(parents, os.cpu_count() or 1), ""
+
+    def create(self, name: str, memory_mb: int) -> EnvironmentCgroup:
+        paths = {c: self._parents[c] / name for c in CONTROLLERS}
+        for path in paths.values():
+            path.mkdir()
+        limit = str(memory_mb * 1048576)
+        _write(paths["memory"] / "memory.limit_in_bytes", limit)
+        with contextlib.suppress(OSError):  # needs swap accounting; absent on some kernels
+            _write(paths["memory"] / "memory.memsw.limit_in_bytes", limit)
+        quota = int(CFS_PERIOD_US * min(self._cpus, memory_mb / MB_PER_VCPU))
+        _write(paths["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+        _write(paths["cpu"] / "cpu.cfs_quota_us", str(max(quota, 1000)))
+        _write(paths["pids"] / "pids.max", str(MAX_PIDS))
+        return EnvironmentCgroup(tuple(paths.values()), paths["memory"])
+
+    def cleanup(self) -> None:
+        """Remove leftover environment cgroups and the parents (at shutdown)."""
+        for parent in self._parents.values():
+            for child in parent.iterdir() if parent.exists() else ():
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(value)

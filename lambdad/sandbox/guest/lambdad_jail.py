@@ -1,0 +1,282 @@
+"""Turn a freshly forked process into a sandboxed execution environment (runs as root, stdlib only).
+
+Executed inside the zygote's child under the function's own interpreter (python3.10+), so it
+uses ctypes for what `os` lacks there. The host side (lambdad.sandbox.namespaces) decides
+everything; this module only carries the plan out, in this order:
+
+  attach to the environment's cgroups -> unshare(mount, pid, ipc, uts, net)
+  -> fork: this process stays outside as the *shim* (waits, mirrors the exit status)
+     -> the child is PID 1 of the new PID namespace: a tiny *init* that reaps orphans
+        -> fork: the grandchild becomes the *function process*:
+           private mounts (tmpfs root, read-only binds, /tmp sized, fresh /proc, minimal /dev)
+           -> loopback up, Runtime API socket created inside the namespace and sent to lambdad
+           -> hostname, rlimits -> pivot_root -> drop to the unprivileged uid, no capabilities
+           -> no_new_privs -> seccomp filter -> return (the caller runs the runtime)
+"""
+
+import ctypes
+import errno
+import fcntl
+import os
+import platform
+import resource
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
+IFF_UP, IFF_RUNNING = 0x1, 0x40
+_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+class JailError(OSError):
+    """A step of the sandbox set-up failed (the environment must not run)."""
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise JailError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(
+    source: "str | None", target: str, fstype: "str | None", flags: int, data: "str | None" = None
+) -> None:
+    _check(
+        _libc.mount(
+            source.encode() if source else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {source or fstype} on {target}",
+    )
+
+
+def _prctl(option: int, arg: int) -> None:
+    _check(_libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0), f"prctl {option}")
+
+
+def _die_with_parent() -> None:
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _encode_status(status: int) -> bytes:
+    if os.WIFSIGNALED(status):
+        return b"signal %d" % os.WTERMSIG(status)
+    return b"code %d" % os.WEXITSTATUS(status)
+
+
+def _mirror(report: bytes) -> None:
+    """End this process the way the environment's process ended."""
+    kind, _, value = report.decode().partition(" ")
+    if kind == "signal" and value:
+        signum = int(value)
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):  # these cannot (and need not) be reset
+            signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        os._exit(128 + signum)
+    os._exit(int(value) if value else 1)
+
+
+def _shim(child: int, status_r: int) -> None:
+    """Outside the namespaces: wait for init, then exit as the function process did."""
+    os.waitpid(child, 0)
+    report = os.read(status_r, 64)
+    _mirror(report or b"signal 9")
+
+
+def _init(function_pid: int, status_w: int) -> None:
+    """PID 1 inside: reap every orphan; leave with the function process's status."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(1)
+        if pid == function_pid:
+            os.write(status_w, _encode_status(status))
+            os._exit(0)
+
+
+def _bind(source: str, target: str, read_only: bool) -> None:
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not os.path.exists(target):
+            open(target, "w").close()
+    _mount(source, target, None, MS_BIND | MS_REC)
+    if read_only:
+        _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REC)
+
+
+def _build_root(plan: "dict[str, Any]") -> str:
+    root: str = plan["root"]
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=755")
+    for source, target, read_only in plan["binds"]:
+        _bind(source, root + target, read_only)
+    for target, link in plan["symlinks"]:
+        os.symlink(target, root + link)
+    for directory in plan["dirs"]:
+        os.makedirs(root + directory, exist_ok=True)
+    uid, gid = plan["uid"], plan["gid"]
+    tmp = root + "/tmp"
+    os.makedirs(tmp, exist_ok=True)
+    _mount(
+        "tmpfs",
+        tmp,
+        "tmpfs",
+        MS_NOSUID | MS_NODEV,
+        f"size={plan['tmp_mb']}m,mode=1777,uid={uid},gid={gid}",
+    )
+    os.makedirs(root + "/proc", exist_ok=True)
+    _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    dev = root + "/dev"
+    os.makedirs(dev, exist_ok=True)
+    _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+    for name in DEVICES:
+        if os.path.exists("/dev/" + name):
+            _bind("/dev/" + name, f"{dev}/{name}", False)
+    os.makedirs(dev + "/shm", exist_ok=True)
+    _mount(
+        "tmpfs",
+        dev + "/shm",
+        "tmpfs",
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
+        f"size=64m,mode=1777,uid={uid},gid={gid}",
+    )
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
+        os.symlink(target, f"{dev}/{name}")
+    return root
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP | IFF_RUNNING))
+
+
+def _runtime_api_socket(port: int, reply: socket.socket) -> None:
+    """Listen on 127.0.0.1:port inside the namespace; lambdad serves the Runtime API on it."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(64)
+    socket.send_fds(reply, [b"runtime-api"], [listener.fileno()])
+    listener.close()
+
+
+def _pivot(root: str) -> None:
+    number = _PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise JailError(errno.ENOSYS, f"pivot_root: unsupported machine {platform.machine()}")
+    os.chdir(root)
+    os.makedirs(".old", exist_ok=True)
+    _check(_libc.syscall(number, b".", b".old"), "pivot_root")
+    _check(_libc.umount2(b"/.old", MNT_DETACH), "umount old root")
+    os.rmdir("/.old")
+    os.chdir("/")
+    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [
+        ("code", ctypes.c_ushort),
+        ("jt", ctypes.c_ubyte),
+        ("jf", ctypes.c_ubyte),
+        ("k", ctypes.c_uint),
+    ]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _seccomp(program: bytes) -> None:
+    count = len(program) // 8
+    filters = (_SockFilter * count).from_buffer_copy(program)
+    prog = _SockFprog(count, filters)
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
+
+
+def _drop_privileges(uid: int, gid: int) -> None:
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def enter(plan: "dict[str, Any]", reply: "socket.socket | None") -> None:
+    """Sandbox the calling process per plan; returns only in the function process."""
+    pid = str(os.getpid())
+    for cgroup in plan["cgroups"]:
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
+            procs.write(pid)
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    if plan.get("network") == "none":
+        flags |= CLONE_NEWNET
+    _check(_libc.unshare(flags), "unshare")
+    status_r, status_w = os.pipe()
+    init = os.fork()
+    if init:
+        os.close(status_w)
+        if reply is not None:
+            reply.close()
+        _shim(init, status_r)
+    os.close(status_r)
+    _die_with_parent()
+    function = os.fork()
+    if function:
+        if reply is not None:
+            reply.close()
+        _init(function, status_w)
+    os.close(status_w)
+    _die_with_parent()
+    _setup_function_process(plan, reply)
+
+
+def _setup_function_process(plan: "dict[str, Any]", reply: "socket.socket | None") -> None:
+    root = _build_root(plan)
+    if plan.get("network") == "none":
+        _loopback_up()
+        if reply is not None:
+            _runtime_api_socket(plan["runtime_api_port"], reply)
+    if reply is not None:
+        reply.close()
+    socket.sethostname(plan.get("hostname", "localhost"))
+    nofile = plan.get("nofile", 1024)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    _pivot(root)
+    _drop_privileges(plan["uid"], plan["gid"])
+    if plan.get("seccomp"):
+        _seccomp(bytes.fromhex(plan["seccomp"]))
+
+
+if __name__ == "__main__":  # pragma: no cover - manual probe
+    sys.exit("lambdad_jail is imported by the zygote, not run")

@@ -1,0 +1,305 @@
+"""NamespaceBackend: every environment in its own namespaces, cgroups and seccomp filter.
+
+Per environment (see guest/lambdad_jail.py for the steps inside): new mount, PID, IPC, UTS and
+network namespaces; a tmpfs root holding only read-only binds of the system directories, the
+runtime's interpreter, the code at /var/task and the runtime at /var/runtime, an allow-listed
+/etc, a private /tmp sized to EphemeralStorage, a fresh /proc and a minimal /dev; cgroup v1
+limits (memory = MemorySize, CPU quota proportional to memory, 1,024 tasks); 1,024 open files;
+an unprivileged uid with no capabilities, no_new_privs and a seccomp filter. The network
+namespace has only loopback; the Runtime API socket is created inside it and handed to lambdad,
+so the environment reaches the Runtime API and nothing else of the host.
+
+Environments are forked from zygotes (one per interpreter; Node.js and custom runtimes are
+exec'd from a zygote running lambdad's own interpreter after the jail is in place).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from lambdad.sandbox.base import (
+    ExitStatus,
+    IsolationReport,
+    LaunchSpec,
+    SandboxBackend,
+    SandboxLayout,
+    SandboxProcess,
+)
+from lambdad.sandbox.cgroups import CgroupManager, EnvironmentCgroup
+from lambdad.sandbox.seccomp import build_filter
+from lambdad.sandbox.zygote import Zygote
+
+TASK_ROOT = "/var/task"
+RUNTIME_DIR = "/var/runtime"
+RUNTIME_API_PORT = 9001
+SANDBOX_UID = 993  # AWS runs functions as sbx_user1051 (uid 993)
+SANDBOX_GID = 990
+ETC_ALLOWED = (
+    "hosts",
+    "resolv.conf",
+    "nsswitch.conf",
+    "host.conf",
+    "gai.conf",
+    "services",
+    "protocols",
+    "localtime",
+    "timezone",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "alternatives",
+    "mime.types",
+    "os-release",
+    "debian_version",
+    "pki",
+    "crypto-policies",
+)
+ROOT_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+def _root_entries() -> tuple[list[list[Any]], list[list[str]]]:
+    """Binds and symlinks that recreate the host's /usr-based system directories."""
+    binds: list[list[Any]] = [["/usr", "/usr", True]]
+    links: list[list[str]] = []
+    for name in ROOT_LINKS:
+        path = Path("/") / name
+        if path.is_symlink():
+            links.append([os.readlink(path), f"/{name}"])
+        elif path.is_dir():
+            binds.append([str(path), f"/{name}", True])
+    return binds, links
+
+
+class _JailedProcess(SandboxProcess):
+    def __init__(
+        self,
+        pid: int,
+        exited: asyncio.Future[ExitStatus],
+        cgroup: EnvironmentCgroup,
+        api_socket: socket.socket | None,
+    ) -> None:
+        self.pid = pid
+        self.runtime_api_socket = api_socket
+        self._exited = exited
+        self._cgroup = cgroup
+        self._peak = 0
+        exited.add_done_callback(lambda _: asyncio.ensure_future(self._remove_cgroup()))
+
+    async def wait(self) -> ExitStatus:
+        return await asyncio.shield(self._exited)
+
+    def kill(self) -> None:
+        if not self._exited.done():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def peak_memory_bytes(self) -> int:
+        self._peak = max(self._peak, self._cgroup.peak_memory_bytes())
+        return self._peak
+
+    async def _remove_cgroup(self) -> None:
+        self.peak_memory_bytes()
+        for _ in range(100):
+            if self._cgroup.remove():
+                return
+            await asyncio.sleep(0.02)
+
+
+class NamespaceBackend(SandboxBackend):
+    def __init__(
+        self,
+        run_dir: Path,
+        runtime_dir: Path,
+        cgroups: CgroupManager,
+        seccomp: bytes | None,
+        exec_interpreter: str = sys.executable,
+    ) -> None:
+        self._run_dir = run_dir
+        self._runtime_dir = runtime_dir
+        self._cgroups = cgroups
+        self._seccomp = seccomp
+        self._exec_interpreter = exec_interpreter
+        self._zygotes: dict[tuple[str, tuple[str, str] | None], Zygote] = {}
+        self._starting: dict[tuple[str, tuple[str, str] | None], asyncio.Task[Zygote]] = {}
+        self._root = run_dir / "sandbox-root"
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._etc = self._write_identity_files(run_dir / "etc")
+        self._system_binds, self._links = _root_entries()
+
+    @classmethod
+    def probe(cls, run_dir: Path, runtime_dir: Path) -> tuple[NamespaceBackend | None, str]:
+        """The backend if this host can sandbox (root, cgroups, namespaces); else the reason."""
+        if os.geteuid() != 0:
+            return None, "not running as root: namespaces, cgroups and uid changes need root"
+        cgroups, reason = CgroupManager.detect(f"lambdad-{os.getpid()}")
+        if cgroups is None:
+            return None, reason
+        if not _can_unshare():
+            cgroups.cleanup()
+            return None, "unshare(mount|pid|net|ipc|uts) is not permitted here"
+        return cls(run_dir, runtime_dir, cgroups, build_filter()), ""
+
+    def layout(self) -> SandboxLayout:
+        return SandboxLayout(TASK_ROOT, RUNTIME_DIR, f"127.0.0.1:{RUNTIME_API_PORT}")
+
+    async def start(self, spec: LaunchSpec) -> SandboxProcess:
+        cgroup = self._cgroups.create(f"env-{secrets.token_hex(6)}", spec.memory_mb)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            interpreter = spec.zygote_interpreter or self._exec_interpreter
+            preload = spec.zygote_preload if spec.zygote_interpreter else None
+            zygote = await self._zygote(interpreter, preload)
+            request: dict[str, Any] = {
+                "env": dict(spec.env),
+                "cwd": TASK_ROOT,
+                "jail": self._plan(spec, cgroup, interpreter),
+            }
+            if spec.zygote_interpreter:
+                request["entry"] = spec.zygote_entry
+            else:
+                request["argv"] = list(spec.argv)
+            pid, exited = await zygote.fork(request, [spec.log_fd, theirs.fileno()])
+            theirs.close()
+            api_socket = await _receive_socket(ours, exited)
+        except BaseException:
+            cgroup.remove()
+            raise
+        finally:
+            theirs.close()
+            ours.close()
+        return _JailedProcess(pid, exited, cgroup, api_socket)
+
+    def _plan(
+        self, spec: LaunchSpec, cgroup: EnvironmentCgroup, interpreter: str
+    ) -> dict[str, Any]:
+        binds = [*self._system_binds]
+        prefix = Path(os.path.realpath(interpreter)).parent.parent
+        if not str(prefix).startswith("/usr"):
+            binds.append([str(prefix), str(prefix), True])
+        binds.append([str(self._runtime_dir), RUNTIME_DIR, True])
+        binds.append([spec.code_dir, TASK_ROOT, True])
+        for name in ETC_ALLOWED:
+            if Path("/etc", name).exists():
+                binds.append([f"/etc/{name}", f"/etc/{name}", True])
+        binds.append([str(self._etc / "passwd"), "/etc/passwd", True])
+        binds.append([str(self._etc / "group"), "/etc/group", True])
+        return {
+            "root": str(self._root),
+            "binds": binds,
+            "symlinks": self._links,
+            "dirs": ["/opt", "/var/lang", "/home"],
+            "tmp_mb": spec.tmp_mb,
+            "uid": SANDBOX_UID,
+            "gid": SANDBOX_GID,
+            "hostname": "localhost",
+            "cgroups": [str(p) for p in cgroup.paths],
+            "nofile": 1024,
+            "seccomp": self._seccomp.hex() if self._seccomp else "",
+            "network": "none",
+            "runtime_api_port": RUNTIME_API_PORT,
+        }
+
+    async def _zygote(self, interpreter: str, preload: tuple[str, str] | None) -> Zygote:
+        key = (interpreter, preload)
+        zygote = self._zygotes.get(key)
+        if zygote is not None and zygote.alive:
+            return zygote
+        task = self._starting.get(key)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._start_zygote(interpreter, preload))
+            self._starting[key] = task
+        return await asyncio.shield(task)
+
+    async def _start_zygote(self, interpreter: str, preload: tuple[str, str] | None) -> Zygote:
+        zygote = Zygote(interpreter, preload)
+        await zygote.start()
+        self._zygotes[(interpreter, preload)] = zygote
+        return zygote
+
+    async def prepare(self, interpreter: str, preload: tuple[str, str] | None) -> None:
+        await self._zygote(interpreter, preload)
+
+    @staticmethod
+    def _write_identity_files(directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "passwd").write_text(
+            "root:x:0:0:root:/root:/sbin/nologin\n"
+            f"sbx_user1051:x:{SANDBOX_UID}:{SANDBOX_GID}::/tmp:/sbin/nologin\n"
+        )
+        (directory / "group").write_text(f"root:x:0:\nsbx_user1051:x:{SANDBOX_GID}:\n")
+        return directory
+
+    def isolation(self) -> IsolationReport:
+        features = {
+            "pid_namespace": True,
+            "mount_namespace": True,
+            "network_namespace": True,
+            "ipc_uts_namespaces": True,
+            "cgroup_limits": True,
+            "seccomp": self._seccomp is not None,
+            "unprivileged_uid": True,
+            "no_new_privs": True,
+        }
+        notes: tuple[str, ...] = ()
+        if self._seccomp is None:
+            notes = ("no seccomp table for this CPU architecture: system calls are not filtered",)
+        return IsolationReport("namespaces", features, notes)
+
+    async def close(self) -> None:
+        for zygote in self._zygotes.values():
+            await zygote.close()
+        self._zygotes.clear()
+        await asyncio.sleep(0.05)
+        self._cgroups.cleanup()
+
+
+async def _receive_socket(
+    channel: socket.socket, exited: asyncio.Future[ExitStatus]
+) -> socket.socket | None:
+    """The Runtime API listener the environment made inside its namespace (None if it died)."""
+    loop = asyncio.get_running_loop()
+    channel.setblocking(False)
+    received: asyncio.Future[socket.socket | None] = loop.create_future()
+
+    def on_readable() -> None:
+        try:
+            _, fds, _, _ = socket.recv_fds(channel, 64, 1)
+        except BlockingIOError:
+            return
+        except OSError:
+            fds = []
+        loop.remove_reader(channel.fileno())
+        if not received.done():
+            received.set_result(socket.socket(fileno=fds[0]) if fds else None)
+
+    loop.add_reader(channel.fileno(), on_readable)
+    waiters: set[asyncio.Future[Any]] = {received, exited}
+    try:
+        await asyncio.wait(waiters, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_reader(channel.fileno())
+    return received.result() if received.done() else None
+
+
+def _can_unshare() -> bool:
+    """Try the namespaces in a throw-away child."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    flags = 0x00020000 | 0x20000000 | 0x40000000 | 0x08000000 | 0x04000000
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if libc.unshare(flags) == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0

@@ -1,0 +1,334 @@
+"""Execution environments seen from outside: warm reuse, cold starts, REPORT lines, timeouts,
+crashes, scale-out, keep-alive reaping and retirement on update."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server, create_function, make_zip, start_server
+
+REQUEST_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+REPORT = re.compile(
+    rf"^REPORT RequestId: (?P<id>{REQUEST_ID})\tDuration: (?P<duration>\d+\.\d\d) ms\t"
+    r"Billed Duration: (?P<billed>\d+) ms\tMemory Size: (?P<memory>\d+) MB\t"
+    r"Max Memory Used: (?P<used>\d+) MB\t(?:Init Duration: (?P<init>\d+\.\d\d) ms\t)?"
+    r"(?:Status: (?P<status>\w+)\t)?$",
+    re.M,
+)
+
+# Every environment gets a fresh ENV_ID; COUNT says how many invocations it has served.
+STATEFUL = """
+import os, time, uuid
+ENV_ID = uuid.uuid4().hex
+COUNT = 0
+
+def handler(event, context):
+    global COUNT
+    COUNT += 1
+    action = event.get("action")
+    if action == "sleep":
+        time.sleep(event["seconds"])
+    elif action == "exit":
+        os._exit(event["code"])
+    elif action == "sys.exit":
+        raise SystemExit(0)
+    elif action == "kill":
+        os.kill(os.getpid(), 9)
+    elif action == "allocate":
+        blob = b"x" * (event["mb"] * 1048576)
+        assert len(blob)
+    return {"env_id": ENV_ID, "count": COUNT, "pid": os.getpid(),
+            "request_id": context.aws_request_id, "greeting": os.environ.get("GREETING")}
+"""
+
+
+def invoke(lam: Any, name: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Invoke with a log tail; returns the response with Body (decoded JSON) and Log (text)."""
+    response = lam.invoke(FunctionName=name, Payload=json.dumps(event or {}), LogType="Tail")
+    response["Body"] = json.loads(response["Payload"].read())
+    response["Log"] = base64.b64decode(response["LogResult"]).decode()
+    return response
+
+
+def report(log: str) -> re.Match[str]:
+    matches = list(REPORT.finditer(log))
+    assert len(matches) == 1, f"expected one REPORT line in:\n{log}"
+    return matches[0]
+
+
+def start_request_id(log: str) -> str:
+    match = re.search(rf"^START RequestId: ({REQUEST_ID}) Version: \$LATEST$", log, re.M)
+    assert match, log
+    return match.group(1)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def process_gone(pid: int) -> bool:
+    """True once the pid has no live process (a zombie awaiting its reaper counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+# -- warm reuse and REPORT ----------------------------------------------------------------------
+
+
+def test_warm_environment_is_reused(lam: Any) -> None:
+    name = create_function(lam, {"app.py": STATEFUL})
+    bodies = [invoke(lam, name)["Body"] for _ in range(4)]
+    assert [b["count"] for b in bodies] == [1, 2, 3, 4]
+    assert len({b["env_id"] for b in bodies}) == 1
+    assert len({b["pid"] for b in bodies}) == 1
+
+
+def test_report_line_and_init_duration_only_on_cold_start(lam: Any) -> None:
+    name = create_function(lam, {"app.py": STATEFUL}, MemorySize=256)
+    cold, warm = invoke(lam, name), invoke(lam, name)
+    for response in (cold, warm):
+        line = report(response["Log"])
+        assert line.group("id") == response["Body"]["request_id"]
+        assert line.group("id") == start_request_id(response["Log"])
+        assert int(line.group("billed")) == max(1, math.ceil(float(line.group("duration"))))
+        assert line.group("memory") == "256"
+        assert 0 < int(line.group("used")) < 256
+        assert line.group("status") is None
+        assert response["Log"].rstrip("\n").endswith(line.group(0))
+    assert float(report(cold["Log"]).group("init")) > 0
+    assert report(warm["Log"]).group("init") is None
+    assert warm["Body"]["env_id"] == cold["Body"]["env_id"]
+
+
+def test_max_memory_used_is_measured(lam: Any) -> None:
+    name = create_function(lam, {"app.py": STATEFUL}, MemorySize=512)
+    idle = int(report(invoke(lam, name)["Log"]).group("used"))
+    big = int(report(invoke(lam, name, {"action": "allocate", "mb": 60})["Log"]).group("used"))
+    assert idle < 512 and big < 512
+    assert big >= idle + 40, (idle, big)
+
+
+def test_billed_duration_follows_the_handlers_time(lam: Any) -> None:
+    name = create_function(lam, {"app.py": STATEFUL})
+    line = report(invoke(lam, name, {"action": "sleep", "seconds": 0.3})["Log"])
+    duration = float(line.group("duration"))
+    assert duration >= 300
+    assert int(line.group("billed")) == math.ceil(duration)
+
+
+# -- timeouts and crashes -----------------------------------------------------------------------
+
+
+def test_timeout_kills_the_environment(lam: Any) -> None:
+    name = create_function(lam, {"app.py": STATEFUL}, Timeout=1)
+    first = invoke(lam, name)
+    timed_out = invoke(lam, name, {"action": "sleep", "seconds": 5})
+    request_id = start_request_id(timed_out["Log"])
+    assert timed_out["StatusCode"] == 200
+    assert timed_out["FunctionError"] == "Unhandled"
+    assert timed_out["Body"] == {
+        "errorType": "Sandbox.Timedout",
+        "errorMessage": f"RequestId: {request_id} Error: Task timed out after 1.00 seconds",
+    }
+    assert re.search(
+        rf"^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z {request_id} "
+        r"Task timed out after 1\.00 seconds$",
+        timed_out["Log"],
+        re.M,
+    )
+    line = report(timed_out["Log"])
+    assert line.group("status") == "timeout"
+    assert float(line.group("duration")) >= 1000
+    assert wait_for(lambda: process_gone(first["Body"]["pid"]))
+
+    fresh = invoke(lam, name)
+    assert fresh["Body"]["count"] == 1
+    assert fresh["Body"]["env_id"] != first["Body"]["env_id"]
+    assert report(fresh["Log"]).group("init") is not None
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        ({"action": "exit", "code": 3}, "Runtime exited with error: exit status 3"),
+        ({"action": "kill"}, "Runtime exited with error: signal: killed"),
+        ({"action": "sys.exit"}, "Runtime exited without providing a reason"),
+    ],
+    ids=["exit-3", "sigkill", "sys-exit-0"],
+)
+def test_crash_is_a_runtime_exit_error(lam: Any, event: dict[str, Any], reason: str) -> None:
+    name = create_function(lam, {"app.py": STATEFUL})
+    before = invoke(lam, name)["Body"]
+    crashed = invoke(lam, name, event)
+    request_id = start_request_id(crashed["Log"])
+    assert crashed["StatusCode"] == 200
+    assert crashed["FunctionError"] == "Unhandled"
+    assert crashed["Body"] == {
+        "errorType": "Runtime.ExitError",
+        "errorMessage": f"RequestId: {request_id} Error: {reason}",
+    }
+    assert f"END RequestId: {request_id}" in crashed["Log"]
+    line = report(crashed["Log"])
+    assert line.group("status") == "error"
+    assert int(line.group("used")) > 0
+    assert process_gone(before["pid"])
+
+    after = invoke(lam, name)
+    assert "FunctionError" not in after
+    assert after["Body"]["count"] == 1
+    assert after["Body"]["env_id"] != before["env_id"]
+    assert report(after["Log"]).group("init") is not None
+
+
+def test_crash_during_init(lam: Any) -> None:
+    name = create_function(lam, {"app.py": "import os\nos._exit(4)\n"})
+    for _ in range(2):  # each invocation gets a new environment that crashes the same way
+        crashed = invoke(lam, name)
+        request_id = start_request_id(crashed["Log"])
+        assert crashed["FunctionError"] == "Unhandled"
+        assert crashed["Body"] == {
+            "errorType": "Runtime.ExitError",
+            "errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: "
+            "exit status 4",
+        }
+        assert re.search(
+            r"^INIT_REPORT Init Duration: \d+\.\d\d ms\tPhase: init\tStatus: error\t"
+            r"Error Type: Runtime.ExitError$",
+            crashed["Log"],
+            re.M,
+        )
+        assert report(crashed["Log"]).group("status") == "error"
+
+
+# -- scale-out ----------------------------------------------------------------------------------
+
+
+def test_parallel_invocations_scale_out_then_reuse(server: Server, lam: Any) -> None:
+    name = create_function(lam, {"app.py": STATEFUL}, Timeout=30)
+    clients = [server.client(max_pool_connections=2) for _ in range(8)]
+
+    def call(client: Any) -> dict[str, Any]:
+        return invoke(client, name, {"action": "sleep", "seconds": 1})["Body"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        bodies = list(pool.map(call, clients))
+    env_ids = {b["env_id"] for b in bodies}
+    assert len(env_ids) == 8, "parallel invocations queued behind each other"
+    assert len({b["pid"] for b in bodies}) == 8
+    assert all(b["count"] == 1 for b in bodies)
+
+    again = [invoke(lam, name)["Body"] for _ in range(8)]
+    assert {b["env_id"] for b in again} <= env_ids
+    assert all(b["count"] >= 2 for b in again)
+
+
+# -- environment lifetime -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def short_keep_alive(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    srv = start_server(tmp_path_factory.mktemp("keepalive") / "data", "--keep-alive", "1")
+    yield srv
+    srv.stop()
+
+
+def test_idle_environment_is_reaped_after_keep_alive(short_keep_alive: Server) -> None:
+    lam = short_keep_alive.client()
+    name = create_function(lam, {"app.py": STATEFUL})
+    first = invoke(lam, name)["Body"]
+    assert wait_for(lambda: process_gone(first["pid"]), timeout=10), "idle env was not reaped"
+    time.sleep(0.5)
+    second = invoke(lam, name)
+    assert second["Body"]["env_id"] != first["env_id"]
+    assert second["Body"]["count"] == 1
+    assert report(second["Log"]).group("init") is not None
+
+
+def test_busy_environment_is_not_reaped(short_keep_alive: Server) -> None:
+    lam = short_keep_alive.client()
+    name = create_function(lam, {"app.py": STATEFUL}, Timeout=10)
+    response = invoke(lam, name, {"action": "sleep", "seconds": 3})
+    assert "FunctionError" not in response
+    assert response["Body"]["count"] == 1
+
+
+def test_update_code_retires_environments(lam: Any) -> None:
+    name = create_function(lam, {"app.py": STATEFUL})
+    old = invoke(lam, name)["Body"]
+    new_code = STATEFUL.replace('"greeting": os.environ.get("GREETING")', '"greeting": "v2"')
+    lam.update_function_code(FunctionName=name, ZipFile=make_zip({"app.py": new_code}))
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    new = invoke(lam, name)
+    assert new["Body"]["greeting"] == "v2"
+    assert new["Body"]["env_id"] != old["env_id"]
+    assert report(new["Log"]).group("init") is not None
+    assert wait_for(lambda: process_gone(old["pid"])), "the old environment is still running"
+
+
+def test_update_configuration_retires_environments(lam: Any) -> None:
+    name = create_function(lam, {"app.py": STATEFUL}, Environment={"Variables": {"GREETING": "a"}})
+    old = invoke(lam, name)["Body"]
+    assert old["greeting"] == "a"
+    lam.update_function_configuration(
+        FunctionName=name, Environment={"Variables": {"GREETING": "b"}}, MemorySize=256
+    )
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    new = invoke(lam, name)
+    assert new["Body"]["greeting"] == "b"
+    assert new["Body"]["env_id"] != old["env_id"]
+    assert report(new["Log"]).group("memory") == "256"
+    assert wait_for(lambda: process_gone(old["pid"])), "the old environment is still running"
+
+
+def test_update_while_busy_retires_after_the_invocation(server: Server, lam: Any) -> None:
+    name = create_function(lam, {"app.py": STATEFUL}, Timeout=10)
+    other = server.client()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(invoke, other, name, {"action": "sleep", "seconds": 1.5})
+        time.sleep(0.5)
+        lam.update_function_configuration(
+            FunctionName=name, Environment={"Variables": {"GREETING": "later"}}
+        )
+        lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+        busy = running.result()
+    assert "FunctionError" not in busy, "the running invocation was disturbed by the update"
+    assert busy["Body"]["greeting"] is None
+    assert wait_for(lambda: process_gone(busy["Body"]["pid"])), "retired env kept running"
+    assert invoke(lam, name)["Body"]["greeting"] == "later"
+
+
+def test_deleted_function_environments_stop(lam: Any) -> None:
+    name = create_function(lam, {"app.py": STATEFUL})
+    pid = invoke(lam, name)["Body"]["pid"]
+    lam.delete_function(FunctionName=name)
+    assert wait_for(lambda: process_gone(pid)), "environment of a deleted function kept running"
+
+
+def test_server_stop_leaves_no_environment_behind(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "data")
+    try:
+        lam = srv.client()
+        name = create_function(lam, {"app.py": STATEFUL}, Timeout=30)
+        pid = invoke(lam, name)["Body"]["pid"]
+        assert not process_gone(pid)
+    finally:
+        srv.stop()
+    assert wait_for(lambda: process_gone(pid)), "environment outlived the server"
