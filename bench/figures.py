@@ -214,9 +214,31 @@ def measure_cold_starts(
 
 
 @dataclass(frozen=True)
+class EnvironmentMemory:
+    """One environment: every process of it (e.g. shim, PID 1 and the runtime), summed."""
+
+    root: int  # the environment's top process (its parent is a zygote or lambdad)
+    uss: int
+    pss: int
+    rss: int
+    processes: tuple[procfs.ProcessMemory, ...]
+
+    @classmethod
+    def of(cls, root: int) -> EnvironmentMemory:
+        processes = tuple(procfs.memory_of(pid) for pid in [root, *procfs.descendants(root)])
+        return cls(
+            root,
+            sum(p.uss for p in processes),
+            sum(p.pss for p in processes),
+            sum(p.rss for p in processes),
+            processes,
+        )
+
+
+@dataclass(frozen=True)
 class IdleMemory:
     method: str  # how the environment processes were found
-    environments: tuple[procfs.ProcessMemory, ...]
+    environments: tuple[EnvironmentMemory, ...]
     zygote: procfs.ProcessMemory | None  # the parent the environments were forked from
     idle_reported: int  # idle environments of the function according to /_lambdad/status
 
@@ -228,18 +250,25 @@ def _idle_reported(status: Mapping[str, Any], function_name: str) -> int:
     return 0
 
 
-def _zygote_of(pids: Sequence[int], server_pid: int) -> procfs.ProcessMemory | None:
-    parents = {procfs.parent_of(pid) for pid in pids}
-    if len(parents) != 1:
+def _zygotes(server_pid: int) -> set[int]:
+    children = [p for p in procfs.descendants(server_pid) if procfs.parent_of(p) == server_pid]
+    return {p for p in children if "zygote" in procfs.command_line(p)}
+
+
+def _zygote_of(roots: Sequence[int], zygotes: set[int]) -> procfs.ProcessMemory | None:
+    parents = {procfs.parent_of(root) for root in roots}
+    if len(parents) != 1 or not parents <= zygotes:
         return None
-    parent = parents.pop()
-    return None if parent == server_pid else procfs.memory_of(parent)
+    return procfs.memory_of(parents.pop())
 
 
 def measure_idle_memory(lambdad: ManagedProcess, function_name: str) -> IdleMemory:
+    """Find the function's environments (all their processes) and read their memory."""
     pids, method = procfs.find_environments(function_name, lambdad.pid)
     if not pids:
         raise RuntimeError(f"found no environment process of {function_name}")
-    memories = tuple(procfs.memory_of(pid) for pid in sorted(pids))
+    zygotes = _zygotes(lambdad.pid)
+    roots = sorted({procfs.top_below(pid, zygotes | {lambdad.pid}) for pid in pids})
+    environments = tuple(EnvironmentMemory.of(root) for root in roots)
     idle = _idle_reported(server_status(lambdad), function_name)
-    return IdleMemory(method, memories, _zygote_of(pids, lambdad.pid), idle)
+    return IdleMemory(method, environments, _zygote_of(roots, zygotes), idle)

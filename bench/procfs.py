@@ -44,6 +44,20 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def command_line(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        return cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def top_below(pid: int, stops: set[int]) -> int:
+    """The ancestor of `pid` (or `pid` itself) whose parent is one of `stops`."""
+    while (parent := parent_of(pid)) not in stops:
+        if parent <= 1:
+            raise LookupError(f"process {pid} is not below any of {sorted(stops)}")
+        pid = parent
+    return pid
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used so far (0 if it is gone)."""
     try:

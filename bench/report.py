@@ -172,12 +172,14 @@ def _verdict_cells(check: Check) -> tuple[str, str, str]:
 
 def _add_memory_rows(table: Table, memory: IdleMemory) -> None:
     envs = memory.environments
+    per_env = statistics.median(len(e.processes) for e in envs)
     uss = statistics.median(m.uss for m in envs)
     pss = statistics.median(m.pss for m in envs)
     rss = statistics.median(m.rss for m in envs)
     sizes = f"{uss / MIB:.2f}/{pss / MIB:.2f}/{rss / MIB:.2f} MiB"
     fit = f"{int(MEMORY_BUDGET // uss):,} in 4 GiB"
-    table.add_row("idle env USS/PSS/RSS, median", f"{len(envs)}", "", "", sizes, "", fit, "")
+    name = f"idle env USS/PSS/RSS ({per_env:g} proc)"
+    table.add_row(name, f"{len(envs)}", "", "", sizes, "", fit, "")
 
 
 def build_table(results: Results) -> Table:
@@ -264,7 +266,8 @@ def _cold_notes(cold: ColdStarts) -> list[str]:
 def _memory_notes(memory: IdleMemory) -> list[str]:
     lines = [
         f"idle memory: {len(memory.environments)} environments found by {memory.method}; "
-        f"status reports {memory.idle_reported} idle",
+        f"status reports {memory.idle_reported} idle; an environment's figure sums all its "
+        "processes (smaps_rollup; USS = Private_Clean + Private_Dirty)",
     ]
     if memory.zygote is not None:
         z = memory.zygote

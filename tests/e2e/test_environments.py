@@ -26,10 +26,14 @@ REPORT = re.compile(
     re.M,
 )
 
-# Every environment gets a fresh ENV_ID; COUNT says how many invocations it has served.
+# Every environment gets a fresh ENV_ID; COUNT says how many invocations it has served. The
+# process names itself after ENV_ID (PR_SET_NAME) so the test can find it in the host's /proc
+# whatever the sandbox (a PID namespace hides the host pid from the function).
 STATEFUL = """
-import os, time, uuid
+import ctypes, os, time, uuid
 ENV_ID = uuid.uuid4().hex
+TAG = "lbd" + ENV_ID[:12]
+ctypes.CDLL(None).prctl(15, TAG.encode(), 0, 0, 0)
 COUNT = 0
 
 def handler(event, context):
@@ -47,7 +51,7 @@ def handler(event, context):
     elif action == "allocate":
         blob = b"x" * (event["mb"] * 1048576)
         assert len(blob)
-    return {"env_id": ENV_ID, "count": COUNT, "pid": os.getpid(),
+    return {"env_id": ENV_ID, "count": COUNT, "pid": os.getpid(), "tag": TAG,
             "request_id": context.aws_request_id, "greeting": os.environ.get("GREETING")}
 """
 
@@ -81,13 +85,24 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
     return condition()
 
 
-def process_gone(pid: int) -> bool:
-    """True once the pid has no live process (a zombie awaiting its reaper counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+def live_processes(tag: str) -> list[int]:
+    """Host pids of live processes named `tag` (zombies awaiting their reaper do not count)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, _, rest = stat.partition(" (")[2].rpartition(")")
+        if name == tag and rest.split()[0] not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def gone(tag: str) -> bool:
+    return not live_processes(tag)
 
 
 # -- warm reuse and REPORT ----------------------------------------------------------------------
@@ -140,6 +155,7 @@ def test_billed_duration_follows_the_handlers_time(lam: Any) -> None:
 def test_timeout_kills_the_environment(lam: Any) -> None:
     name = create_function(lam, {"app.py": STATEFUL}, Timeout=1)
     first = invoke(lam, name)
+    assert live_processes(first["Body"]["tag"])
     timed_out = invoke(lam, name, {"action": "sleep", "seconds": 5})
     request_id = start_request_id(timed_out["Log"])
     assert timed_out["StatusCode"] == 200
@@ -157,7 +173,7 @@ def test_timeout_kills_the_environment(lam: Any) -> None:
     line = report(timed_out["Log"])
     assert line.group("status") == "timeout"
     assert float(line.group("duration")) >= 1000
-    assert wait_for(lambda: process_gone(first["Body"]["pid"]))
+    assert wait_for(lambda: gone(first["Body"]["tag"])), "the timed-out environment lives on"
 
     fresh = invoke(lam, name)
     assert fresh["Body"]["count"] == 1
@@ -177,6 +193,7 @@ def test_timeout_kills_the_environment(lam: Any) -> None:
 def test_crash_is_a_runtime_exit_error(lam: Any, event: dict[str, Any], reason: str) -> None:
     name = create_function(lam, {"app.py": STATEFUL})
     before = invoke(lam, name)["Body"]
+    assert live_processes(before["tag"])
     crashed = invoke(lam, name, event)
     request_id = start_request_id(crashed["Log"])
     assert crashed["StatusCode"] == 200
@@ -189,7 +206,7 @@ def test_crash_is_a_runtime_exit_error(lam: Any, event: dict[str, Any], reason: 
     line = report(crashed["Log"])
     assert line.group("status") == "error"
     assert int(line.group("used")) > 0
-    assert process_gone(before["pid"])
+    assert wait_for(lambda: gone(before["tag"]))
 
     after = invoke(lam, name)
     assert "FunctionError" not in after
@@ -232,7 +249,7 @@ def test_parallel_invocations_scale_out_then_reuse(server: Server, lam: Any) -> 
         bodies = list(pool.map(call, clients))
     env_ids = {b["env_id"] for b in bodies}
     assert len(env_ids) == 8, "parallel invocations queued behind each other"
-    assert len({b["pid"] for b in bodies}) == 8
+    assert all(live_processes(b["tag"]) for b in bodies)
     assert all(b["count"] == 1 for b in bodies)
 
     again = [invoke(lam, name)["Body"] for _ in range(8)]
@@ -254,7 +271,8 @@ def test_idle_environment_is_reaped_after_keep_alive(short_keep_alive: Server) -
     lam = short_keep_alive.client()
     name = create_function(lam, {"app.py": STATEFUL})
     first = invoke(lam, name)["Body"]
-    assert wait_for(lambda: process_gone(first["pid"]), timeout=10), "idle env was not reaped"
+    assert live_processes(first["tag"])
+    assert wait_for(lambda: gone(first["tag"]), timeout=10), "idle env was not reaped"
     time.sleep(0.5)
     second = invoke(lam, name)
     assert second["Body"]["env_id"] != first["env_id"]
@@ -273,6 +291,7 @@ def test_busy_environment_is_not_reaped(short_keep_alive: Server) -> None:
 def test_update_code_retires_environments(lam: Any) -> None:
     name = create_function(lam, {"app.py": STATEFUL})
     old = invoke(lam, name)["Body"]
+    assert live_processes(old["tag"])
     new_code = STATEFUL.replace('"greeting": os.environ.get("GREETING")', '"greeting": "v2"')
     lam.update_function_code(FunctionName=name, ZipFile=make_zip({"app.py": new_code}))
     lam.get_waiter("function_updated_v2").wait(FunctionName=name)
@@ -280,12 +299,13 @@ def test_update_code_retires_environments(lam: Any) -> None:
     assert new["Body"]["greeting"] == "v2"
     assert new["Body"]["env_id"] != old["env_id"]
     assert report(new["Log"]).group("init") is not None
-    assert wait_for(lambda: process_gone(old["pid"])), "the old environment is still running"
+    assert wait_for(lambda: gone(old["tag"])), "the old environment is still running"
 
 
 def test_update_configuration_retires_environments(lam: Any) -> None:
     name = create_function(lam, {"app.py": STATEFUL}, Environment={"Variables": {"GREETING": "a"}})
     old = invoke(lam, name)["Body"]
+    assert live_processes(old["tag"])
     assert old["greeting"] == "a"
     lam.update_function_configuration(
         FunctionName=name, Environment={"Variables": {"GREETING": "b"}}, MemorySize=256
@@ -295,7 +315,7 @@ def test_update_configuration_retires_environments(lam: Any) -> None:
     assert new["Body"]["greeting"] == "b"
     assert new["Body"]["env_id"] != old["env_id"]
     assert report(new["Log"]).group("memory") == "256"
-    assert wait_for(lambda: process_gone(old["pid"])), "the old environment is still running"
+    assert wait_for(lambda: gone(old["tag"])), "the old environment is still running"
 
 
 def test_update_while_busy_retires_after_the_invocation(server: Server, lam: Any) -> None:
@@ -311,15 +331,16 @@ def test_update_while_busy_retires_after_the_invocation(server: Server, lam: Any
         busy = running.result()
     assert "FunctionError" not in busy, "the running invocation was disturbed by the update"
     assert busy["Body"]["greeting"] is None
-    assert wait_for(lambda: process_gone(busy["Body"]["pid"])), "retired env kept running"
+    assert wait_for(lambda: gone(busy["Body"]["tag"])), "retired env kept running"
     assert invoke(lam, name)["Body"]["greeting"] == "later"
 
 
 def test_deleted_function_environments_stop(lam: Any) -> None:
     name = create_function(lam, {"app.py": STATEFUL})
-    pid = invoke(lam, name)["Body"]["pid"]
+    tag = invoke(lam, name)["Body"]["tag"]
+    assert live_processes(tag)
     lam.delete_function(FunctionName=name)
-    assert wait_for(lambda: process_gone(pid)), "environment of a deleted function kept running"
+    assert wait_for(lambda: gone(tag)), "environment of a deleted function kept running"
 
 
 def test_server_stop_leaves_no_environment_behind(tmp_path: Path) -> None:
@@ -327,8 +348,8 @@ def test_server_stop_leaves_no_environment_behind(tmp_path: Path) -> None:
     try:
         lam = srv.client()
         name = create_function(lam, {"app.py": STATEFUL}, Timeout=30)
-        pid = invoke(lam, name)["Body"]["pid"]
-        assert not process_gone(pid)
+        tag = invoke(lam, name)["Body"]["tag"]
+        assert live_processes(tag)
     finally:
         srv.stop()
-    assert wait_for(lambda: process_gone(pid)), "environment outlived the server"
+    assert wait_for(lambda: gone(tag)), "environment outlived the server"

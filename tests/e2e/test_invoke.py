@@ -8,11 +8,15 @@ import json
 import re
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from tests.conftest import Server, create_function, start_server
 
@@ -24,13 +28,14 @@ def handler(event, context):
     return {"event": event, "request_id": context.aws_request_id}
 """
 
-MARKER = """
+# Prints a token once it has run, so the test can see it in the function's logs (the handler
+# cannot write anywhere the test could read under a sandboxing backend).
+TOKEN = """
 import time
 def handler(event, context):
     time.sleep(event.get("sleep", 0))
-    with open(event["marker"], "a") as f:
-        f.write(context.aws_request_id + "\\n")
-    return "written"
+    print(f"ran {event['token']} as {context.aws_request_id}")
+    return "ran"
 """
 
 INTROSPECT = """
@@ -83,14 +88,30 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
     return condition()
 
 
-def written(path: Path) -> bool:
-    return path.exists() and path.read_text().endswith("\n")
+def logged(logs: Any, name: str, pattern: str) -> list[str]:
+    """Messages of the function's log events containing `pattern` (none if no log group yet)."""
+    try:
+        events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}", filterPattern=pattern)
+    except logs.exceptions.ResourceNotFoundException:
+        return []
+    return [e["message"].rstrip("\n") for e in events["events"]]
 
 
 def available_runtimes(server: Server) -> set[str]:
-    with urllib.request.urlopen(server.endpoint + "/_lambdad/status") as response:
+    request = AWSRequest("GET", f"{server.endpoint}/_lambdad/status")
+    credentials = Credentials(
+        server.env["LAMBDAD_ROOT_ACCESS_KEY_ID"], server.env["LAMBDAD_ROOT_SECRET_ACCESS_KEY"]
+    )
+    SigV4Auth(credentials, "lambda", "us-east-1").add_auth(request)
+    prepared = urllib.request.Request(request.url, headers=dict(request.headers.items()))
+    with urllib.request.urlopen(prepared, timeout=10) as response:
         status = json.loads(response.read())
     return {entry["runtime"] for entry in status["runtimes"]}
+
+
+@pytest.fixture(scope="module")
+def logs(server: Server) -> Any:
+    return server.client("logs")
 
 
 # -- invocation types ---------------------------------------------------------------------------
@@ -112,27 +133,30 @@ def test_empty_payload_reaches_the_handler_as_an_empty_object(lam: Any) -> None:
     assert invoke(lam, name, b"")["Body"]["event"] == {}
 
 
-def test_event_invocation_is_accepted_and_runs(lam: Any, tmp_path: Path) -> None:
-    name = create_function(lam, {"app.py": MARKER})
-    marker = tmp_path / "marker"
+def test_event_invocation_is_accepted_and_runs(lam: Any, logs: Any) -> None:
+    name = create_function(lam, {"app.py": TOKEN})
+    token = uuid.uuid4().hex
     response = lam.invoke(
-        FunctionName=name, InvocationType="Event", Payload=json.dumps({"marker": str(marker)})
+        FunctionName=name, InvocationType="Event", Payload=json.dumps({"token": token})
     )
     assert response["StatusCode"] == 202
     assert response["Payload"].read() == b""
-    assert wait_for(lambda: written(marker)), "the Event invocation never ran"
-    assert re.fullmatch(REQUEST_ID, marker.read_text().strip())
+    assert wait_for(lambda: bool(logged(logs, name, token))), "the Event invocation never ran"
+    [line] = logged(logs, name, token)
+    assert re.fullmatch(rf"ran {token} as {REQUEST_ID}", line)
 
 
-def test_dry_run_checks_without_running(lam: Any, tmp_path: Path) -> None:
-    name = create_function(lam, {"app.py": MARKER})
-    marker = tmp_path / "marker"
+def test_dry_run_checks_without_running(lam: Any, logs: Any) -> None:
+    name = create_function(lam, {"app.py": TOKEN})
     response = lam.invoke(
-        FunctionName=name, InvocationType="DryRun", Payload=json.dumps({"marker": str(marker)})
+        FunctionName=name, InvocationType="DryRun", Payload=json.dumps({"token": "dry"})
     )
     assert response["StatusCode"] == 204
+    assert response["Payload"].read() == b""
     time.sleep(0.5)
-    assert not marker.exists()
+    assert logged(logs, name, "RequestId") == []
+    with pytest.raises(lam.exceptions.InvalidRequestContentException):
+        lam.invoke(FunctionName=name, InvocationType="DryRun", Payload=b"{not json")
 
 
 def test_invoking_a_missing_function_is_not_found(lam: Any) -> None:
@@ -422,65 +446,64 @@ def test_no_tail_without_log_type(lam: Any) -> None:
 
 # -- Event invocations: retries and durability ---------------------------------------------------
 
+# A module-level counter: retries run in the function's (only) warm environment.
 RETRIES = """
+ATTEMPTS = 0
+
 def handler(event, context):
-    path = event["counter"]
-    try:
-        with open(path) as f:
-            count = int(f.read() or 0)
-    except FileNotFoundError:
-        count = 0
-    count += 1
-    with open(path, "w") as f:
-        f.write(str(count))
-    if count < event["succeed_on"]:
-        raise RuntimeError(f"attempt {count} fails")
-    return count
+    global ATTEMPTS
+    ATTEMPTS += 1
+    print(f"attempt {ATTEMPTS} of {context.aws_request_id}")
+    if ATTEMPTS < event["succeed_on"]:
+        raise RuntimeError(f"attempt {ATTEMPTS} fails")
+    print("succeeded")
+    return ATTEMPTS
 """
 
 
-def _count(path: Path) -> int:
-    return int(path.read_text() or 0) if path.exists() else 0
-
-
-def test_failing_event_is_retried_twice(lam: Any, tmp_path: Path) -> None:
+def test_failing_event_is_retried_twice(lam: Any, logs: Any) -> None:
     name = create_function(lam, {"app.py": RETRIES})
-    counter = tmp_path / "count"
-    event = json.dumps({"counter": str(counter), "succeed_on": 3})
+    event = json.dumps({"succeed_on": 3})
     assert lam.invoke(FunctionName=name, InvocationType="Event", Payload=event)["StatusCode"] == 202
-    assert wait_for(lambda: _count(counter) >= 3), f"only {_count(counter)} attempts"
-    time.sleep(1.0)  # the retry delays are 0.2 s: nothing more should come
-    assert _count(counter) == 3
+    assert wait_for(lambda: bool(logged(logs, name, "succeeded"))), logged(logs, name, "attempt")
+    time.sleep(1.0)  # the retry delays are 0.2 s: nothing more may come
+    attempts = [line for line in logged(logs, name, "attempt ") if line.startswith("attempt")]
+    assert [a.split(" of ")[0] for a in attempts] == ["attempt 1", "attempt 2", "attempt 3"]
+    assert len({a.split(" of ")[1] for a in attempts}) == 1, "retries keep the request id"
+    assert len(logged(logs, name, "REPORT RequestId")) == 3
 
 
-def test_event_that_always_fails_runs_three_times(lam: Any, tmp_path: Path) -> None:
+def test_event_that_always_fails_runs_three_times(lam: Any, logs: Any) -> None:
     name = create_function(lam, {"app.py": RETRIES})
-    counter = tmp_path / "count"
-    event = json.dumps({"counter": str(counter), "succeed_on": 100})
-    lam.invoke(FunctionName=name, InvocationType="Event", Payload=event)
-    assert wait_for(lambda: _count(counter) >= 3)
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"succeed_on": 99}))
+    assert wait_for(lambda: len(logged(logs, name, "REPORT RequestId")) >= 3)
     time.sleep(1.0)
-    assert _count(counter) == 3
+    assert len(logged(logs, name, "REPORT RequestId")) == 3
+    assert len(logged(logs, name, "[ERROR] RuntimeError")) == 3
 
 
 def test_queued_event_survives_a_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = start_server(data_dir)
-    marker = tmp_path / "marker"
+    token = uuid.uuid4().hex
     try:
         lam = first.client()
-        name = create_function(lam, {"app.py": MARKER}, Timeout=30)
-        event = json.dumps({"marker": str(marker), "sleep": 3})
+        name = create_function(lam, {"app.py": TOKEN}, Timeout=30)
+        event = json.dumps({"token": token, "sleep": 3})
         response = lam.invoke(FunctionName=name, InvocationType="Event", Payload=event)
         assert response["StatusCode"] == 202
     finally:
         first.stop()
     assert first.process.returncode is not None
-    assert not marker.exists(), "the event finished before the server stopped"
+    restarted_at = int(time.time() * 1000)
     second = start_server(data_dir)
     try:
-        assert wait_for(lambda: written(marker), 30), "the queued event did not run after restart"
-        time.sleep(3.5)  # the first server's attempt was killed: it must not write late
-        assert len(marker.read_text().splitlines()) == 1
+        logs = second.client("logs")
+        ran = wait_for(lambda: bool(logged(logs, name, token)), timeout=30)
+        assert ran, "the queued event did not run after the restart"
+        time.sleep(3.5)  # the first server's attempt was killed: it must not finish late
+        group = f"/aws/lambda/{name}"
+        [event] = logs.filter_log_events(logGroupName=group, filterPattern=token)["events"]
+        assert event["timestamp"] >= restarted_at, "the event had finished before the restart"
     finally:
         second.stop()

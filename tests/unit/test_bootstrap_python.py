@@ -547,7 +547,7 @@ def test_import_has_no_side_effects(python: str, tmp_path: Path) -> None:
         [python, "-c", code],
         capture_output=True,
         text=True,
-        env={"PATH": os.environ.get("PATH", "")},
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"},
         cwd=tmp_path,
         timeout=30,
     )

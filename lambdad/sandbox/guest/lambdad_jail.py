@@ -239,8 +239,15 @@ def enter(plan: "dict[str, Any]", reply: "socket.socket | None") -> None:
         with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
             procs.write(pid)
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
-    if plan.get("network") == "none":
+    network = plan.get("network", "none")
+    if network == "none":
         flags |= CLONE_NEWNET
+    else:  # the path of a pooled network namespace (veth + NAT), prepared by lambdad
+        netns = os.open(network, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _check(_libc.setns(netns, CLONE_NEWNET), "setns network")
+        finally:
+            os.close(netns)
     _check(_libc.unshare(flags), "unshare")
     status_r, status_w = os.pipe()
     init = os.fork()
@@ -263,11 +270,9 @@ def enter(plan: "dict[str, Any]", reply: "socket.socket | None") -> None:
 
 def _setup_function_process(plan: "dict[str, Any]", reply: "socket.socket | None") -> None:
     root = _build_root(plan)
-    if plan.get("network") == "none":
-        _loopback_up()
-        if reply is not None:
-            _runtime_api_socket(plan["runtime_api_port"], reply)
+    _loopback_up()
     if reply is not None:
+        _runtime_api_socket(plan["runtime_api_port"], reply)
         reply.close()
     socket.sethostname(plan.get("hostname", "localhost"))
     nofile = plan.get("nofile", 1024)
