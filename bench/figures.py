@@ -119,14 +119,16 @@ def measure_throughput(
     function_name: str,
     seconds: float,
     warmup_s: float,
+    prefer_wrk: bool = True,
 ) -> Throughput:
-    def spec(url: str, duration: float) -> LoadSpec:
-        return LoadSpec(url + request.path, request.body, request.headers, seconds=duration)
+    def load(url: str, duration: float) -> LoadResult:
+        spec = LoadSpec(url + request.path, request.body, request.headers, seconds=duration)
+        return run_load(spec, prefer_wrk)
 
-    run_load(spec(lambdad.url, warmup_s))  # start one environment per connection
-    echo_result, echo_cpu = _with_cpu(echo_server, lambda: run_load(spec(echo_server.url, seconds)))
+    load(lambdad.url, warmup_s)  # start one environment per connection
+    echo_result, echo_cpu = _with_cpu(echo_server, lambda: load(echo_server.url, seconds))
     counted = _pool_invocations(lambdad, function_name)
-    invoke_result, lambdad_cpu = _with_cpu(lambdad, lambda: run_load(spec(lambdad.url, seconds)))
+    invoke_result, lambdad_cpu = _with_cpu(lambdad, lambda: load(lambdad.url, seconds))
     counted = _pool_invocations(lambdad, function_name) - counted
     return Throughput(echo_result, echo_cpu, invoke_result, lambdad_cpu, counted, warmup_s)
 

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import Credentials
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,10 +125,8 @@ def start_lambdad(work_dir: Path) -> ManagedProcess:
 
 
 def lambda_client(server: ManagedProcess) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
+    """A botocore Lambda client for the server (what boto3.client("lambda") returns)."""
+    return botocore.session.get_session().create_client(
         "lambda",
         endpoint_url=server.url,
         region_name=REGION,

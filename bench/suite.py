@@ -48,14 +48,29 @@ class Plan:
     load_seconds: float  # each throughput run
     load_warmup_seconds: float
     cold_functions: int  # cold starts (and as many spawns of the bare interpreter)
+    prefer_wrk: bool = True  # False: the Python load generator even where wrk is installed
 
     @classmethod
-    def for_mode(cls, quick: bool) -> Plan:
+    def for_mode(cls, quick: bool, prefer_wrk: bool = True) -> Plan:
         if quick:
-            return cls(blocks=4, per_block=500, warmup=200, load_seconds=4,
-                       load_warmup_seconds=1, cold_functions=20)  # fmt: skip
-        return cls(blocks=8, per_block=500, warmup=300, load_seconds=10,
-                   load_warmup_seconds=2, cold_functions=50)  # fmt: skip
+            return cls(
+                blocks=4,
+                per_block=500,
+                warmup=200,
+                load_seconds=4,
+                load_warmup_seconds=1,
+                cold_functions=20,
+                prefer_wrk=prefer_wrk,
+            )
+        return cls(
+            blocks=8,
+            per_block=500,
+            warmup=300,
+            load_seconds=10,
+            load_warmup_seconds=2,
+            cold_functions=50,
+            prefer_wrk=prefer_wrk,
+        )
 
 
 @contextlib.contextmanager
@@ -91,7 +106,13 @@ def measure(plan: Plan, work_dir: Path, console: Console) -> Results:
         )
         _step(console, "throughput: echo vs invoke, 8 keep-alive connections")
         throughput = figures.measure_throughput(
-            echo, lambdad, request, NOOP_FUNCTION, plan.load_seconds, plan.load_warmup_seconds
+            echo,
+            lambdad,
+            request,
+            NOOP_FUNCTION,
+            plan.load_seconds,
+            plan.load_warmup_seconds,
+            plan.prefer_wrk,
         )
         time.sleep(0.3)
         _step(console, "idle environment memory")
@@ -121,9 +142,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="lambdad benchmark: figures beside baselines")
     parser.add_argument("--quick", action="store_true", help="fewer samples (under a minute)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
+    parser.add_argument(
+        "--python-loadgen",
+        action="store_true",
+        help="generate throughput load with Python (asyncio) even if wrk is installed",
+    )
     args = parser.parse_args(argv)
     console = _console()
-    plan = Plan.for_mode(args.quick)
+    plan = Plan.for_mode(args.quick, prefer_wrk=not args.python_loadgen)
     started = time.monotonic()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="lambdad-bench-") as tmp:

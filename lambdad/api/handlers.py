@@ -139,8 +139,11 @@ async def list_functions(services: Services, call: Call, params: Params) -> Outp
 
 def _decode_marker(marker: str) -> str:
     try:
-        return base64.urlsafe_b64decode(marker.encode()).decode()
-    except (ValueError, UnicodeDecodeError):
+        encoded = marker.encode("ascii")
+        if base64.urlsafe_b64encode(base64.urlsafe_b64decode(encoded)) != encoded:
+            raise ValueError("not canonical base64")
+        return base64.urlsafe_b64decode(encoded).decode()
+    except (ValueError, UnicodeError):
         raise InvalidParameterValueException("Invalid marker: " + marker) from None
 
 

@@ -341,8 +341,14 @@ class FunctionRegistry:
 
     async def _store_code(self, zip_bytes: bytes, runtime: str) -> CodePackage:
         package = await asyncio.to_thread(inspect_zip, zip_bytes)
+        existed = self._blobs.exists(package.sha256_hex)
         await asyncio.to_thread(self._blobs.put, zip_bytes)
-        await asyncio.to_thread(self._code.ensure, package.sha256_hex)
+        try:
+            await asyncio.to_thread(self._code.ensure, package.sha256_hex)
+        except BaseException:
+            if not existed:  # a refused package leaves nothing behind
+                self._blobs.delete(package.sha256_hex)
+            raise
         await self._precompile(package.sha256_hex, runtime)
         return package
 

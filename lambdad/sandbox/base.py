@@ -84,6 +84,10 @@ class SandboxProcess(ABC):
     def peak_memory_bytes(self) -> int:
         """Peak resident memory of the environment so far (0 if unknown)."""
 
+    def out_of_memory(self) -> bool:
+        """True once the environment was killed for exceeding its memory limit."""
+        return False
+
 
 @dataclass(frozen=True)
 class SandboxLayout:

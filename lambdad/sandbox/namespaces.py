@@ -94,7 +94,8 @@ class _JailedProcess(SandboxProcess):
         self._exited = exited
         self._cgroup = cgroup
         self._peak = 0
-        exited.add_done_callback(lambda _: asyncio.ensure_future(self._remove_cgroup()))
+        self._oom = False
+        exited.add_done_callback(self._on_exit)
 
     async def wait(self) -> ExitStatus:
         return await asyncio.shield(self._exited)
@@ -107,6 +108,15 @@ class _JailedProcess(SandboxProcess):
     def peak_memory_bytes(self) -> int:
         self._peak = max(self._peak, self._cgroup.peak_memory_bytes())
         return self._peak
+
+    def out_of_memory(self) -> bool:
+        return self._oom
+
+    def _on_exit(self, _: asyncio.Future[ExitStatus]) -> None:
+        # Runs before anyone awaiting wait() resumes, and before the cgroup is removed.
+        self.peak_memory_bytes()
+        self._oom = self._cgroup.oom_killed()
+        self._cleanup = asyncio.ensure_future(self._remove_cgroup())
 
     async def _remove_cgroup(self) -> None:
         self.peak_memory_bytes()

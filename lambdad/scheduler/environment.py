@@ -372,12 +372,13 @@ class Environment:
         else:
             reason = f"Runtime exited with error: {status.describe()}"
         message = f"RequestId: {inv.request_id} Error: {reason}"
+        error_type = "Runtime.OutOfMemory" if self._out_of_memory() else "Runtime.ExitError"
         if self._timer is None:  # it died before the invocation was handed over (in init)
             if self._init_duration_ms is None:
                 init_ms = (time.monotonic() - self.created) * 1000
                 self._write_platform(
                     f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\t"
-                    "Status: error\tError Type: Runtime.ExitError\n"
+                    f"Status: error\tError Type: {error_type}\n"
                 )
                 self._pending_init_report = False
             self._write_platform(
@@ -385,8 +386,11 @@ class Environment:
             )
             self._delivered_at = time.perf_counter()
             self._timer = self._loop.call_later(0, lambda: None)
-        self._write_platform(f"{message}\nRuntime.ExitError\n")
-        self._finish(error_body("Runtime.ExitError", message), "Unhandled", status="error")
+        self._write_platform(f"{message}\n{error_type}\n")
+        self._finish(error_body(error_type, message), "Unhandled", status="error")
+
+    def _out_of_memory(self) -> bool:
+        return self.process is not None and self.process.out_of_memory()
 
     # logs ------------------------------------------------------------------------------------
     def _read_output(self) -> None:

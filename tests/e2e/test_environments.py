@@ -8,12 +8,16 @@ import json
 import math
 import re
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from tests.conftest import Server, create_function, make_zip, start_server
 
@@ -51,6 +55,10 @@ def handler(event, context):
     elif action == "allocate":
         blob = b"x" * (event["mb"] * 1048576)
         assert len(blob)
+    elif action == "exhaust":
+        hoard = []
+        while True:
+            hoard.append(b"x" * 1048576)
     return {"env_id": ENV_ID, "count": COUNT, "pid": os.getpid(), "tag": TAG,
             "request_id": context.aws_request_id, "greeting": os.environ.get("GREETING")}
 """
@@ -83,6 +91,17 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
             return True
         time.sleep(0.05)
     return condition()
+
+
+def isolation(server: Server) -> dict[str, Any]:
+    request = AWSRequest("GET", f"{server.endpoint}/_lambdad/status")
+    credentials = Credentials(
+        server.env["LAMBDAD_ROOT_ACCESS_KEY_ID"], server.env["LAMBDAD_ROOT_SECRET_ACCESS_KEY"]
+    )
+    SigV4Auth(credentials, "lambda", "us-east-1").add_auth(request)
+    prepared = urllib.request.Request(request.url, headers=dict(request.headers.items()))
+    with urllib.request.urlopen(prepared, timeout=10) as response:
+        return dict(json.loads(response.read())["isolation"])
 
 
 def live_processes(tag: str) -> list[int]:
@@ -233,6 +252,25 @@ def test_crash_during_init(lam: Any) -> None:
             re.M,
         )
         assert report(crashed["Log"]).group("status") == "error"
+
+
+def test_exceeding_memory_is_out_of_memory(server: Server, lam: Any) -> None:
+    if not isolation(server)["features"].get("cgroup_limits"):
+        pytest.skip("this host's sandbox does not enforce memory limits")
+    name = create_function(lam, {"app.py": STATEFUL}, MemorySize=128, Timeout=30)
+    before = invoke(lam, name)["Body"]
+    crashed = invoke(lam, name, {"action": "exhaust"})
+    request_id = start_request_id(crashed["Log"])
+    assert crashed["FunctionError"] == "Unhandled"
+    assert crashed["Body"] == {
+        "errorType": "Runtime.OutOfMemory",
+        "errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: signal: killed",
+    }
+    line = report(crashed["Log"])
+    assert line.group("status") == "error"
+    assert int(line.group("used")) >= 120
+    assert wait_for(lambda: gone(before["tag"]))
+    assert invoke(lam, name)["Body"]["count"] == 1
 
 
 # -- scale-out ----------------------------------------------------------------------------------

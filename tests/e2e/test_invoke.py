@@ -159,6 +159,31 @@ def test_dry_run_checks_without_running(lam: Any, logs: Any) -> None:
         lam.invoke(FunctionName=name, InvocationType="DryRun", Payload=b"{not json")
 
 
+def test_none_result_is_json_null(lam: Any) -> None:
+    name = create_function(lam, {"app.py": "def handler(event, context):\n    return None\n"})
+    response = lam.invoke(FunctionName=name)
+    assert response["Payload"].read() == b"null"
+
+
+@pytest.mark.parametrize("runtime", PYTHON_RUNTIMES)
+def test_non_ascii_result_and_output(server: Server, lam: Any, runtime: str) -> None:
+    if runtime not in available_runtimes(server):
+        pytest.skip(f"{runtime} is not installed on this machine")
+    code = (
+        "def handler(event, context):\n"
+        "    print('h\u00e9llo \u2713')\n"
+        "    return {'s': 'h\u00e9llo \u2713'}\n"
+    )
+    name = create_function(lam, {"app.py": code}, runtime=runtime)
+    response = lam.invoke(FunctionName=name, LogType="Tail")
+    raw = response["Payload"].read()
+    assert json.loads(raw) == {"s": "h\u00e9llo \u2713"}
+    # AWS's python3.12+ runtimes answer in UTF-8; older ones escape non-ASCII characters
+    escaped = runtime in ("python3.10", "python3.11")
+    assert (b"\\u00e9" in raw) is escaped
+    assert "h\u00e9llo \u2713\n" in base64.b64decode(response["LogResult"]).decode()
+
+
 def test_invoking_a_missing_function_is_not_found(lam: Any) -> None:
     with pytest.raises(lam.exceptions.ResourceNotFoundException) as info:
         lam.invoke(FunctionName="no-such-function-anywhere")

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,12 +82,24 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
     return condition()
 
 
-def process_gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+def live_processes(tag: str) -> list[int]:
+    """Host pids of live processes named `tag` (set by the function through process.title)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, _, rest = stat.partition(" (")[2].rpartition(")")
+        if name == tag and rest.split()[0] not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def gone(tag: str) -> bool:
+    return not live_processes(tag)
 
 
 @pytest.mark.parametrize("runtime", ["nodejs18.x", "nodejs20.x", "nodejs22.x"])
@@ -163,19 +176,34 @@ def test_callback_style_handlers(lam: Any, source: str) -> None:
     assert response["Body"] == {"style": "callback"}
 
 
-def test_callback_waits_for_the_event_loop(lam: Any, tmp_path: Path) -> None:
+def test_callback_waits_for_the_event_loop(lam: Any) -> None:
     source = """
-const fs = require('fs');
 exports.handler = (event, context, callback) => {
-  setTimeout(() => fs.writeFileSync(event.marker, 'done'), 300);
+  setTimeout(() => console.log('timer fired'), 300);
   callback(null, 'answered');
 };
 """
     name = node(lam, {"index.js": source})
-    marker = tmp_path / "marker"
-    response = invoke(lam, name, {"marker": str(marker)})
+    response = invoke(lam, name)
     assert response["Body"] == "answered"
-    assert marker.read_text() == "done", "the response came before the event loop emptied"
+    lines = response["Log"].splitlines()
+    fired = [i for i, line in enumerate(lines) if line.endswith("\tINFO\ttimer fired")]
+    end = [i for i, line in enumerate(lines) if line.startswith("END RequestId:")]
+    assert fired and end and fired[0] < end[0], "the response came before the event loop emptied"
+
+
+def test_callback_can_skip_waiting_for_the_event_loop(lam: Any) -> None:
+    source = """
+exports.handler = (event, context, callback) => {
+  context.callbackWaitsForEmptyEventLoop = false;
+  setTimeout(() => console.log('timer fired'), 2000);
+  callback(null, 'answered');
+};
+"""
+    name = node(lam, {"index.js": source}, Timeout=10)
+    response = invoke(lam, name)
+    assert response["Body"] == "answered"
+    assert "timer fired" not in response["Log"]
 
 
 def test_esm_handler(lam: Any) -> None:
@@ -262,15 +290,18 @@ def test_init_errors(
 
 def test_timeout(lam: Any) -> None:
     source = """
+const tag = 'lbd' + require('crypto').randomBytes(6).toString('hex');
+process.title = tag;
 let count = 0;
 exports.handler = async (event) => {
   count += 1;
   if (event.sleep) await new Promise((r) => setTimeout(r, event.sleep));
-  return { count, pid: process.pid };
+  return { count, tag };
 };
 """
     name = node(lam, {"index.js": source}, Timeout=1)
     first = invoke(lam, name)["Body"]
+    assert live_processes(first["tag"])
     response = invoke(lam, name, {"sleep": 5000})
     match = re.search(rf"START RequestId: ({REQUEST_ID})", response["Log"])
     assert match
@@ -281,7 +312,7 @@ exports.handler = async (event) => {
         "errorMessage": f"RequestId: {request_id} Error: Task timed out after 1.00 seconds",
     }
     assert "Task timed out after 1.00 seconds" in response["Log"]
-    assert wait_for(lambda: process_gone(first["pid"]))
+    assert wait_for(lambda: gone(first["tag"])), "the timed-out environment lives on"
     assert invoke(lam, name)["Body"]["count"] == 1
 
 
@@ -294,23 +325,19 @@ def test_process_exit_is_a_runtime_exit_error(lam: Any) -> None:
 
 def test_server_stop_kills_a_busy_node_environment(tmp_path: Path) -> None:
     srv = start_server(tmp_path / "data")
+    tag = "lbd" + uuid.uuid4().hex[:12]
     source = """
 exports.handler = async (event) => {
-  require('fs').writeFileSync(event.pidfile, String(process.pid));
+  process.title = event.tag;
   await new Promise((r) => setTimeout(r, 20000));
   return 'late';
 };
 """
-    pidfile = tmp_path / "pid"
     try:
         lam = srv.client()
         name = node(lam, {"index.js": source}, Timeout=60)
-        lam.invoke(
-            FunctionName=name, InvocationType="Event", Payload=json.dumps({"pidfile": str(pidfile)})
-        )
-        assert wait_for(lambda: pidfile.exists() and pidfile.read_text() != "")
-        pid = int(pidfile.read_text())
-        assert not process_gone(pid)
+        lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"tag": tag}))
+        assert wait_for(lambda: bool(live_processes(tag))), "the Event invocation never started"
     finally:
         srv.stop()
-    assert wait_for(lambda: process_gone(pid), timeout=10), "node environment outlived the server"
+    assert wait_for(lambda: gone(tag), timeout=10), "node environment outlived the server"

@@ -43,9 +43,10 @@ def manager(tmp_path: Path, behaviour: FakeBehaviour) -> tuple[PoolManager, Fake
         {"provided.al2023": RuntimeSpec("provided.al2023", Family.PROVIDED, None)}
     )
     logs = LogStore(tmp_path / "logs")
-    launcher = EnvironmentLauncher(
-        backend, catalog, CodeCache(tmp_path / "code", MemoryBlobStore()), logs
-    )
+    code = CodeCache(tmp_path / "code", MemoryBlobStore())
+    code.path_for("0" * 64).mkdir(parents=True)
+    (code.path_for("0" * 64) / "bootstrap").write_text("#!/bin/sh\n")
+    launcher = EnvironmentLauncher(backend, catalog, code, logs)
     return PoolManager(launcher.launch, keep_alive_seconds=60, reap_interval=60), backend, logs
 
 

@@ -1,0 +1,23 @@
+package com.amazonaws.services.lambda.runtime.logging;
+
+/**
+ * Log levels; UNDEFINED is the level of LambdaLogger.log(String), which is never filtered.
+ */
+public enum LogLevel {
+    UNDEFINED,
+    TRACE,
+    DEBUG,
+    INFO,
+    WARN,
+    ERROR,
+    FATAL;
+
+    public static LogLevel fromString(String logLevel) {
+        try {
+            return LogLevel.valueOf(logLevel.toUpperCase());
+        } catch (Exception e) {
+            throw new IllegalArgumentException(
+                    "Invalid log level: '" + logLevel + "' expected one of [TRACE, DEBUG, INFO, WARN, ERROR, FATAL]");
+        }
+    }
+}
