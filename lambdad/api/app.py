@@ -5,6 +5,7 @@ No business logic here: parse (botocore model), one call into the core, serialis
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -40,6 +41,8 @@ MAX_REQUEST_BYTES = 70_167_211
 LAMBDA_SERVICES = frozenset({"lambda"})
 LOGS_SERVICES = frozenset({"logs"})
 STATUS_SERVICES = LAMBDA_SERVICES | LOGS_SERVICES
+# Bodies from this size on are hashed for SigV4 off the event loop.
+HASH_IN_THREAD_BYTES = 1 << 20
 
 
 class BodyTooLarge(Exception):
@@ -105,7 +108,7 @@ class LambdadApp:
         target = headers.get("x-amz-target")
         request = SignedRequest(scope["method"], raw, query_string, scope["headers"], body)
         try:
-            principal = self._authenticator.authenticate(request, _services(target, raw_path))
+            principal = await self._authenticate(request, _services(target, raw_path))
         except LambdaError as error:
             if target is not None:
                 return _json_1_1_error(error)
@@ -131,6 +134,12 @@ class LambdadApp:
         except Exception:  # the request boundary: answer AWS's ServiceException, keep the trace
             log.exception("unhandled error in %s %s", scope["method"], raw_path)
             return self._protocol.serialize_error(ServiceException("An internal error occurred."))
+
+    async def _authenticate(self, request: SignedRequest, services: frozenset[str]) -> Principal:
+        if len(request.body) < HASH_IN_THREAD_BYTES:
+            return self._authenticator.authenticate(request, services)
+        # Hashing a large body (a zipped CreateFunction) would hold up every other request.
+        return await asyncio.to_thread(self._authenticator.authenticate, request, services)
 
     def _status_document(self, principal: Principal) -> Response:
         assert self._status is not None

@@ -140,7 +140,7 @@ class Authenticator:
         query = request.query_string.decode("latin-1")
         authorization = headers.get("authorization")
         if authorization is not None:
-            claim = _header_claim(authorization[-1], headers, query)
+            claim = _header_claim(authorization, headers, query)
         elif "X-Amz-Algorithm=" in query:
             claim = _query_claim(query, headers)
         else:
@@ -175,14 +175,23 @@ class Authenticator:
 # -- the client's claim -----------------------------------------------------------------------
 
 
-def _header_map(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, list[str]]:
-    headers: dict[str, list[str]] = {}
+def _header_map(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Lower-case name -> value; a repeated header's values trimmed and joined by ','."""
+    headers: dict[str, str] = {}
     for name, value in raw:
-        headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        if key in headers:
+            text = f"{_trimall(headers[key])},{_trimall(text)}"
+        headers[key] = text
     return headers
 
 
-def _header_claim(authorization: str, headers: dict[str, list[str]], query: str) -> _Claim:
+def _trimall(value: str) -> str:
+    return " ".join(value.split())
+
+
+def _header_claim(authorization: str, headers: dict[str, str], query: str) -> _Claim:
     algorithm, _, rest = authorization.strip().partition(" ")
     params: dict[str, str] = {}
     for part in rest.split(","):
@@ -206,9 +215,8 @@ def _header_claim(authorization: str, headers: dict[str, list[str]], query: str)
         problems.append(
             "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
         )
-    if problems:
+    if problems or timestamp is None:
         raise IncompleteSignatureException(" ".join([*problems, f"Authorization={authorization}"]))
-    assert timestamp is not None
     if algorithm != ALGORITHM:
         raise IncompleteSignatureException(f"Unsupported AWS 'algorithm': '{algorithm}'.")
     token = headers.get("x-amz-security-token")
@@ -217,28 +225,28 @@ def _header_claim(authorization: str, headers: dict[str, list[str]], query: str)
         timestamp,
         params["SignedHeaders"],
         params["Signature"],
-        token[-1] if token else None,
+        token,
         None,
         canonical_query_string(query),
     )
 
 
-def _header_timestamp(headers: dict[str, list[str]]) -> str | None:
+def _header_timestamp(headers: dict[str, str]) -> str | None:
     amz_date = headers.get("x-amz-date")
     if amz_date:
-        return amz_date[-1].strip()
+        return amz_date.strip()
     date = headers.get("date")
     if not date:
         return None
     try:
-        return parsedate_to_datetime(date[-1]).astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+        return parsedate_to_datetime(date).astimezone(UTC).strftime(TIMESTAMP_FORMAT)
     except (TypeError, ValueError):
         raise IncompleteSignatureException(
-            f"Date must be in ISO-8601 'basic format'. Got '{date[-1]}'."
+            f"Date must be in ISO-8601 'basic format'. Got '{date}'."
         ) from None
 
 
-def _query_claim(query: str, headers: dict[str, list[str]]) -> _Claim:
+def _query_claim(query: str, headers: dict[str, str]) -> _Claim:
     params: dict[str, str] = {}
     for part in query.split("&"):
         name, _, value = part.partition("=")
@@ -262,7 +270,7 @@ def _query_claim(query: str, headers: dict[str, list[str]]) -> _Claim:
         params["X-Amz-Date"],
         params["X-Amz-SignedHeaders"],
         params["X-Amz-Signature"],
-        token if token is not None else (header_token[-1] if header_token else None),
+        token if token is not None else header_token,
         _expires(params.get("X-Amz-Expires")),
         canonical_query_string(query, without="X-Amz-Signature"),
     )
@@ -271,7 +279,7 @@ def _query_claim(query: str, headers: dict[str, list[str]]) -> _Claim:
 def _expires(value: str | None) -> int:
     if value is None:
         return MAX_SKEW_SECONDS
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PRESIGN_EXPIRES:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PRESIGN_EXPIRES:
         raise IncompleteSignatureException(
             f"X-Amz-Expires must be a whole number of seconds from 1 to {MAX_PRESIGN_EXPIRES}, "
             f"got '{value}'."
@@ -384,12 +392,9 @@ def _span(seconds: int) -> str:
 # -- the canonical request, as botocore's SigV4Auth builds it for non-S3 services ---------------
 
 
-def canonical_request(request: SignedRequest, headers: dict[str, list[str]], claim: _Claim) -> str:
+def canonical_request(request: SignedRequest, headers: dict[str, str], claim: _Claim) -> str:
     names = claim.signed_headers.split(";")
-    lines = [
-        f"{name}:{','.join(' '.join(value.split()) for value in headers.get(name, ()))}"
-        for name in names
-    ]
+    lines = [f"{name}:{_trimall(headers.get(name, ''))}" for name in names]
     return "\n".join(
         (
             request.method.upper(),
@@ -432,10 +437,10 @@ def _reencode(component: str) -> str:
     return quote_from_bytes(unquote_to_bytes(component), safe="-_.~")
 
 
-def _payload_hash(body: bytes, headers: dict[str, list[str]]) -> str:
+def _payload_hash(body: bytes, headers: dict[str, str]) -> str:
     """The body's SHA-256 (botocore's presigned URLs too: their body moved to the query)."""
     declared = headers.get("x-amz-content-sha256")
-    if declared and declared[-1].strip() == UNSIGNED_PAYLOAD:
+    if declared is not None and declared.strip() == UNSIGNED_PAYLOAD:
         return UNSIGNED_PAYLOAD
     return hashlib.sha256(body).hexdigest()
 

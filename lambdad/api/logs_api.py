@@ -6,6 +6,7 @@ DescribeLogGroups, DescribeLogStreams, GetLogEvents, FilterLogEvents, DeleteLogG
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -129,17 +130,22 @@ class LogsApi:
         pattern = params.get("filterPattern") or ""
         found = []
         for name in names:
-            for event in _window(self._store.events(account_id, group, name), params):
+            stream_number = zlib.crc32(name.encode())
+            events = self._store.events(account_id, group, name)
+            for position, event in enumerate(events):
+                if not _in_window(event, params):
+                    continue
                 if not pattern or pattern.strip('"') in event.message:
-                    found.append((event, name))
-        found.sort(key=lambda pair: pair[0].timestamp)
+                    event_id = f"{event.timestamp:020d}{stream_number:010d}{position:010d}"
+                    found.append((event, name, event_id))
+        found.sort(key=lambda item: (item[0].timestamp, item[2]))
         start = int(params.get("nextToken") or 0)
         limit = int(params.get("limit") or 10000)
         page = found[start : start + limit]
         output: Document = {
             "events": [
-                {**_event(e), "logStreamName": name, "eventId": f"{e.timestamp}-{i + start}"}
-                for i, (e, name) in enumerate(page)
+                {**_event(e), "logStreamName": name, "eventId": event_id}
+                for e, name, event_id in page
             ],
             "searchedLogStreams": [{"logStreamName": n, "searchedCompletely": True} for n in names],
         }
@@ -162,13 +168,15 @@ def _group_from_identifier(params: Document) -> str | None:
     return text
 
 
-def _window(events: list[LogEvent], params: Document) -> list[LogEvent]:
+def _in_window(event: LogEvent, params: Document) -> bool:
     start, end = params.get("startTime"), params.get("endTime")
-    return [
-        e
-        for e in events
-        if (start is None or e.timestamp >= int(start)) and (end is None or e.timestamp < int(end))
-    ]
+    return (start is None or event.timestamp >= int(start)) and (
+        end is None or event.timestamp < int(end)
+    )
+
+
+def _window(events: list[LogEvent], params: Document) -> list[LogEvent]:
+    return [e for e in events if _in_window(e, params)]
 
 
 def _event(event: LogEvent) -> Document:

@@ -58,6 +58,8 @@ class InvokeOutcome:
     function_error: str | None = None
     log_result: str | None = None
     executed_version: str | None = None
+    # The invocation's request id (AWS answers it as x-amzn-RequestId for Invoke).
+    request_id: str | None = None
 
 
 def new_trace_id() -> bytes:
@@ -86,10 +88,11 @@ class Invoker:
         client_context = _decode_client_context(request.client_context)
         if kind is InvocationType.DRY_RUN:
             return InvokeOutcome(204)
+        request_id = str(uuid.uuid4())
         if kind is InvocationType.EVENT:
             await self._queue.put(
                 QueuedEvent(
-                    event_id=str(uuid.uuid4()),
+                    event_id=request_id,
                     account_id=request.account_id,
                     function_name=config.name,
                     qualifier=config.version,
@@ -98,9 +101,9 @@ class Invoker:
                     enqueued_at=time.time(),
                 )
             )
-            return InvokeOutcome(202)
+            return InvokeOutcome(202, request_id=request_id)
         invocation = Invocation(
-            request_id=str(uuid.uuid4()),
+            request_id=request_id,
             payload=request.payload,
             invoked_arn=_invoked_arn(config, request.ref),
             tail=request.tail,
@@ -114,6 +117,7 @@ class Invoker:
             function_error=result.function_error,
             log_result=result.log_tail,
             executed_version=config.version,
+            request_id=request_id,
         )
 
     async def run_event(self, event: QueuedEvent) -> InvocationResult | None:

@@ -47,6 +47,20 @@ class EnvironmentCgroup:
 
     paths: tuple[Path, ...]
     memory: Path
+    cpu: Path
+    cpus: int
+
+    def limit(self, memory_mb: int) -> None:
+        """Memory = MemorySize (no swap), CPU quota proportional to it; resets the peak."""
+        limit = str(memory_mb * 1048576)
+        _write(self.memory / "memory.limit_in_bytes", limit)
+        with contextlib.suppress(OSError):  # needs swap accounting; absent on some kernels
+            _write(self.memory / "memory.memsw.limit_in_bytes", limit)
+        with contextlib.suppress(OSError):
+            _write(self.memory / "memory.max_usage_in_bytes", "0")
+        quota = int(CFS_PERIOD_US * min(self.cpus, memory_mb / MB_PER_VCPU))
+        _write(self.cpu / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+        _write(self.cpu / "cpu.cfs_quota_us", str(max(quota, 1000)))
 
     def peak_memory_bytes(self) -> int:
         try:
@@ -100,19 +114,13 @@ class CgroupManager:
             return None, f"cannot create cgroups: {exc}"
         return cls(parents, os.cpu_count() or 1), ""
 
-    def create(self, name: str, memory_mb: int) -> EnvironmentCgroup:
+    def create(self, name: str) -> EnvironmentCgroup:
+        """Empty cgroups with the process limit only; `limit` sets memory and CPU later."""
         paths = {c: self._parents[c] / name for c in CONTROLLERS}
         for path in paths.values():
             path.mkdir()
-        limit = str(memory_mb * 1048576)
-        _write(paths["memory"] / "memory.limit_in_bytes", limit)
-        with contextlib.suppress(OSError):  # needs swap accounting; absent on some kernels
-            _write(paths["memory"] / "memory.memsw.limit_in_bytes", limit)
-        quota = int(CFS_PERIOD_US * min(self._cpus, memory_mb / MB_PER_VCPU))
-        _write(paths["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
-        _write(paths["cpu"] / "cpu.cfs_quota_us", str(max(quota, 1000)))
         _write(paths["pids"] / "pids.max", str(MAX_PIDS))
-        return EnvironmentCgroup(tuple(paths.values()), paths["memory"])
+        return EnvironmentCgroup(tuple(paths.values()), paths["memory"], paths["cpu"], self._cpus)
 
     def cleanup(self) -> None:
         """Remove leftover environment cgroups and the parents (at shutdown)."""

@@ -25,6 +25,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from lambdad.sandbox import mounts
 from lambdad.sandbox.base import (
     ExitStatus,
     IsolationReport,
@@ -34,6 +37,8 @@ from lambdad.sandbox.base import (
     SandboxProcess,
 )
 from lambdad.sandbox.cgroups import CgroupManager, EnvironmentCgroup
+from lambdad.sandbox.mounts import read_only_tree
+from lambdad.sandbox.prepared import PoolKey, PoolStatistics, PreparedSandbox, SandboxPool
 from lambdad.sandbox.seccomp import build_filter
 from lambdad.sandbox.zygote import Zygote
 
@@ -134,6 +139,7 @@ class NamespaceBackend(SandboxBackend):
         cgroups: CgroupManager,
         seccomp: bytes | None,
         exec_interpreter: str = sys.executable,
+        pool_size: int = 3,
     ) -> None:
         self._run_dir = run_dir
         self._runtime_dir = runtime_dir
@@ -146,9 +152,12 @@ class NamespaceBackend(SandboxBackend):
         self._root.mkdir(parents=True, exist_ok=True)
         self._etc = self._write_identity_files(run_dir / "etc")
         self._system_binds, self._links = _root_entries()
+        self._pool = SandboxPool(self._build, pool_size)
 
     @classmethod
-    def probe(cls, run_dir: Path, runtime_dir: Path) -> tuple[NamespaceBackend | None, str]:
+    def probe(
+        cls, run_dir: Path, runtime_dir: Path, pool_size: int = 3
+    ) -> tuple[NamespaceBackend | None, str]:
         """The backend if this host can sandbox (root, cgroups, namespaces); else the reason."""
         if os.geteuid() != 0:
             return None, "not running as root: namespaces, cgroups and uid changes need root"
@@ -158,47 +167,73 @@ class NamespaceBackend(SandboxBackend):
         if not _can_unshare():
             cgroups.cleanup()
             return None, "unshare(mount|pid|net|ipc|uts) is not permitted here"
-        return cls(run_dir, runtime_dir, cgroups, build_filter()), ""
+        if not mounts.supported():
+            cgroups.cleanup()
+            return None, "open_tree/move_mount unavailable on this CPU architecture"
+        return cls(run_dir, runtime_dir, cgroups, build_filter(), pool_size=pool_size), ""
 
     def layout(self) -> SandboxLayout:
         return SandboxLayout(TASK_ROOT, RUNTIME_DIR, f"127.0.0.1:{RUNTIME_API_PORT}")
 
     async def start(self, spec: LaunchSpec) -> SandboxProcess:
-        cgroup = self._cgroups.create(f"env-{secrets.token_hex(6)}", spec.memory_mb)
+        interpreter = spec.zygote_interpreter or self._exec_interpreter
+        preload = spec.zygote_preload if spec.zygote_interpreter else None
+        prepared = await self._pool.take((interpreter, preload))
+        if prepared is None:
+            raise OSError("the sandbox could not be prepared (see the server log)")
+        try:
+            self._assign(prepared, spec)
+        except BaseException:
+            prepared.discard()
+            raise
+        return _JailedProcess(prepared.pid, prepared.exited, prepared.cgroup, prepared.runtime_api)
+
+    def _assign(self, prepared: PreparedSandbox, spec: LaunchSpec) -> None:
+        """Give a prepared sandbox its function: limits, code, /tmp size, variables, log."""
+        prepared.cgroup.limit(spec.memory_mb)
+        message: dict[str, Any] = {"env": dict(spec.env), "cwd": TASK_ROOT, "tmp_mb": spec.tmp_mb}
+        if spec.zygote_interpreter:
+            message["entry"] = spec.zygote_entry
+        else:
+            message["argv"] = list(spec.argv)
+        code = read_only_tree(spec.code_dir)
+        try:
+            socket.send_fds(prepared.channel, [orjson.dumps(message)], [spec.log_fd, code])
+        finally:
+            os.close(code)
+            prepared.channel.close()
+
+    async def _build(self, key: PoolKey) -> PreparedSandbox | None:
+        """Fork a sandbox from the key's zygote and wait until it is ready for an assignment."""
+        interpreter, preload = key
+        zygote = await self._zygote(interpreter, preload)
+        cgroup = self._cgroups.create(f"env-{secrets.token_hex(6)}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            interpreter = spec.zygote_interpreter or self._exec_interpreter
-            preload = spec.zygote_preload if spec.zygote_interpreter else None
-            zygote = await self._zygote(interpreter, preload)
-            request: dict[str, Any] = {
-                "env": dict(spec.env),
-                "cwd": TASK_ROOT,
-                "jail": self._plan(spec, cgroup, interpreter),
-            }
-            if spec.zygote_interpreter:
-                request["entry"] = spec.zygote_entry
-            else:
-                request["argv"] = list(spec.argv)
-            pid, exited = await zygote.fork(request, [spec.log_fd, theirs.fileno()])
-            theirs.close()
-            api_socket = await _receive_socket(ours, exited)
+            pid, exited = await zygote.fork(
+                {"jail": self._plan(cgroup, interpreter)}, [theirs.fileno()]
+            )
         except BaseException:
+            ours.close()
             cgroup.remove()
             raise
         finally:
             theirs.close()
+        api_socket = await _receive_socket(ours, exited)
+        if api_socket is None:
             ours.close()
-        return _JailedProcess(pid, exited, cgroup, api_socket)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            exited.add_done_callback(lambda _: cgroup.remove())
+            return None
+        return PreparedSandbox(pid, exited, cgroup, ours, api_socket)
 
-    def _plan(
-        self, spec: LaunchSpec, cgroup: EnvironmentCgroup, interpreter: str
-    ) -> dict[str, Any]:
+    def _plan(self, cgroup: EnvironmentCgroup, interpreter: str) -> dict[str, Any]:
         binds = [*self._system_binds]
         prefix = Path(os.path.realpath(interpreter)).parent.parent
         if not str(prefix).startswith("/usr"):
             binds.append([str(prefix), str(prefix), True])
         binds.append([str(self._runtime_dir), RUNTIME_DIR, True])
-        binds.append([spec.code_dir, TASK_ROOT, True])
         for name in ETC_ALLOWED:
             if Path("/etc", name).exists():
                 binds.append([f"/etc/{name}", f"/etc/{name}", True])
@@ -209,7 +244,6 @@ class NamespaceBackend(SandboxBackend):
             "binds": binds,
             "symlinks": self._links,
             "dirs": ["/opt", "/var/lang", "/home"],
-            "tmp_mb": spec.tmp_mb,
             "uid": SANDBOX_UID,
             "gid": SANDBOX_GID,
             "hostname": "localhost",
@@ -238,7 +272,13 @@ class NamespaceBackend(SandboxBackend):
         return zygote
 
     async def prepare(self, interpreter: str, preload: tuple[str, str] | None) -> None:
+        """Start the interpreter's zygote and fill its pool (plus the exec pool, once)."""
         await self._zygote(interpreter, preload)
+        self._pool.fill((interpreter, preload))
+        self._pool.fill((self._exec_interpreter, None))
+
+    def statistics(self) -> PoolStatistics:
+        return self._pool.statistics()
 
     @staticmethod
     def _write_identity_files(directory: Path) -> Path:
@@ -267,6 +307,7 @@ class NamespaceBackend(SandboxBackend):
         return IsolationReport("namespaces", features, notes)
 
     async def close(self) -> None:
+        await self._pool.close()
         for zygote in self._zygotes.values():
             await zygote.close()
         self._zygotes.clear()

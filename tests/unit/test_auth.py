@@ -469,6 +469,21 @@ def test_unsigned_payload_is_accepted_when_signed_as_such(authenticator: Authent
     assert authenticator.authenticate(as_received, LAMBDA)
 
 
+def test_repeated_and_padded_headers_canonicalise_like_botocore(
+    authenticator: Authenticator,
+) -> None:
+    request = AWSRequest(method="GET", url=f"{ENDPOINT}/2015-03-31/functions/")
+    request.headers["X-Amz-Log-Type"] = "  Tail   spaced  "
+    request.headers["X-Custom"] = "a  b"
+    request.headers["X-Custom"] = " c "  # HTTPHeaders keeps both values
+    with frozen_time(NOW):
+        SigV4Auth(Credentials(ROOT_KEY, ROOT_SECRET), "lambda", "us-east-1").add_auth(request)
+    raw = [(b"host", b"127.0.0.1:9000")]
+    raw += [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]
+    as_received = SignedRequest("GET", b"/2015-03-31/functions/", b"", raw, b"")
+    assert authenticator.authenticate(as_received, LAMBDA)
+
+
 def test_host_must_be_signed(authenticator: Authenticator) -> None:
     request = signed("list_functions", {})
     authorization = dict(request.headers)[b"authorization"].replace(b"host;", b"")

@@ -1,29 +1,35 @@
 """Turn a freshly forked process into a sandboxed execution environment (runs as root, stdlib only).
 
-Executed inside the zygote's child under the function's own interpreter (python3.10+), so it
-uses ctypes for what `os` lacks there. The host side (lambdad.sandbox.namespaces) decides
-everything; this module only carries the plan out, in this order:
+Executed inside the zygote's child under the runtime's interpreter (python3.10+), so it uses
+ctypes for what `os` lacks there. The host side (lambdad.sandbox.namespaces) decides everything;
+this module carries the plan out in two phases, so the slow part happens before any request:
 
-  attach to the environment's cgroups -> unshare(mount, pid, ipc, uts, net)
+*prepare* (filling the pool, off the request path):
+  attach to the environment's cgroups -> join/unshare network, unshare mount, pid, ipc, uts
   -> fork: this process stays outside as the *shim* (waits, mirrors the exit status)
      -> the child is PID 1 of the new PID namespace: a tiny *init* that reaps orphans
         -> fork: the grandchild becomes the *function process*:
-           private mounts (tmpfs root, read-only binds, /tmp sized, fresh /proc, minimal /dev)
-           -> loopback up, Runtime API socket created inside the namespace and sent to lambdad
-           -> hostname, rlimits -> pivot_root -> drop to the unprivileged uid, no capabilities
-           -> no_new_privs -> seccomp filter -> return (the caller runs the runtime)
+           private mounts (tmpfs root, read-only binds, fresh /proc, minimal /dev)
+           -> loopback up, hostname, rlimits -> pivot_root, old root detached, root read-only
+           -> the Runtime API socket, created inside the namespace, is sent to lambdad
+              (which also means "ready") -> wait for an assignment
+*assign* (on the request path, well under a millisecond):
+  receive {env, cwd, tmp_mb, entry|argv} with the log fd and a detached mount of the code
+  -> move the code tree onto /var/task, mount /tmp sized to EphemeralStorage
+  -> stdout/stderr to the log -> drop to the unprivileged uid, no_new_privs, seccomp
+  -> return the assignment (the caller then runs the runtime)
 """
 
 import ctypes
 import errno
 import fcntl
+import json
 import os
 import platform
 import resource
 import signal
 import socket
 import struct
-import sys
 from typing import Any
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -36,6 +42,9 @@ CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
+MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
+AT_FDCWD = -100
+_MOVE_MOUNT = {"x86_64": 429, "aarch64": 429}
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
@@ -140,15 +149,8 @@ def _build_root(plan: "dict[str, Any]") -> str:
     for directory in plan["dirs"]:
         os.makedirs(root + directory, exist_ok=True)
     uid, gid = plan["uid"], plan["gid"]
-    tmp = root + "/tmp"
-    os.makedirs(tmp, exist_ok=True)
-    _mount(
-        "tmpfs",
-        tmp,
-        "tmpfs",
-        MS_NOSUID | MS_NODEV,
-        f"size={plan['tmp_mb']}m,mode=1777,uid={uid},gid={gid}",
-    )
+    for mountpoint in ("/tmp", "/var/task"):
+        os.makedirs(root + mountpoint, exist_ok=True)
     os.makedirs(root + "/proc", exist_ok=True)
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     dev = root + "/dev"
@@ -232,8 +234,8 @@ def _drop_privileges(uid: int, gid: int) -> None:
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-def enter(plan: "dict[str, Any]", reply: "socket.socket | None") -> None:
-    """Sandbox the calling process per plan; returns only in the function process."""
+def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
+    """Build the sandbox, wait for an assignment, apply it; returns only in the function process."""
     pid = str(os.getpid())
     for cgroup in plan["cgroups"]:
         with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
@@ -253,35 +255,62 @@ def enter(plan: "dict[str, Any]", reply: "socket.socket | None") -> None:
     init = os.fork()
     if init:
         os.close(status_w)
-        if reply is not None:
-            reply.close()
+        channel.close()
         _shim(init, status_r)
     os.close(status_r)
     _die_with_parent()
     function = os.fork()
     if function:
-        if reply is not None:
-            reply.close()
+        channel.close()
         _init(function, status_w)
     os.close(status_w)
     _die_with_parent()
-    _setup_function_process(plan, reply)
+    _build_function_process(plan, channel)
+    return _assign(plan, channel)
 
 
-def _setup_function_process(plan: "dict[str, Any]", reply: "socket.socket | None") -> None:
+def _build_function_process(plan: "dict[str, Any]", channel: socket.socket) -> None:
     root = _build_root(plan)
     _loopback_up()
-    if reply is not None:
-        _runtime_api_socket(plan["runtime_api_port"], reply)
-        reply.close()
     socket.sethostname(plan.get("hostname", "localhost"))
     nofile = plan.get("nofile", 1024)
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     _pivot(root)
-    _drop_privileges(plan["uid"], plan["gid"])
+    _runtime_api_socket(plan["runtime_api_port"], channel)
+
+
+def _assign(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
+    """Wait for lambdad's assignment and apply it (still root, inside the namespaces)."""
+    message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 4)
+    channel.close()
+    if not message or len(fds) != 2:
+        os._exit(0)  # lambdad discarded this sandbox
+    assignment: dict[str, Any] = json.loads(message)
+    log_fd, code_tree = fds
+    _check(
+        _libc.syscall(
+            _MOVE_MOUNT[platform.machine()],
+            code_tree,
+            b"",
+            AT_FDCWD,
+            b"/var/task",
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ),
+        "move_mount /var/task",
+    )
+    os.close(code_tree)
+    uid, gid = plan["uid"], plan["gid"]
+    _mount(
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        MS_NOSUID | MS_NODEV,
+        f"size={assignment['tmp_mb']}m,mode=1777,uid={uid},gid={gid}",
+    )
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    _drop_privileges(uid, gid)
     if plan.get("seccomp"):
         _seccomp(bytes.fromhex(plan["seccomp"]))
-
-
-if __name__ == "__main__":  # pragma: no cover - manual probe
-    sys.exit("lambdad_jail is imported by the zygote, not run")
+    return assignment

@@ -5,10 +5,12 @@ environment's variables arrive with the request that creates it.
 Usage: python lambdad_zygote.py CONTROL_FD [PRELOAD_DIR PRELOAD_MODULE]
 
 Protocol on the SOCK_SEQPACKET socket CONTROL_FD (one JSON message per packet):
-  lambdad -> zygote  {"id": n, "env": {...}, "cwd": "...",
-                      "entry": "module:function" | "argv": [...],   run in-process or exec
-                      "jail": {...} | null}                          see lambdad_jail.enter
-                     with SCM_RIGHTS [log_fd] or [log_fd, reply_fd] (reply: Runtime API socket)
+  lambdad -> zygote  either a plain environment, with SCM_RIGHTS [log_fd]:
+                       {"id": n, "env": {...}, "cwd": "...",
+                        "entry": "module:function" | "argv": [...]}   run in-process or exec
+                     or a sandbox to prepare, with SCM_RIGHTS [channel_fd]:
+                       {"id": n, "jail": {...}}   the rest (env, cwd, entry/argv, log fd)
+                       arrives later on the channel: see lambdad_jail.prepare
   zygote -> lambdad  {"id": n, "pid": pid}            or {"id": n, "error": "..."}
   zygote -> lambdad  {"exit": pid, "code": c, "signal": s}   when a child ends
 The zygote exits when lambdad closes the socket (and dies with lambdad, via PDEATHSIG).
@@ -45,17 +47,15 @@ def _child(
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
         _die_with_parent()
-        log_fd = fds[0]
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.close(log_fd)
-        reply = socket.socket(fileno=fds[1]) if len(fds) > 1 else None
         if request.get("jail"):
             import lambdad_jail  # type: ignore[import-not-found]
 
-            lambdad_jail.enter(request["jail"], reply)
-        elif reply is not None:
-            reply.close()
+            channel = socket.socket(fileno=fds[0])
+            request = {**request, **lambdad_jail.prepare(request["jail"], channel)}
+        else:
+            os.dup2(fds[0], 1)
+            os.dup2(fds[0], 2)
+            os.close(fds[0])
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
@@ -107,10 +107,10 @@ def _fork(control: socket.socket, wake_r: int, wake_w: int) -> bool:
     if not data:
         return False
     request = json.loads(data)
-    if len(fds) not in (1, 2):
+    if len(fds) != 1:
         for fd in fds:
             os.close(fd)
-        _send(control, {"id": request.get("id"), "error": "expected a log fd (and a reply fd)"})
+        _send(control, {"id": request.get("id"), "error": "expected exactly one fd"})
         return True
     pid = os.fork()
     if pid == 0:

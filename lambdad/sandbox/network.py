@@ -1,0 +1,694 @@
+"""NetworkPool: pre-built network namespaces giving sandboxes outbound-only networking through NAT.
+
+Lambda's default network: a function may open connections to non-local addresses (through NAT)
+but reaches nothing on the host it runs on and no other environment. Each environment joins one
+*slot*, built ahead of time by a worker thread, off the request path:
+
+    netns lambdad-<tag>-<n>                     host
+      lo       up                                 lbd<tag>-<n>  <gateway>/30, up
+      eth0     <address>/30, up   <--- veth --->  nft table inet lambdad_<tag>
+      default  via <gateway>
+
+The host rules (one table per pool, replaced atomically, removed at close) are:
+
+    input        iifname "lbd*" drop                  nothing on the host: any address, any port
+    forward      iifname "lbd*" oifname "lbd*" drop   no sandbox reaches another one
+                 oifname "lbd*" ct state != { established, related } drop   no inbound connection
+    postrouting  ip saddr <subnet> oifname != "lbd*" masquerade            outbound through NAT
+
+plus net.ipv4.ip_forward=1. The value it had before the first lambdad pool is written in each
+table's comment; the last pool to close restores it. IPv6 is disabled on both ends of every
+veth, so a sandbox has IPv4 only (as a Lambda function outside a VPC).
+
+Reuse: a released slot is reused, not rebuilt. Nothing in it can have been changed by the
+function (it runs without capabilities, so addresses, routes and sysctls are out of its reach)
+and its processes are gone with their sockets; what survives is the host's conntrack entries for
+the slot's address, which are deleted, and a Runtime API listener lambdad may not have closed
+yet, which is waited for (up to RECYCLE_ATTEMPTS x RECYCLE_RETRY_S) before the slot is
+destroyed and a new one built instead.
+
+Threading: pyroute2 and nft block, and building a slot moves the worker thread into the new
+namespace for a moment (unshare/setns act on the calling thread only). Every kernel call
+therefore runs on the pool's single worker thread; the asyncio side only keeps the books.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import enum
+import heapq
+import importlib.util
+import ipaddress
+import logging
+import os
+import re
+import shutil
+import socket
+import statistics as stats
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["NetworkPool", "NetworkPoolError", "NetworkSlot", "NetworkStatistics", "PoolState"]
+
+log = logging.getLogger(__name__)
+
+NETNS_DIR = Path("/run/netns")
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+INTERFACE_PREFIX = "lbd"  # the host side of every sandbox veth; the rules match "lbd*"
+TABLE_PREFIX = "lambdad_"
+SANDBOX_INTERFACE = "eth0"
+RECYCLE_ATTEMPTS = 40  # a released slot that still holds a listener is checked this often,
+RECYCLE_RETRY_S = 0.05  # this far apart, then destroyed and replaced
+BUILD_SAMPLES = 256  # build times kept for the median
+NFT_TIMEOUT_S = 10
+MAX_IFNAME = 15
+
+CLONE_NEWNET = 0x40000000
+MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
+MNT_DETACH = 2
+TCP_LISTEN = "0A"
+
+_TAG = re.compile(r"[a-z0-9]{1,7}")
+_FORWARD_NOTE = re.compile(r'comment "lambdad: ip_forward was ([01])"')
+_libc = ctypes.CDLL(None, use_errno=True)
+_T = TypeVar("_T")
+
+
+class NetworkPoolError(RuntimeError):
+    """The pool cannot provide a network namespace (host refused, closed, subnet exhausted)."""
+
+
+@dataclass(frozen=True)
+class NetworkSlot:
+    """One pre-built network namespace, joined by one environment at a time."""
+
+    name: str  # netns name: lambdad-<tag>-<n>
+    path: str  # /run/netns/<name>: open it and setns(fd, CLONE_NEWNET) to join
+    address: str  # the namespace side, with its prefix, on eth0: "10.200.0.2/30"
+    gateway: str  # the host side of the veth, the namespace's default route: "10.200.0.1"
+    interface: str  # the host side's name: lbd<tag>-<n>
+
+
+@dataclass(frozen=True)
+class NetworkStatistics:
+    idle: int  # built and ready to hand out
+    in_use: int  # acquired and not released yet
+    built: int  # slots built since start (reused slots are not counted again)
+    build_ms_p50: float  # median time to build one slot (recent builds), 0.0 before the first
+
+
+class PoolState(enum.Enum):
+    NEW = "new"  # constructed; start() not called yet
+    RUNNING = "running"  # host rules installed; slots are built, handed out and recycled
+    CLOSED = "closed"  # close() called (or start() failed): everything it made is removed
+
+
+@dataclass(frozen=True)
+class _AddressPlan:
+    """Where slot n lives: names from the tag, a /30 of the subnet."""
+
+    subnet: ipaddress.IPv4Network
+    tag: str
+
+    def __post_init__(self) -> None:
+        if not _TAG.fullmatch(self.tag):
+            raise ValueError(f"tag {self.tag!r}: 1 to 7 characters of [a-z0-9]")
+        if self.subnet.prefixlen > 30:
+            raise ValueError(f"subnet {self.subnet} is too small: it needs at least one /30")
+
+    @property
+    def table(self) -> str:
+        return f"{TABLE_PREFIX}{self.tag}"
+
+    @property
+    def netns_prefix(self) -> str:
+        return f"lambdad-{self.tag}-"
+
+    @property
+    def interface_prefix(self) -> str:
+        return f"{INTERFACE_PREFIX}{self.tag}-"
+
+    @property
+    def capacity(self) -> int:
+        """How many slots can exist at once: /30s in the subnet, indexes that fit IFNAMSIZ."""
+        digits = MAX_IFNAME - len(self.interface_prefix)
+        return min(self.subnet.num_addresses // 4, int(10**digits))
+
+    def slot(self, index: int) -> NetworkSlot:
+        if not 0 <= index < self.capacity:
+            raise ValueError(f"slot index {index} outside 0..{self.capacity - 1}")
+        base = self.subnet.network_address + 4 * index
+        name = f"{self.netns_prefix}{index}"
+        return NetworkSlot(
+            name=name,
+            path=str(NETNS_DIR / name),
+            address=f"{base + 2}/30",
+            gateway=str(base + 1),
+            interface=f"{self.interface_prefix}{index}",
+        )
+
+
+class NetworkPool:
+    """Pre-built network namespaces (veth + NAT), handed to environments and reused.
+
+    Contract: ``acquire`` returns a slot no one else holds; the caller makes its environment
+    join ``slot.path`` and calls ``release(slot)`` once every process of that environment has
+    exited. After ``release`` the caller must not touch the slot. ``close`` removes every
+    namespace, veth and rule the pool made, including slots still acquired.
+    """
+
+    def __init__(
+        self,
+        subnet: str = "10.200.0.0/16",
+        target_idle: int = 8,
+        tag: str | None = None,
+        max_idle: int | None = None,
+    ) -> None:
+        self._plan = _AddressPlan(ipaddress.IPv4Network(subnet), tag or str(os.getpid()))
+        self._target_idle = max(0, target_idle)
+        self._max_idle = max(self._target_idle, 4 * target_idle if max_idle is None else max_idle)
+        self._state = PoolState.NEW
+        self._idle: deque[NetworkSlot] = deque()  # ready slots, most recently released last
+        self._in_use: set[NetworkSlot] = set()
+        self._waiters: deque[asyncio.Future[NetworkSlot]] = deque()  # acquirers, oldest first
+        self._free: list[int] = []  # heap of indexes whose slot was destroyed
+        self._next_index = 0
+        self._building = 0
+        self._recycling = 0
+        self._built = 0
+        self._build_ms: deque[float] = deque(maxlen=BUILD_SAMPLES)
+        self._last_error: BaseException | None = None
+        self._filler: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"lambdad-network-{self.tag}")
+        self._host = _Host(self._plan)
+
+    @property
+    def tag(self) -> str:
+        return self._plan.tag
+
+    @property
+    def state(self) -> PoolState:
+        return self._state
+
+    @classmethod
+    def probe(cls) -> tuple[bool, str]:
+        """(True, "") if this host can run a pool; else (False, the reason)."""
+        if os.geteuid() != 0:
+            return False, "not running as root: network namespaces, veths and nftables need root"
+        if shutil.which("nft") is None:
+            return False, "nft is not installed (Debian: apt-get install nftables)"
+        if importlib.util.find_spec("pyroute2") is None:
+            return False, "the pyroute2 package is not installed"
+        if not _can_unshare_network():
+            return False, "unshare(CLONE_NEWNET) is not permitted here"
+        try:
+            _nft("list", "tables")
+        except NetworkPoolError as exc:
+            return False, f"nftables is not usable: {exc}"
+        return True, ""
+
+    # lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Install the host rules and build target_idle slots; raise NetworkPoolError if not."""
+        if self._state is not PoolState.NEW:
+            raise NetworkPoolError(f"the network pool is {self._state.value}, cannot start")
+        self._state = PoolState.RUNNING
+        try:
+            await self._run(self._host.open)
+        except Exception as exc:
+            await self.close()
+            raise NetworkPoolError(f"cannot set up sandbox networking: {exc}") from exc
+        self._top_up()
+        if self._filler is not None:
+            await asyncio.shield(self._filler)
+        if len(self._idle) < self._target_idle and self._last_error is not None:
+            error = self._last_error
+            await self.close()
+            raise NetworkPoolError(f"cannot build network namespaces: {error}") from error
+
+    async def close(self) -> None:
+        """Remove every namespace, veth and rule this pool made; restore ip_forward."""
+        if self._state is PoolState.CLOSED:
+            return
+        opened, self._state = self._state is PoolState.RUNNING, PoolState.CLOSED
+        self._fail_waiters(NetworkPoolError("the network pool is closed"))
+        pending = [t for t in (self._filler, *self._tasks) if t is not None]
+        await asyncio.gather(*pending, return_exceptions=True)
+        if opened:
+            slots = [*self._idle, *self._in_use]
+            self._idle.clear()
+            self._in_use.clear()
+            await self._run(self._host.shutdown, slots)
+        self._executor.shutdown(wait=True)
+
+    # handing out -----------------------------------------------------------------------------
+    async def acquire(self) -> NetworkSlot:
+        """An idle slot (the fast path), or the next one built or released."""
+        if self._state is not PoolState.RUNNING:
+            raise NetworkPoolError(f"the network pool is {self._state.value}")
+        if self._idle:
+            slot = self._idle.pop()
+            self._in_use.add(slot)
+            self._top_up()
+            return slot
+        if len(self._in_use) + len(self._waiters) >= self._plan.capacity:
+            raise NetworkPoolError(f"all {self._plan.capacity} addresses of the subnet are in use")
+        waiter: asyncio.Future[NetworkSlot] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._top_up()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())  # handed to us just as we were cancelled
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    def release(self, slot: NetworkSlot) -> None:
+        """The slot's environment is gone: clean the slot for reuse (harmless if repeated)."""
+        if slot not in self._in_use:
+            return
+        self._in_use.remove(slot)
+        if self._state is not PoolState.RUNNING:
+            self._idle.append(slot)  # close() removes it
+            return
+        self._recycling += 1
+        self._spawn(self._recycle(slot))
+
+    def statistics(self) -> NetworkStatistics:
+        p50 = stats.median(self._build_ms) if self._build_ms else 0.0
+        return NetworkStatistics(len(self._idle), len(self._in_use), self._built, round(p50, 3))
+
+    # background work -------------------------------------------------------------------------
+    def _deficit(self) -> int:
+        ready = len(self._idle) + self._building + self._recycling
+        return len(self._waiters) + self._target_idle - ready
+
+    def _top_up(self) -> None:
+        if self._state is not PoolState.RUNNING or self._deficit() <= 0:
+            return
+        if self._filler is None or self._filler.done():
+            self._filler = asyncio.ensure_future(self._fill())
+
+    async def _fill(self) -> None:
+        while self._state is PoolState.RUNNING and self._deficit() > 0:
+            index = self._take_index()
+            if index is None:
+                log.warning("network pool %s: subnet %s exhausted", self.tag, self._plan.subnet)
+                return
+            slot = self._plan.slot(index)
+            self._building += 1
+            try:
+                elapsed_ms = await self._run(self._host.build, slot)
+            except Exception as exc:
+                log.exception("network pool %s: cannot build %s", self.tag, slot.name)
+                heapq.heappush(self._free, index)
+                self._last_error = exc
+                self._fail_waiters(NetworkPoolError(f"cannot build a network namespace: {exc}"))
+                return
+            finally:
+                self._building -= 1
+            self._built += 1
+            self._build_ms.append(elapsed_ms)
+            self._offer(slot)
+
+    async def _recycle(self, slot: NetworkSlot) -> None:
+        try:
+            for _ in range(RECYCLE_ATTEMPTS):
+                if self._state is not PoolState.RUNNING:
+                    break
+                if await self._run(self._host.recycle, slot):
+                    self._recycling -= 1
+                    self._offer(slot)
+                    return
+                await asyncio.sleep(RECYCLE_RETRY_S)
+            else:
+                log.warning("network pool %s: %s still has a listener", self.tag, slot.name)
+        except Exception:
+            log.exception("network pool %s: cannot recycle %s", self.tag, slot.name)
+        self._recycling -= 1
+        await self._destroy(slot)
+
+    def _offer(self, slot: NetworkSlot) -> None:
+        """A slot is ready: to the oldest waiter, else idle (or destroyed if idle is full)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._in_use.add(slot)
+                waiter.set_result(slot)
+                return
+        if self._state is PoolState.RUNNING and len(self._idle) >= self._max_idle:
+            self._spawn(self._destroy(slot))
+        else:
+            self._idle.append(slot)
+
+    async def _destroy(self, slot: NetworkSlot) -> None:
+        if self._state is not PoolState.RUNNING:
+            self._idle.append(slot)  # close() removes it
+            return
+        try:
+            await self._run(self._host.destroy, slot)
+        except Exception:
+            log.exception("network pool %s: cannot remove %s", self.tag, slot.name)
+            return  # its index stays taken; close() sweeps it
+        heapq.heappush(self._free, _index_of(slot))
+        self._top_up()
+
+    def _take_index(self) -> int | None:
+        if self._free:
+            return heapq.heappop(self._free)
+        if self._next_index < self._plan.capacity:
+            self._next_index += 1
+            return self._next_index - 1
+        return None
+
+    def _fail_waiters(self, error: NetworkPoolError) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+
+def _index_of(slot: NetworkSlot) -> int:
+    return int(slot.name.rsplit("-", 1)[1])
+
+
+class _Host:
+    """Every kernel call of a pool. Confined to the pool's one worker thread."""
+
+    def __init__(self, plan: _AddressPlan) -> None:
+        self._plan = plan
+        self._home = -1  # the worker thread's own (the host's) network namespace
+        self._ipr: Any = None  # pyroute2 IPRoute in the host namespace
+        self._conntrack: Any = None  # pyroute2 Conntrack; False once found unavailable
+        self._mtu = 1500
+        self._forward_before = ""  # set once the table is installed
+
+    def open(self) -> None:
+        from pyroute2 import IPRoute  # type: ignore[import-untyped]
+
+        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self._ipr = IPRoute()
+        _share_netns_dir()
+        self.sweep()
+        self._check_subnet_is_free()
+        self._mtu = self._uplink_mtu()
+        self._forward_before = _install_rules(self._plan)
+
+    def shutdown(self, slots: list[NetworkSlot]) -> None:
+        if self._ipr is not None:
+            for slot in slots:
+                _attempt(f"remove {slot.name}", self.destroy, slot)
+            _attempt("remove leftover namespaces", self.sweep)
+        if self._forward_before:
+            _attempt("remove the nft table", _remove_rules, self._plan.table, self._forward_before)
+        for handle in (self._ipr, self._conntrack):
+            if handle:
+                _attempt("close a netlink socket", handle.close)
+        if self._home >= 0:
+            os.close(self._home)
+
+    # slots ------------------------------------------------------------------------------------
+    def build(self, slot: NetworkSlot) -> float:
+        """Create the slot's namespace and veth; return how long it took in milliseconds."""
+        started = time.perf_counter()
+        try:
+            inner = self._create_namespace(slot.path)
+            try:
+                self._add_veth(slot)
+                _configure_inside(inner, slot)
+            finally:
+                inner.close()
+        except BaseException:
+            _attempt(f"remove the half-built {slot.name}", self.destroy, slot)
+            raise
+        return (time.perf_counter() - started) * 1000
+
+    def recycle(self, slot: NetworkSlot) -> bool:
+        """Make a released slot reusable; False while something still listens inside it."""
+        with self._inside(slot.path):
+            if _has_listener():
+                return False
+        self._forget_connections(slot)
+        return True
+
+    def destroy(self, slot: NetworkSlot) -> None:
+        for index in self._ipr.link_lookup(ifname=slot.interface):
+            self._ipr.link("del", index=index)  # removes the peer inside the namespace too
+        _remove_namespace_file(Path(slot.path))
+
+    def sweep(self) -> None:
+        """Remove this tag's namespaces and veths left by an earlier run."""
+        for link in self._ipr.link("dump"):
+            name = link.get_attr("IFLA_IFNAME") or ""
+            if name.startswith(self._plan.interface_prefix):
+                self._ipr.link("del", index=link["index"])
+        for path in NETNS_DIR.glob(f"{self._plan.netns_prefix}*"):
+            _remove_namespace_file(path)
+
+    # steps ------------------------------------------------------------------------------------
+    def _create_namespace(self, path: str) -> Any:
+        """A new netns bound at path; returns an IPRoute socket inside it."""
+        from pyroute2 import IPRoute
+
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+        with self._inside(None):
+            _check(
+                _libc.mount(b"/proc/thread-self/ns/net", path.encode(), None, MS_BIND, None),
+                f"bind the new network namespace on {path}",
+            )
+            _write_sysctl("net/ipv6/conf/default/disable_ipv6", "1")  # eth0 arrives without v6
+            return IPRoute()
+
+    def _add_veth(self, slot: NetworkSlot) -> None:
+        namespace = os.open(slot.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            peer = {"ifname": SANDBOX_INTERFACE, "net_ns_fd": namespace, "mtu": self._mtu}
+            self._ipr.link("add", ifname=slot.interface, kind="veth", mtu=self._mtu, peer=peer)
+        finally:
+            os.close(namespace)
+        _write_sysctl(f"net/ipv6/conf/{slot.interface}/disable_ipv6", "1")
+        (index,) = self._ipr.link_lookup(ifname=slot.interface)
+        prefix = ipaddress.IPv4Interface(slot.address).network.prefixlen
+        self._ipr.addr("add", index=index, address=slot.gateway, prefixlen=prefix)
+        self._ipr.link("set", index=index, state="up")
+
+    @contextlib.contextmanager
+    def _inside(self, path: str | None) -> Iterator[None]:
+        """Run the block in the namespace at path (None: a new one) on this thread only."""
+        if path is None:
+            _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        else:
+            target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _check(_libc.setns(target, CLONE_NEWNET), f"setns {path}")
+            finally:
+                os.close(target)
+        try:
+            yield
+        finally:
+            _check(_libc.setns(self._home, CLONE_NEWNET), "setns back to the host namespace")
+
+    def _forget_connections(self, slot: NetworkSlot) -> None:
+        """Delete the host's conntrack entries that started from the slot's address."""
+        conntrack = self._conntrack_socket()
+        if not conntrack:
+            return
+        from pyroute2.netlink.nfnetlink.nfctsocket import (  # type: ignore[import-untyped]
+            NFCTAttrTuple,
+        )
+
+        origin = NFCTAttrTuple(saddr=slot.address.split("/")[0])
+        for entry in list(conntrack.dump_entries(tuple_orig=origin)):
+            with contextlib.suppress(Exception):  # it may expire between the dump and now
+                conntrack.delete(entry)
+
+    def _conntrack_socket(self) -> Any:
+        if self._conntrack is None:
+            try:
+                from pyroute2.conntrack import Conntrack  # type: ignore[import-untyped]
+
+                self._conntrack = Conntrack()
+                self._conntrack.count()
+            except Exception as exc:
+                log.info("conntrack netlink unavailable (%s): entries will time out", exc)
+                self._conntrack = False
+        return self._conntrack
+
+    def _check_subnet_is_free(self) -> None:
+        for route in self._ipr.route("dump", family=socket.AF_INET):
+            destination = route.get_attr("RTA_DST")
+            if destination is None:
+                continue
+            network = ipaddress.IPv4Network(f"{destination}/{route['dst_len']}", strict=False)
+            if network.overlaps(self._plan.subnet):
+                raise NetworkPoolError(
+                    f"subnet {self._plan.subnet} overlaps the host route {network}"
+                    " (another lambdad, or a local network): choose another subnet"
+                )
+
+    def _uplink_mtu(self) -> int:
+        """The MTU of the default route's interface (so sandboxes never need fragmenting)."""
+        for route in self._ipr.route("dump", family=socket.AF_INET):
+            if route["dst_len"] == 0 and route.get_attr("RTA_OIF"):
+                for link in self._ipr.link("get", index=route.get_attr("RTA_OIF")):
+                    return min(1500, int(link.get_attr("IFLA_MTU")))
+        return 1500
+
+
+def _configure_inside(inner: Any, slot: NetworkSlot) -> None:
+    (loopback,) = inner.link_lookup(ifname="lo")
+    inner.link("set", index=loopback, state="up")
+    (eth0,) = inner.link_lookup(ifname=SANDBOX_INTERFACE)
+    address = ipaddress.IPv4Interface(slot.address)
+    inner.addr("add", index=eth0, address=str(address.ip), prefixlen=address.network.prefixlen)
+    inner.link("set", index=eth0, state="up")
+    inner.route("add", dst="0.0.0.0/0", gateway=slot.gateway)
+
+
+def _has_listener() -> bool:
+    """A TCP socket listens in the calling thread's network namespace."""
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/thread-self/net/{table}").read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        if any(line.split()[3] == TCP_LISTEN for line in lines):
+            return True
+    return False
+
+
+def _remove_namespace_file(path: Path) -> None:
+    _libc.umount2(str(path).encode(), MNT_DETACH)  # fails harmlessly if not mounted
+    path.unlink(missing_ok=True)
+
+
+def _share_netns_dir() -> None:
+    """Make /run/netns a shared mount point, as `ip netns add` does (compatible with it)."""
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    directory = str(NETNS_DIR).encode()
+    if _libc.mount(b"none", directory, None, MS_SHARED | MS_REC, None) == 0:
+        return
+    _check(_libc.mount(directory, directory, None, MS_BIND | MS_REC, None), "bind /run/netns")
+    _check(_libc.mount(b"none", directory, None, MS_SHARED | MS_REC, None), "share /run/netns")
+
+
+def _can_unshare_network() -> bool:
+    """Try unshare(CLONE_NEWNET) on a throw-away thread (the namespace dies with it)."""
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(_libc.unshare(CLONE_NEWNET)))
+    thread.start()
+    thread.join()
+    return result == [0]
+
+
+# host rules ------------------------------------------------------------------------------------
+def _ruleset(table: str, subnet: str, forward_before: str) -> str:
+    """The pool's nft table; replaces any previous table of that name in one transaction."""
+    sandboxes = f'"{INTERFACE_PREFIX}*"'
+    return f"""add table inet {table}
+delete table inet {table}
+table inet {table} {{
+    comment "lambdad: ip_forward was {forward_before}"
+    chain input {{
+        type filter hook input priority filter; policy accept;
+        iifname {sandboxes} drop
+    }}
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        iifname {sandboxes} oifname {sandboxes} drop
+        oifname {sandboxes} ct state != {{ established, related }} drop
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr {subnet} oifname != {sandboxes} masquerade
+    }}
+}}
+"""
+
+
+def _install_rules(plan: _AddressPlan) -> str:
+    """Install the table and turn forwarding on; return ip_forward's value before lambdad."""
+    before = _recorded_forward(exclude=plan.table) or IP_FORWARD.read_text().strip()
+    _nft("-f", "-", script=_ruleset(plan.table, str(plan.subnet), before))
+    IP_FORWARD.write_text("1")
+    return before
+
+
+def _remove_rules(table: str, forward_before: str) -> None:
+    _nft("-f", "-", script=f"add table inet {table}\ndelete table inet {table}\n")
+    if not _lambdad_tables():
+        IP_FORWARD.write_text(forward_before)
+
+
+def _lambdad_tables() -> list[str]:
+    names = (line.split()[-1] for line in _nft("list", "tables").splitlines() if line.strip())
+    return [name for name in names if name.startswith(TABLE_PREFIX)]
+
+
+def _recorded_forward(exclude: str) -> str:
+    """ip_forward's value before lambdad, as another running pool's table recorded it."""
+    for table in _lambdad_tables():
+        if table != exclude:
+            found = _FORWARD_NOTE.search(_nft("list", "table", "inet", table))
+            if found:
+                return found.group(1)
+    return ""
+
+
+def _nft(*args: str, script: str | None = None) -> str:
+    try:
+        done = subprocess.run(
+            ["nft", *args],
+            input=script,
+            capture_output=True,
+            text=True,
+            timeout=NFT_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NetworkPoolError(f"nft {' '.join(args)}: {exc}") from exc
+    if done.returncode != 0:
+        raise NetworkPoolError(f"nft {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+# small helpers ---------------------------------------------------------------------------------
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _write_sysctl(name: str, value: str) -> None:
+    """Write /proc/sys/<name> as seen from the calling thread's network namespace."""
+    with contextlib.suppress(FileNotFoundError):  # no IPv6 in this kernel: nothing to disable
+        Path("/proc/sys", name).write_text(value)
+
+
+def _attempt(what: str, step: Callable[..., object], *args: Any) -> None:
+    """Run one clean-up step; log and carry on if it fails (the others still run)."""
+    try:
+        step(*args)
+    except Exception:
+        log.exception("network pool: cannot %s", what)

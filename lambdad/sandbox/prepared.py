@@ -1,0 +1,122 @@
+"""Pre-built sandboxes, waiting for work: the slow half of a cold start, done ahead.
+
+A prepared sandbox has its cgroups (joined), namespaces, mounts and Runtime API socket, and
+waits on its channel for an assignment (see guest/lambdad_jail.py). One pool per zygote
+(interpreter): taking one is a pop; a background task builds replacements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from lambdad.sandbox.base import ExitStatus
+from lambdad.sandbox.cgroups import EnvironmentCgroup
+
+log = logging.getLogger(__name__)
+
+PoolKey = tuple[str, tuple[str, str] | None]  # (interpreter, preloaded module)
+
+
+@dataclass
+class PreparedSandbox:
+    pid: int  # the shim's pid (killing it tears the sandbox down)
+    exited: asyncio.Future[ExitStatus]
+    cgroup: EnvironmentCgroup
+    channel: socket.socket  # where the assignment is sent
+    runtime_api: socket.socket  # listening inside the sandbox's network namespace
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.done()
+
+    def discard(self) -> None:
+        """Tear down a sandbox that will never be assigned."""
+        self.channel.close()
+        self.runtime_api.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class PoolStatistics:
+    idle: int
+    built: int
+    taken_warm: int
+    built_on_demand: int
+
+
+class SandboxPool:
+    def __init__(
+        self, build: Callable[[PoolKey], Awaitable[PreparedSandbox | None]], target: int
+    ) -> None:
+        self._build = build
+        self._target = target
+        # zygote key -> idle prepared sandboxes, oldest first
+        self._idle: dict[PoolKey, list[PreparedSandbox]] = {}
+        self._filling: dict[PoolKey, asyncio.Task[None]] = {}
+        self._built = 0
+        self._warm = 0
+        self._on_demand = 0
+
+    async def take(self, key: PoolKey) -> PreparedSandbox | None:
+        """A ready sandbox: from the pool if one is waiting, else built now."""
+        idle = self._idle.setdefault(key, [])
+        while idle:
+            prepared = idle.pop()
+            if prepared.alive:
+                self._warm += 1
+                self.fill(key)
+                return prepared
+            prepared.discard()
+        self.fill(key)
+        self._on_demand += 1
+        return await self._build_one(key)
+
+    def fill(self, key: PoolKey) -> None:
+        """Top the pool of `key` up to its target, in the background."""
+        task = self._filling.get(key)
+        if self._target > 0 and (task is None or task.done()):
+            self._filling[key] = asyncio.ensure_future(self._fill(key))
+
+    async def _fill(self, key: PoolKey) -> None:
+        idle = self._idle.setdefault(key, [])
+        failures = 0
+        while len(idle) < self._target and failures < 3:
+            try:
+                prepared = await self._build_one(key)
+            except Exception:  # a task boundary: log and back off
+                log.exception("preparing a sandbox failed")
+                prepared = None
+            if prepared is None:
+                failures += 1
+                await asyncio.sleep(0.1 * failures)
+                continue
+            idle.append(prepared)
+
+    async def _build_one(self, key: PoolKey) -> PreparedSandbox | None:
+        prepared = await self._build(key)
+        if prepared is not None:
+            self._built += 1
+        return prepared
+
+    def statistics(self) -> PoolStatistics:
+        idle = sum(len(v) for v in self._idle.values())
+        return PoolStatistics(idle, self._built, self._warm, self._on_demand)
+
+    async def close(self) -> None:
+        for task in self._filling.values():
+            task.cancel()
+        for task in self._filling.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for idle in self._idle.values():
+            for prepared in idle:
+                prepared.discard()
+        self._idle.clear()
