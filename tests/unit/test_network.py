@@ -110,9 +110,9 @@ def fetch(netns_path: str, host: str, port: int, timeout: float = 3.0) -> str:
     return b"".join(chunks).decode()
 
 
-def reachable(netns_path: str | None, targets: list[tuple[str, int]], wait: float = 1.0) -> list[
-    tuple[str, int]
-]:
+def reachable(
+    netns_path: str | None, targets: list[tuple[str, int]], wait: float = 1.0
+) -> list[tuple[str, int]]:
     """Which targets accept a TCP connection from the namespace (None: the host) within wait."""
     sockets = {}
     connected = []
@@ -328,7 +328,9 @@ def test_capacity_is_bounded_by_the_subnet_and_interface_names() -> None:
         long_tag.slot(10_000)
 
 
-@pytest.mark.parametrize("options", [{"tag": "Bad!"}, {"tag": "12345678"}, {"subnet": "10.0.0.0/31"}])
+@pytest.mark.parametrize(
+    "options", [{"tag": "Bad!"}, {"tag": "12345678"}, {"subnet": "10.0.0.0/31"}]
+)
 def test_bad_tags_and_subnets_are_refused(options: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         NetworkPool(**options)
@@ -451,17 +453,20 @@ async def test_release_waits_for_a_leftover_listener_to_close() -> None:
 
 
 @needs_host
-async def test_a_slot_whose_listener_stays_open_is_replaced(
+async def test_a_slot_whose_listener_stays_open_is_destroyed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(network, "RECYCLE_ATTEMPTS", 3)
-    async with running_pool(target_idle=1) as pool:
+    async with running_pool(target_idle=0, max_idle=4) as pool:
         slot = await pool.acquire()
         with listen(socket_in(slot.path), "127.0.0.1"):
             pool.release(slot)
             await wait_until(lambda: not Path(slot.path).exists())
-            await wait_until(lambda: pool.statistics().idle == 1)
-        assert pool.statistics().built == 3  # the first two, then one in place of slot
+        assert leftovers(pool.tag)["links"] == []
+        assert pool.statistics() == NetworkStatistics(0, 0, 1, pool.statistics().build_ms_p50)
+        replacement = await pool.acquire()  # built anew, at the freed address
+        assert replacement == slot and Path(slot.path).exists()
+        assert pool.statistics().built == 2
 
 
 @needs_host
@@ -520,18 +525,17 @@ async def test_the_last_pool_to_close_restores_ip_forward() -> None:
     if any(t.startswith("lambdad_") for t in sh("nft", "list", "tables").split()):
         pytest.skip("another lambdad network pool is running on this host")
     before = IP_FORWARD.read_text()
-    async with running_pool() as first:
-        async with running_pool() as second:
-            await first.close()
-            assert IP_FORWARD.read_text().strip() == "1"  # second still needs it
-            await second.close()
-            assert IP_FORWARD.read_text() == before
+    async with running_pool() as first, running_pool() as second:
+        await first.close()
+        assert IP_FORWARD.read_text().strip() == "1"  # second still needs it
+        await second.close()
+        assert IP_FORWARD.read_text() == before
 
 
 @needs_host
 async def test_start_refuses_a_subnet_in_use_and_leaves_nothing() -> None:
     async with running_pool() as pool:
-        clash = NetworkPool(subnet=str(network.ipaddress.ip_network(pool._plan.subnet)), tag=new_tag())
+        clash = NetworkPool(subnet=str(pool._plan.subnet), tag=new_tag())
         with pytest.raises(NetworkPoolError, match="overlaps"):
             await clash.start()
         assert clash.state is PoolState.CLOSED

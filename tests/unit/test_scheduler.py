@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
+
 from lambdad.control.model import FunctionConfig
 from lambdad.observability.logs import LogStore
 from lambdad.runtime.runtimes import Family, RuntimeCatalog, RuntimeSpec
@@ -137,7 +138,7 @@ async def test_runtime_exit_reports_exit_error(tmp_path: Path) -> None:
 
 async def test_init_error_is_the_invocation_result(tmp_path: Path) -> None:
     error = b'{"errorMessage":"Unable to import module","errorType":"Runtime.ImportModuleError"}'
-    pools, _, logs = manager(tmp_path, FakeBehaviour(echo, init_error=error))
+    pools, _, _ = manager(tmp_path, FakeBehaviour(echo, init_error=error))
     result = await invoke(pools, config())
     assert result.function_error == "Unhandled"
     assert result.payload == error
