@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import ctypes
 import enum
+import errno
 import heapq
 import importlib.util
 import ipaddress
@@ -454,7 +455,7 @@ class _Host:
 
     def destroy(self, slot: NetworkSlot) -> None:
         for index in self._ipr.link_lookup(ifname=slot.interface):
-            self._ipr.link("del", index=index)  # removes the peer inside the namespace too
+            self._delete_link(index)  # removes the peer inside the namespace too
         _remove_namespace_file(Path(slot.path))
 
     def sweep(self) -> None:
@@ -462,9 +463,18 @@ class _Host:
         for link in self._ipr.link("dump"):
             name = link.get_attr("IFLA_IFNAME") or ""
             if name.startswith(self._plan.interface_prefix):
-                self._ipr.link("del", index=link["index"])
+                self._delete_link(link["index"])
         for path in NETNS_DIR.glob(f"{self._plan.netns_prefix}*"):
             _remove_namespace_file(path)
+
+    def _delete_link(self, index: int) -> None:
+        from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
+
+        try:
+            self._ipr.link("del", index=index)
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:  # gone already (a veth goes with its peer)
+                raise
 
     # steps ------------------------------------------------------------------------------------
     def _create_namespace(self, path: str) -> Any:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import textwrap
 import time
@@ -18,7 +19,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_runtime_api import CapturedProcess, FakeRuntimeAPI
 
 BOOTSTRAP = (
-    Path(__file__).resolve().parents[2] / "lambdad" / "runtime" / "bootstraps" / "ruby" / "bootstrap.rb"
+    Path(__file__).resolve().parents[2]
+    / "lambdad"
+    / "runtime"
+    / "bootstraps"
+    / "ruby"
+    / "bootstrap.rb"
 )
 RUBY = shutil.which("ruby")
 
@@ -62,6 +68,8 @@ def handler(event:, context:)
     load_path: $LOAD_PATH.first(2),
     gem_path: ENV['GEM_PATH'],
     stdout_sync: $stdout.sync,
+    external_encoding: Encoding.default_external.to_s,
+    verbose: $VERBOSE,
   }
 end
 
@@ -93,6 +101,8 @@ def logs(event:, context:)
   require 'logger'
   Logger.new($stdout).info('logged')
   Logger.new($stdout, progname: 'prog').warn('warned')
+  Logger.new($stderr, datetime_format: '%Y').error('dated')
+  Logger.new(StringIO.new).info('not to the log')
   'ok'
 end
 
@@ -124,7 +134,6 @@ def _write(root: Path, files: dict[str, str]) -> None:
 def _env(api: FakeRuntimeAPI, root: Path, handler: str, **extra: str) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
         "AWS_LAMBDA_RUNTIME_API": api.address,
         "_HANDLER": handler,
         "LAMBDA_TASK_ROOT": str(root),
@@ -198,7 +207,8 @@ def _frame(path: Path, line: int, method: str) -> str:
 
 
 def test_echo_context_and_warm_reuse(harness: Harness) -> None:
-    api, proc = harness.start("app.handler")
+    # no LANG (Ruby would default to US-ASCII) and warnings on: the bootstrap emits none
+    api, proc = harness.start("app.handler", RUBYOPT="-w")
     client_context = {
         "client": {"installation_id": "inst", "app_title": "title"},
         "custom": {"k": "v"},
@@ -235,6 +245,8 @@ def test_echo_context_and_warm_reuse(harness: Harness) -> None:
     assert "/opt/ruby/gems/3.3.0" in gem_path
     assert gem_path[-1] == ""  # trailing separator: Ruby's own gem directories stay
     assert body["stdout_sync"] is True
+    assert body["external_encoding"] == "UTF-8"
+    assert body["verbose"] is True
     # output reached the log before the response was posted
     assert f"PUTS {rid}\n" in (res.log or "")
     assert f"STDERR {rid}\n" in (res.log or "")
@@ -253,6 +265,7 @@ def test_echo_context_and_warm_reuse(harness: Harness) -> None:
     res3 = api.invoke({}, deadline_ms=int(time.time() * 1000) - 5000)
     assert res3.json()["remaining"] == 0
     assert proc.proc.poll() is None
+    assert "warning:" not in proc.output()
 
 
 def test_class_method_handler_and_platform_gem_path(harness: Harness) -> None:
@@ -263,8 +276,12 @@ def test_class_method_handler_and_platform_gem_path(harness: Harness) -> None:
     api2, _ = harness.start("lib/deep.handler", files)
     assert api2.invoke({}).json() == "deep"
     # a GEM_PATH set by the platform is left alone
-    api3, _ = harness.start("app.handler", files, GEM_PATH="/custom/gems")
-    assert api3.invoke({}).json()["gem_path"] == "/custom/gems"
+    api3, _ = harness.start(
+        "app.handler", files, GEM_PATH="/custom/gems", LANG="C.UTF-8", RUBYOPT="-w"
+    )
+    body = api3.invoke({}).json()
+    assert body["gem_path"] == "/custom/gems"
+    assert (body["external_encoding"], body["verbose"]) == ("UTF-8", True)
 
 
 def test_handler_error_shape_and_log(harness: Harness) -> None:
@@ -316,15 +333,15 @@ def test_results_and_serialisation(harness: Harness) -> None:
     log = res.log or ""
     assert re.search(rf"I, \[{ts} #{proc.proc.pid}\]  INFO {rid} -- : logged\n", log), log
     assert re.search(rf"W, \[{ts} #{proc.proc.pid}\]  WARN {rid} -- prog: warned\n", log), log
+    assert re.search(rf"E, \[\d{{4}} #{proc.proc.pid}\] ERROR {rid} -- : dated\n", log), log
+    assert "not to the log" not in log
     assert proc.proc.poll() is None
 
 
 def test_json_log_format(harness: Harness) -> None:
     api, _ = harness.start("app.logs", AWS_LAMBDA_LOG_FORMAT="JSON")
     res = api.invoke({})
-    records = [
-        json.loads(line) for line in (res.log or "").splitlines() if line.startswith("{")
-    ]
+    records = [json.loads(line) for line in (res.log or "").splitlines() if line.startswith("{")]
     by_message = {r["message"]: r for r in records}
     assert by_message["logged"]["level"] == "INFO"
     assert by_message["logged"]["requestId"] == res.request_id
@@ -441,6 +458,40 @@ def test_missing_handler_fails_the_first_invocation(
     assert (res.error_type, body["errorType"]) == (error_type, error_type)
     assert re.match(message, body["errorMessage"]), body["errorMessage"]
     assert proc.wait() == 255
+
+
+GEMSPEC = """\
+Gem::Specification.new do |s|
+  s.name = 'lambdad_test_gem'
+  s.version = '1.0.0'
+  s.summary = 'test'
+  s.authors = ['lambdad']
+  s.files = ['lib/lambdad_test_gem.rb']
+  s.require_paths = ['lib']
+end
+"""
+
+
+@pytest.mark.parametrize("version", ["3.3.0", "running"])
+def test_vendored_gems_are_found_without_platform_gem_path(harness: Harness, version: str) -> None:
+    # `bundle install --path vendor/bundle` as for AWS: gems under vendor/bundle/ruby/<ver>,
+    # <ver> being the version the function declares (ruby3.3) or the one running it
+    assert RUBY is not None
+    if version == "running":
+        version = subprocess.run(
+            [RUBY, "-e", "print RbConfig::CONFIG['ruby_version']"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    base = f"vendor/bundle/ruby/{version}"
+    files = {
+        f"{base}/specifications/lambdad_test_gem-1.0.0.gemspec": GEMSPEC,
+        f"{base}/gems/lambdad_test_gem-1.0.0/lib/lambdad_test_gem.rb": "GEM_OK = 'gem ok'\n",
+        "uses_gem.rb": "require 'lambdad_test_gem'\ndef handler(event:, context:) = GEM_OK\n",
+    }
+    api, _ = harness.start("uses_gem.handler", files)
+    assert api.invoke({}).json() == "gem ok"
 
 
 def test_reconnects_and_chunked_responses(harness: Harness) -> None:

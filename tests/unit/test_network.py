@@ -132,7 +132,8 @@ def reachable(
         for sock in writable:
             if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
                 connected.append(sockets[sock])
-            sockets.pop(sock).close()
+            del sockets[sock]
+            sock.close()
     for sock in sockets:
         sock.close()
     return connected
@@ -548,7 +549,7 @@ async def test_start_removes_what_a_crashed_run_with_the_same_tag_left() -> None
     tag = new_tag()
     try:
         sh("ip", "netns", "add", f"lambdad-{tag}-9")
-        sh("ip", "link", "add", f"lbd{tag}-9", "type", "dummy")
+        sh("ip", "link", "add", f"lbd{tag}-9", "type", "veth", "peer", "name", f"lbd{tag}-9p")
         async with running_pool(tag=tag, target_idle=1):
             assert leftovers(tag)["netns"] == [f"lambdad-{tag}-0"]
             assert leftovers(tag)["links"] == [f"lbd{tag}-0"]

@@ -95,6 +95,8 @@ module LambdadBootstrap
   API_VERSION = '2018-06-01'
   ERROR_TYPE_HEADER = 'Lambda-Runtime-Function-Error-Type'
   THIS_FILE = File.expand_path(__FILE__)
+  # This file's names as backtraces may spell them (a symlinked launch path included).
+  THIS_FILES = [THIS_FILE, (File.realpath(__FILE__) rescue THIS_FILE)].uniq.freeze # rubocop:disable Style/RescueModifier
   MAX_TRACE = 100
   # Error classes whose type AWS's runtime puts in the error-type header as is.
   HEADER_SAFE_CLASSES = %w[ArgumentError NoMethodError Exception StandardError NameError
@@ -355,7 +357,9 @@ module LambdadBootstrap
       return unless dev.equal?($stdout) || dev.equal?($stderr) ||
                     dev.equal?(STDOUT) || dev.equal?(STDERR)
 
-      @default_formatter = LambdadBootstrap.log_formatter_class.new
+      formatter = LambdadBootstrap.log_formatter_class.new
+      formatter.datetime_format = @default_formatter&.datetime_format
+      @default_formatter = formatter
     end
   end
 
@@ -392,9 +396,9 @@ module LambdadBootstrap
       trace = []
       frames.first(MAX_TRACE).each do |frame|
         own = if frame.is_a?(String)
-                frame.start_with?("#{THIS_FILE}:")
+                THIS_FILES.any? { |f| frame.start_with?("#{f}:") }
               else
-                frame.absolute_path == THIS_FILE || frame.path == THIS_FILE
+                THIS_FILES.include?(frame.absolute_path) || THIS_FILES.include?(frame.path)
               end
         break if own
 
@@ -469,11 +473,25 @@ module LambdadBootstrap
       require(File.file?(path) ? path : file)
     end
 
+    # AWS's environments run with LANG=en_US.UTF-8; without a locale Ruby would read files
+    # as US-ASCII.
+    def utf8_by_default
+      return unless Encoding.default_external == Encoding::US_ASCII
+
+      verbose = $VERBOSE
+      begin
+        $VERBOSE = nil # "warning: setting Encoding.default_external"
+        Encoding.default_external = Encoding::UTF_8
+      ensure
+        $VERBOSE = verbose
+      end
+    end
+
     def main
       env = ENV
       $stdout.sync = true
       $stderr.sync = true
-      Encoding.default_external = Encoding::UTF_8 if Encoding.default_external == Encoding::US_ASCII
+      utf8_by_default
       client = RuntimeClient.new(env.fetch('AWS_LAMBDA_RUNTIME_API'))
       task_root = env['LAMBDA_TASK_ROOT'].to_s
       task_root = Dir.pwd if task_root.empty?
@@ -547,6 +565,11 @@ module LambdadBootstrap
               main_object.__send__(method_name, event: event, context: context)
             end
           payload, content_type = AwsLambda::Marshaller.marshall_response(response)
+          if content_type == 'application/unknown'
+            payload = payload.read || EMPTY # an IO: send its content unformatted
+          else
+            content_type = 'application/json'
+          end
         rescue NameError => e # NoMethodError included: AWS treats both as fatal
           error = LambdaError.new(e, 'Function')
           critical = true
@@ -566,11 +589,6 @@ module LambdadBootstrap
           next
         end
 
-        if content_type == 'application/unknown'
-          payload = payload.read || EMPTY
-        else
-          content_type = 'application/json'
-        end
         flush_stdio
         client.post_response(request_id, payload.to_s, content_type)
       end

@@ -54,6 +54,7 @@ final class RuntimeApiClient {
     private final String host;
     private final int port;
     private final byte[] nextRequest;
+    private final byte[] restoreRequest;
     private final String postHead;
 
     private Socket socket;
@@ -77,6 +78,8 @@ final class RuntimeApiClient {
         String agent = "aws-lambda-java/" + System.getProperty("java.version") + "-lambdad";
         this.nextRequest = ("GET " + PREFIX + "invocation/next HTTP/1.1\r\nHost: " + address
                 + "\r\nUser-Agent: " + agent + "\r\n\r\n").getBytes(StandardCharsets.ISO_8859_1);
+        this.restoreRequest = ("GET " + PREFIX + "restore/next HTTP/1.1\r\nHost: " + address
+                + "\r\nUser-Agent: " + agent + "\r\n\r\n").getBytes(StandardCharsets.ISO_8859_1);
         this.postHead = "Host: " + address + "\r\nUser-Agent: " + agent + "\r\n";
     }
 
@@ -89,6 +92,14 @@ final class RuntimeApiClient {
                     + new String(r.body, 0, Math.min(r.body.length, 200), StandardCharsets.UTF_8));
         }
         return r;
+    }
+
+    /** SnapStart: tells the platform init is done; returns when the environment is restored. */
+    void restoreNext() throws IOException {
+        Response r = exchange(restoreRequest, null, 0, 0);
+        if (r.status != 200) {
+            throw new IOException("Runtime API /restore/next answered " + r.status);
+        }
     }
 
     int postResponse(String requestId, byte[] body, int len, String contentType) throws IOException {

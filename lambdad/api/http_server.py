@@ -1,0 +1,188 @@
+"""A lean HTTP/1.1 server for the API: httptools parsing on asyncio (uvloop) transports.
+
+The Invoke hot path is dominated by per-request overhead, not by the work: building ASGI
+scopes and messages and writing head and body separately cost more than routing and invoking.
+This server hands a complete request (method, raw path, query, lower-cased headers, body) to
+one async handler and writes each response with a single `write`. Keep-alive, pipelined
+requests (answered in order), `Expect: 100-continue` and a request size limit are supported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import cast
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    raw_path: str  # still percent-encoded
+    query_string: str
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+    client: str = ""
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+TooLarge = Callable[[], HttpResponse]
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Status"
+
+
+def encode_response(response: HttpResponse, keep_alive: bool) -> bytes:
+    head = [b"HTTP/1.1 %d %s\r\n" % (response.status, _reason(response.status))]
+    for name, value in response.headers:
+        head.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+    head.append(b"Content-Length: %d\r\n" % len(response.body))
+    if not keep_alive:
+        head.append(b"Connection: close\r\n")
+    head.append(b"\r\n")
+    head.append(response.body)
+    return b"".join(head)
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, handler: Handler, max_body: int, too_large: TooLarge) -> None:
+        self._handler = handler
+        self._max_body = max_body
+        self._too_large = too_large
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._client = ""
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._size = 0
+        self._oversized = False
+        # complete requests waiting for their turn (answered strictly in order)
+        self._queue: list[tuple[HttpRequest, bool]] = []
+        self._busy = False
+        self._task: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self._client = str(peer[0]) if peer else ""
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400)
+        except httptools.HttpParserError:
+            self._fail(400)
+
+    def _fail(self, status: int) -> None:
+        if self._transport is not None:
+            self._transport.write(encode_response(HttpResponse(status, [], b""), False))
+            self._transport.close()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._size = 0
+        self._oversized = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        if self._headers.get("expect", "").lower() == "100-continue" and self._transport:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._max_body:
+            self._oversized = True
+            self._body = []
+        elif not self._oversized:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        url = self._url.decode("latin-1")
+        path, _, query = url.partition("?")
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        request = HttpRequest(
+            self._parser.get_method().decode("latin-1"),
+            path,
+            query,
+            self._headers,
+            body,
+            self._client,
+        )
+        keep_alive = self._parser.should_keep_alive()
+        if self._oversized:
+            self._send(self._too_large(), keep_alive=False)
+            return
+        self._queue.append((request, keep_alive))
+        if not self._busy:
+            self._busy = True
+            self._task = asyncio.ensure_future(self._serve())
+
+    async def _serve(self) -> None:
+        while self._queue:
+            request, keep_alive = self._queue.pop(0)
+            try:
+                response = await self._handler(request)
+            except Exception:  # the connection boundary: answer 500, keep the trace
+                log.exception("unhandled error serving %s %s", request.method, request.raw_path)
+                response = HttpResponse(500, [], b"")
+            self._send(response, keep_alive)
+        self._busy = False
+
+    def _send(self, response: HttpResponse, keep_alive: bool) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return
+        self._transport.write(encode_response(response, keep_alive))
+        if not keep_alive:
+            self._transport.close()
+
+
+async def serve(
+    handler: Handler,
+    host: str,
+    port: int,
+    max_body: int,
+    too_large: TooLarge,
+    backlog: int = 1024,
+) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: _Connection(handler, max_body, too_large),
+        host=host,
+        port=port,
+        reuse_address=True,
+        backlog=backlog,
+    )
