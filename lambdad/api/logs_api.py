@@ -109,13 +109,20 @@ class LogsApi:
         if not stream:
             raise LogsApiError("InvalidParameterException", "logStreamName is required")
         events = _window(self._store.events(account_id, group, stream), params)
-        start = int(str(params.get("nextToken", "f/0")).split("/")[-1] or 0)
         limit = int(params.get("limit") or 10000)
+        token = params.get("nextToken")
+        if token:
+            start = int(str(token).split("/")[-1] or 0)
+        elif params.get("startFromHead"):
+            start = 0
+        else:  # AWS's default: the newest events that fit in the limit
+            start = max(0, len(events) - limit)
+        if str(token or "").startswith("b/"):
+            start = max(0, start - limit)
         page = events[start : start + limit]
-        token = f"f/{start + len(page)}"
         return {
             "events": [_event(e) for e in page],
-            "nextForwardToken": token,
+            "nextForwardToken": f"f/{start + len(page)}",
             "nextBackwardToken": f"b/{start}",
         }
 

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
+import sys
 
 from lambdad.sandbox.base import (
     ExitStatus,
@@ -58,30 +58,6 @@ class _Process(SandboxProcess):
         return self._peak
 
 
-def _watch_exec_child(pid: int) -> asyncio.Future[ExitStatus]:
-    """Resolve with the child's exit status, using a pidfd so no SIGCHLD handler is needed."""
-    loop = asyncio.get_running_loop()
-    exited: asyncio.Future[ExitStatus] = loop.create_future()
-    pidfd = os.pidfd_open(pid)
-
-    def on_exit() -> None:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-        try:
-            _, status = os.waitpid(pid, 0)
-        except ChildProcessError:
-            status = 0
-        if os.WIFSIGNALED(status):
-            result = ExitStatus(signal=os.WTERMSIG(status))
-        else:
-            result = ExitStatus(code=os.WEXITSTATUS(status))
-        if not exited.done():
-            exited.set_result(result)
-
-    loop.add_reader(pidfd, on_exit)
-    return exited
-
-
 class ProcessBackend(SandboxBackend):
     def __init__(self, reason: str = "") -> None:
         # Why the stronger backend is not in use (shown at start-up and by `lambdad doctor`).
@@ -96,17 +72,12 @@ class ProcessBackend(SandboxBackend):
             request = {"env": dict(spec.env), "cwd": spec.cwd, "entry": spec.zygote_entry}
             pid, exited = await zygote.fork(request, [spec.log_fd])
             return _Process(pid, exited)
-        proc = subprocess.Popen(
-            list(spec.argv),
-            env=dict(spec.env),
-            cwd=spec.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=spec.log_fd,
-            stderr=spec.log_fd,
-            start_new_session=True,
-            close_fds=True,
-        )
-        return _Process(proc.pid, _watch_exec_child(proc.pid))
+        # Exec'd runtimes are forked by a zygote of lambdad's own interpreter too, so they die
+        # with lambdad (PDEATHSIG survives execve) even when it is killed outright.
+        zygote = await self._zygote(sys.executable, None)
+        request = {"env": dict(spec.env), "cwd": spec.cwd, "argv": list(spec.argv)}
+        pid, exited = await zygote.fork(request, [spec.log_fd])
+        return _Process(pid, exited)
 
     async def prepare(self, interpreter: str, preload: tuple[str, str] | None) -> None:
         """Start an interpreter's zygote ahead of its first environment."""

@@ -26,6 +26,7 @@ from lambdad.runtime.api_server import ACCEPTED, NextReply, RuntimeApiServer, er
 from lambdad.sandbox.base import ExitStatus, SandboxProcess
 
 TAIL_BYTES = 4096
+MAX_EVENT_BYTES = 256 * 1024 - 26  # CloudWatch Logs' event size limit, less its overhead
 # A runtime must reach /next within this many seconds of starting (AWS's init limit).
 INIT_TIMEOUT_SECONDS = 10.0
 
@@ -432,7 +433,9 @@ class Environment:
             self._tail += chunk
         ts = _now_ms()
         for line in chunk.splitlines(keepends=True):
-            self.log.write(line.decode("utf-8", "replace"), ts)
+            # CloudWatch Logs caps an event at 256 KB: longer lines become several events.
+            for start in range(0, len(line), MAX_EVENT_BYTES):
+                self.log.write(line[start : start + MAX_EVENT_BYTES].decode("utf-8", "replace"), ts)
 
     def _write_platform(self, line: str) -> None:
         if self._tail is not None:
