@@ -7,6 +7,7 @@ Every error knows its HTTP status and how AWS spells its message field
     LambdaError
     ├── ValidationException                    400  (no Type; message)
     ├── InvalidParameterValueException         400  message
+    │   └── UntypedInvalidParameterValueException  400  (no Type; message)
     ├── InvalidRequestContentException         400  message
     ├── ResourceConflictException              409  message
     ├── PreconditionFailedException            412  message
@@ -75,6 +76,13 @@ class InvalidParameterValueException(LambdaError):
     code = "InvalidParameterValueException"
     status = 400
     message_field = "message"
+
+
+class UntypedInvalidParameterValueException(InvalidParameterValueException):
+    """The same error as a few of AWS's checks send it: without "Type" (e.g. the limits of
+    reserved concurrency, "$LATEST is not supported for an alias pointing to ...")."""
+
+    user_type = False
 
 
 class InvalidRequestContentException(LambdaError):

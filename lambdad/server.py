@@ -6,14 +6,16 @@ import asyncio
 import dataclasses
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-import uvicorn
+import uvloop
 
 from lambdad import __version__
-from lambdad.api.app import LambdadApp
+from lambdad.api import http_server
+from lambdad.api.app import MAX_REQUEST_BYTES, LambdadApp
 from lambdad.api.auth import Authenticator
 from lambdad.api.code_urls import CodeUrlSigner
 from lambdad.api.handlers import Services
@@ -26,11 +28,13 @@ from lambdad.credentials import RootCredentials, load_root_credentials, server_s
 from lambdad.invoke.async_queue import AsyncQueue
 from lambdad.invoke.invoker import Invoker
 from lambdad.observability.logs import LogStore
+from lambdad.runtime import toolchains
 from lambdad.runtime.runtimes import BOOTSTRAP_DIR, PYTHON_BOOTSTRAP, Family, RuntimeCatalog
 from lambdad.sandbox.base import SandboxBackend
 from lambdad.sandbox.namespaces import NamespaceBackend
 from lambdad.sandbox.process import ProcessBackend
 from lambdad.scheduler.launcher import EnvironmentLauncher
+from lambdad.scheduler.limiter import ConcurrencyLimiter
 from lambdad.scheduler.pools import PoolManager
 from lambdad.settings import Settings
 from lambdad.store.accounts import SqliteAccountStore
@@ -48,6 +52,9 @@ class Platform:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.credentials: RootCredentials = load_root_credentials(settings.data_dir, environ)
+        if not (toolchains.java_ready() and toolchains.dotnet_ready()):
+            for language, outcome in toolchains.build_all().items():
+                log.info("runtime %s: %s", language, outcome)
         self.catalog = RuntimeCatalog.discover(settings.runtime_overrides)
         self.store = SqliteMetadataStore(settings.db_path)
         self.account_store = SqliteAccountStore(settings.db_path)
@@ -57,15 +64,25 @@ class Platform:
         self.code = CodeCache(settings.code_dir, self.blobs)
         self.logs = LogStore(settings.log_dir)
         self.backend: SandboxBackend = choose_backend(settings)
-        self.registry = FunctionRegistry(
-            self.store, self.blobs, self.code, self.catalog, settings.region
+        self.limiter = ConcurrencyLimiter(
+            account_limit=settings.account_concurrency,
+            min_unreserved=settings.min_unreserved_concurrency,
+            burst=settings.burst,
+            burst_window=settings.burst_window_seconds,
         )
-        launcher = EnvironmentLauncher(self.backend, self.catalog, self.code, self.logs)
+        self.registry = FunctionRegistry(
+            self.store, self.blobs, self.code, self.catalog, settings.region, self.limiter
+        )
+        launcher = EnvironmentLauncher(
+            self.backend, self.catalog, self.code, self.logs, self.accounts
+        )
         self.pools = PoolManager(
             launcher.launch, settings.keep_alive_seconds, settings.reap_interval_seconds
         )
-        self.queue = AsyncQueue(self.store, settings.async_workers, settings.async_retry_delays)
-        self.invoker = Invoker(self.registry, self.pools, self.queue)
+        self.queue = AsyncQueue(
+            self.store, settings.async_workers, settings.async_retry_delays, self.limiter
+        )
+        self.invoker = Invoker(self.registry, self.pools, self.queue, self.limiter)
         self.registry.on_change(self._function_changed)
         self._background: set[asyncio.Future[None]] = set()
         signer = CodeUrlSigner(server_secret(settings.data_dir))
@@ -79,8 +96,6 @@ class Platform:
                 settings.account_id,
                 allow_any_credentials=settings.allow_any_credentials,
             ),
-            on_startup=self.start,
-            on_shutdown=self.stop,
             status=self.status,
         )
 
@@ -107,6 +122,10 @@ class Platform:
             ],
             "pools": {k: dataclasses.asdict(v) for k, v in self.pools.statistics().items()},
             "asyncQueue": dataclasses.asdict(self.queue.statistics()),
+            "concurrency": {
+                account: dataclasses.asdict(self.limiter.statistics(account))
+                for account in self.limiter.account_ids()
+            },
         }
 
     async def start(self) -> None:
@@ -163,20 +182,30 @@ def banner(platform: Platform) -> str:
 
 
 def serve(settings: Settings) -> None:
+    """Run lambdad until SIGINT/SIGTERM: the API on the lean HTTP server, on uvloop."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     platform = Platform(settings, os.environ)
     print(banner(platform), file=sys.stderr, flush=True)
-    config = uvicorn.Config(
-        platform.app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        timeout_keep_alive=75,
+    uvloop.run(_run(platform))
+
+
+async def _run(platform: Platform) -> None:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    await platform.start()
+    server = await http_server.serve(
+        platform.app.handle,
+        platform.settings.host,
+        platform.settings.port,
+        MAX_REQUEST_BYTES,
+        platform.app.too_large,
     )
-    uvicorn.Server(config).run()
+    try:
+        await stopping.wait()
+    finally:
+        server.close()
+        await platform.stop()

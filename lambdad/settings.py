@@ -34,6 +34,13 @@ class Settings:
     async_workers: int = 64
     # Delays before retrying an Event invocation that failed (AWS: two retries).
     async_retry_delays: tuple[float, ...] = (60.0, 120.0)
+    # Concurrency, per account: invocations running at once, and the share of it reservations
+    # must leave to functions without one (AWS: 1,000 and 100).
+    account_concurrency: int = 1000
+    min_unreserved_concurrency: int = 100
+    # Scaling rate, per function: at most `burst` new environments per `burst_window` seconds.
+    burst: int = 1000
+    burst_window_seconds: float = 10.0
     # Sandbox backend: "auto" (namespaces where the host allows, else processes),
     # "namespaces" (refuse to start without them) or "process" (no isolation).
     isolation: str = "auto"

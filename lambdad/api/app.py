@@ -1,4 +1,4 @@
-"""The HTTP edge: an ASGI app that routes AWS requests to handlers and renders AWS errors.
+"""The HTTP edge: routes AWS requests to handlers and renders AWS errors.
 
 No business logic here: parse (botocore model), one call into the core, serialise.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -16,7 +16,8 @@ import orjson
 
 from lambdad.api.auth import Authenticator, Principal, SignedRequest
 from lambdad.api.code_urls import PATH_PREFIX, CodeUrlSigner
-from lambdad.api.handlers import HANDLERS, Call, Services
+from lambdad.api.handlers import HANDLERS, REQUEST_ID_KEY, Call, Services
+from lambdad.api.http_server import HttpRequest, HttpResponse
 from lambdad.api.logs_api import LogsApi
 from lambdad.api.protocol import LambdaProtocol, Response
 from lambdad.errors import (
@@ -27,11 +28,6 @@ from lambdad.errors import (
 )
 
 log = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 # lambdad's own (non-AWS) status document: isolation, runtimes, pools; read by `lambdad doctor`.
 STATUS_PATH = "/_lambdad/status"
@@ -45,10 +41,6 @@ STATUS_SERVICES = LAMBDA_SERVICES | LOGS_SERVICES
 HASH_IN_THREAD_BYTES = 1 << 20
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class LambdadApp:
     def __init__(
         self,
@@ -57,8 +49,6 @@ class LambdadApp:
         logs_api: LogsApi,
         signer: CodeUrlSigner,
         authenticator: Authenticator,
-        on_startup: Callable[[], Awaitable[None]] | None = None,
-        on_shutdown: Callable[[], Awaitable[None]] | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._protocol = protocol
@@ -66,47 +56,36 @@ class LambdadApp:
         self._logs = logs_api
         self._signer = signer
         self._authenticator = authenticator
-        self._on_startup = on_startup
-        self._on_shutdown = on_shutdown
         self._status = status
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        response = await self._respond(scope, receive)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": [
-                    (k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": response.body})
+    async def handle(self, http: HttpRequest) -> HttpResponse:
+        """Answer one complete HTTP request (the lean server calls this)."""
+        response = await self._respond(http)
+        return HttpResponse(response.status, response.headers, response.body)
 
-    async def _respond(self, scope: Scope, receive: Receive) -> Response:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        try:
-            body = await _read_body(receive)
-        except BodyTooLarge:
-            return self._protocol.serialize_error(
-                RequestEntityTooLargeException(
-                    f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the "
-                    "CreateFunction operation"
-                )
+    def too_large(self) -> HttpResponse:
+        """The answer to a request body over MAX_REQUEST_BYTES (never read in full)."""
+        error = self._protocol.serialize_error(
+            RequestEntityTooLargeException(
+                f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the "
+                "CreateFunction operation"
             )
-        raw = scope.get("raw_path") or scope["path"].encode()
-        raw_path = raw.decode("latin-1")
-        query_string = scope.get("query_string", b"")
-        query = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
+        )
+        return HttpResponse(error.status, error.headers, error.body)
+
+    async def _respond(self, http: HttpRequest) -> Response:
+        headers, body, raw_path = http.headers, http.body, http.raw_path
+        query = parse_qs(http.query_string, keep_blank_values=True)
         if raw_path.startswith(PATH_PREFIX):  # presigned by us (own HMAC): no SigV4
             return self._download(unquote(raw_path[len(PATH_PREFIX) :]), query)
         target = headers.get("x-amz-target")
-        request = SignedRequest(scope["method"], raw, query_string, scope["headers"], body)
+        request = SignedRequest(
+            http.method,
+            raw_path.encode("latin-1"),
+            http.query_string.encode("latin-1"),
+            http.raw_headers,
+            body,
+        )
         try:
             principal = await self._authenticate(request, _services(target, raw_path))
         except LambdaError as error:
@@ -118,21 +97,20 @@ class LambdadApp:
             return Response(status, [("content-type", "application/x-amz-json-1.1")], payload)
         if raw_path == STATUS_PATH and self._status is not None:
             return self._status_document(principal)
-        call = Call(
-            principal.account_id, f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
-        )
+        call = Call(principal.account_id, f"http://{headers.get('host', '')}")
         try:
-            operation, labels = self._protocol.match(scope["method"], raw_path, query)
+            operation, labels = self._protocol.match(http.method, raw_path, query)
             handler = HANDLERS.get(operation)
             if handler is None:
                 raise UnknownOperationException(f"lambdad does not implement {operation} yet")
             params = self._protocol.parse(operation, labels, query, headers, body)
             output = await handler(self._services, call, params)
-            return self._protocol.serialize(operation, output)
+            request_id = output.pop(REQUEST_ID_KEY, None)
+            return self._protocol.serialize(operation, output, request_id=request_id)
         except LambdaError as error:
             return self._protocol.serialize_error(error)
         except Exception:  # the request boundary: answer AWS's ServiceException, keep the trace
-            log.exception("unhandled error in %s %s", scope["method"], raw_path)
+            log.exception("unhandled error in %s %s", http.method, raw_path)
             return self._protocol.serialize_error(ServiceException("An internal error occurred."))
 
     async def _authenticate(self, request: SignedRequest, services: frozenset[str]) -> Principal:
@@ -159,24 +137,6 @@ class LambdadApp:
             return Response(404, [("content-type", "text/plain")], b"NoSuchKey")
         return Response(200, [("content-type", "application/zip")], data)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    if self._on_startup is not None:
-                        await self._on_startup()
-                except Exception as exc:  # start-up boundary: report and refuse to start
-                    log.exception("start-up failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self._on_shutdown is not None:
-                    await self._on_shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
 
 def _services(target: str | None, raw_path: str) -> frozenset[str]:
     if target is not None:
@@ -194,19 +154,3 @@ def _json_1_1_error(error: LambdaError) -> Response:
     return Response(
         error.status, headers, orjson.dumps({"__type": error.code, "message": error.message})
     )
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > MAX_REQUEST_BYTES:
-                raise BodyTooLarge()
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -27,8 +27,9 @@ class HttpRequest:
     method: str
     raw_path: str  # still percent-encoded
     query_string: str
-    headers: dict[str, str]  # names lower-cased
+    headers: dict[str, str]  # names lower-cased; repeated headers joined with ","
     body: bytes
+    raw_headers: tuple[tuple[bytes, bytes], ...] = ()  # as received, in order (for SigV4)
     client: str = ""
 
 
@@ -72,6 +73,7 @@ class _Connection(asyncio.Protocol):
         self._client = ""
         self._url = b""
         self._headers: dict[str, str] = {}
+        self._raw_headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._size = 0
         self._oversized = False
@@ -108,6 +110,7 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = {}
+        self._raw_headers = []
         self._body = []
         self._size = 0
         self._oversized = False
@@ -116,7 +119,11 @@ class _Connection(asyncio.Protocol):
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self._raw_headers.append((name, value))
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        previous = self._headers.get(key)
+        self._headers[key] = text if previous is None else f"{previous},{text}"
 
     def on_headers_complete(self) -> None:
         if self._headers.get("expect", "").lower() == "100-continue" and self._transport:
@@ -140,6 +147,7 @@ class _Connection(asyncio.Protocol):
             query,
             self._headers,
             body,
+            tuple(self._raw_headers),
             self._client,
         )
         keep_alive = self._parser.should_keep_alive()

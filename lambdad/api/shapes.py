@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from lambdad.control.model import FunctionConfig
+from lambdad.control.model import Alias, FunctionConfig
 
 
 def runtime_version_arn(config: FunctionConfig) -> str:
@@ -13,11 +13,17 @@ def runtime_version_arn(config: FunctionConfig) -> str:
     return f"arn:aws:lambda:{config.region}::runtime:{digest}"
 
 
-def function_configuration(config: FunctionConfig, *, listing: bool = False) -> dict[str, Any]:
-    """FunctionConfiguration; list items omit the state fields, as ListFunctions does."""
+def function_configuration(
+    config: FunctionConfig, *, listing: bool = False, qualifier: str | None = None
+) -> dict[str, Any]:
+    """FunctionConfiguration; list items omit the state fields, as ListFunctions does.
+
+    FunctionArn carries the qualifier the caller named (a version, $LATEST or an alias), as
+    AWS's does; unqualified requests get the unqualified ARN.
+    """
     doc: dict[str, Any] = {
         "FunctionName": config.name,
-        "FunctionArn": config.arn,
+        "FunctionArn": f"{config.arn}:{qualifier}" if qualifier else config.arn,
         "Runtime": config.runtime,
         "Role": config.role,
         "Handler": config.handler,
@@ -52,4 +58,18 @@ def function_configuration(config: FunctionConfig, *, listing: bool = False) -> 
         doc["LastUpdateStatusReason"] = config.last_update_status_reason
     if config.last_update_status_reason_code:
         doc["LastUpdateStatusReasonCode"] = config.last_update_status_reason_code
+    return doc
+
+
+def alias_configuration(alias: Alias) -> dict[str, Any]:
+    """AliasConfiguration; RoutingConfig only when the alias routes to a second version."""
+    doc: dict[str, Any] = {
+        "AliasArn": alias.arn,
+        "Name": alias.name,
+        "FunctionVersion": alias.function_version,
+        "Description": alias.description,
+        "RevisionId": alias.revision_id,
+    }
+    if alias.routing:
+        doc["RoutingConfig"] = {"AdditionalVersionWeights": dict(alias.routing)}
     return doc

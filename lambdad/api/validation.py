@@ -317,7 +317,8 @@ class _MapNode(_Node):
                 ctx.add(
                     value,
                     path,
-                    f"Map value must satisfy constraint: [{', '.join(value_node.describe())}]",
+                    "Map value must satisfy constraint: "
+                    f"[{', '.join([*value_node.describe(), NOT_NULL])}]",
                     self.sensitive,
                 )
             return

@@ -25,8 +25,20 @@ def _serve(args: argparse.Namespace) -> int:
         allow_any_credentials=args.allow_any_credentials,
         isolation=args.isolation,
         async_retry_delays=tuple(float(x) for x in args.async_retry_delays.split(",") if x),
+        account_concurrency=args.account_concurrency,
+        min_unreserved_concurrency=args.min_unreserved,
+        burst=args.burst,
+        burst_window_seconds=args.burst_window,
     )
     serve(settings)
+    return 0
+
+
+def _build_runtimes(args: argparse.Namespace) -> int:
+    from lambdad.runtime.toolchains import build_all
+
+    for language, outcome in build_all().items():
+        print(f"{language}: {outcome}")
     return 0
 
 
@@ -63,7 +75,35 @@ def build_parser() -> argparse.ArgumentParser:
         default="60,120",
         help="seconds before each retry of a failed Event invocation",
     )
+    serve.add_argument(
+        "--account-concurrency",
+        type=int,
+        default=1000,
+        help="invocations running at once per account (AWS's ConcurrentExecutions)",
+    )
+    serve.add_argument(
+        "--min-unreserved",
+        type=int,
+        default=100,
+        help="concurrency that reservations must leave unreserved, per account",
+    )
+    serve.add_argument(
+        "--burst",
+        type=int,
+        default=1000,
+        help="new execution environments a function may start per --burst-window",
+    )
+    serve.add_argument(
+        "--burst-window",
+        type=float,
+        default=10.0,
+        help="seconds over which --burst new environments are allowed",
+    )
     serve.set_defaults(func=_serve)
+    build = commands.add_parser(
+        "build-runtimes", help="build the Java and .NET runtimes (where their toolchains exist)"
+    )
+    build.set_defaults(func=_build_runtimes)
     register_accounts(commands)
     try:
         from lambdad.cli.commands import register

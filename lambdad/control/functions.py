@@ -1,27 +1,33 @@
-"""FunctionRegistry: create, read, update and delete functions; the source of truth in memory.
+"""FunctionRegistry: functions, their published versions and reserved concurrency.
 
-Every function is held in memory (the invoke path reads it without touching SQLite) and written
-through to the MetadataStore. Code packages are validated, stored by content and extracted once
-at deploy time, so an environment's cold start never unzips anything.
+Every function version is held in memory (the invoke path reads it without touching SQLite) and
+written through to the MetadataStore. Code packages are validated, stored by content and
+extracted once at deploy time, so an environment's cold start never unzips anything. Aliases
+live in the AliasRegistry the function registry owns (`registry.aliases`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
 
+from lambdad.control import versions
+from lambdad.control.aliases import STALE_REVISION, AliasRegistry
 from lambdad.control.arns import FunctionRef
 from lambdad.control.model import (
     LATEST,
     FunctionConfig,
+    FunctionMeta,
     FunctionState,
     UpdateStatus,
     aws_timestamp,
     function_arn,
+    is_version_number,
     new_revision_id,
 )
 from lambdad.control.package import CodePackage, inspect_zip
@@ -34,6 +40,7 @@ from lambdad.errors import (
 )
 from lambdad.runtime.launch import RESERVED_KEYS
 from lambdad.runtime.runtimes import Family, RuntimeCatalog
+from lambdad.scheduler.limiter import ConcurrencyLimiter
 from lambdad.store.blobs import BlobStore
 from lambdad.store.code_cache import CodeCache
 from lambdad.store.metadata import MetadataStore
@@ -46,6 +53,10 @@ MAX_NAME_LENGTH = 64
 MEMORY_RANGE = (128, 10240)
 TIMEOUT_RANGE = (1, 900)
 EPHEMERAL_RANGE = (512, 10240)
+UNQUALIFIED_ONLY = (
+    "This operation is permitted on Lambda functions only. Aliases and versions do not support "
+    "this operation. Please specify either a function name or an unqualified function ARN."
+)
 
 
 @dataclass(frozen=True)
@@ -80,22 +91,36 @@ class FunctionRegistry:
         code: CodeCache,
         catalog: RuntimeCatalog,
         region: str,
+        limiter: ConcurrencyLimiter | None = None,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         self._store = store
         self._blobs = blobs
         self._code = code
         self._catalog = catalog
         self.region = region
+        self.limiter = limiter or ConcurrencyLimiter()
+        self.aliases = AliasRegistry(store, self)
+        self._draw = draw  # uniform in [0, 1): picks the version of a weighted alias invocation
         # (account id, function name) -> $LATEST configuration
         self._functions: dict[tuple[str, str], FunctionConfig] = {}
+        # (account id, function name) -> version number -> published version
+        self._versions: dict[tuple[str, str], dict[str, FunctionConfig]] = {}
+        # (account id, function name) -> version counter and reserved concurrency
+        self._meta: dict[tuple[str, str], FunctionMeta] = {}
         self._listeners: list[ChangeListener] = []
         # (account, name) -> lock serialising updates of one function
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def load(self) -> None:
         for record in self._store.load_functions():
-            config = FunctionConfig.from_record(record)
-            self._functions[(config.account_id, config.name)] = config
+            self._remember(FunctionConfig.from_record(record))
+        for record in self._store.load_function_meta():
+            meta = FunctionMeta.from_record(record)
+            self._meta[(meta.account_id, meta.name)] = meta
+            if meta.reserved_concurrency is not None:
+                self.limiter.restore_reserved(meta.account_id, meta.name, meta.reserved_concurrency)
+        self.aliases.load()
 
     def on_change(self, listener: ChangeListener) -> None:
         """Call listener(new config or None when deleted, account, name) after every change."""
@@ -103,18 +128,64 @@ class FunctionRegistry:
 
     # reads -------------------------------------------------------------------------------
     def get(self, account_id: str, ref: FunctionRef) -> FunctionConfig:
-        """The function version a reference names, or AWS's ResourceNotFoundException."""
-        config = self._functions.get((account_id, ref.name))
-        qualifier = ref.qualifier or LATEST
-        if config is None or (ref.account_id not in (None, account_id)):
-            raise not_found(self.region, account_id, ref.name, ref.qualifier)
-        if qualifier != LATEST:
-            raise not_found(self.region, account_id, ref.name, qualifier)
-        return config
+        """The version a reference names (an alias names its primary version), or AWS's
+        ResourceNotFoundException."""
+        return self._resolve(account_id, ref, weighted=False)
+
+    def invocation_target(self, account_id: str, ref: FunctionRef) -> FunctionConfig:
+        """The version one invocation runs: like `get`, but a weighted alias picks by weight."""
+        return self._resolve(account_id, ref, weighted=True)
 
     def lookup(self, account_id: str, name: str) -> FunctionConfig | None:
         """Hot-path read: the $LATEST configuration or None."""
         return self._functions.get((account_id, name))
+
+    def version(self, account_id: str, name: str, version: str) -> FunctionConfig | None:
+        """$LATEST or a published version, or None."""
+        if version == LATEST:
+            return self._functions.get((account_id, name))
+        return self._versions.get((account_id, name), {}).get(version)
+
+    def versions(self, account_id: str, ref: FunctionRef) -> list[FunctionConfig]:
+        """$LATEST and the published versions, in ListVersionsByFunction's order."""
+        latest = self._latest(account_id, ref)
+        return versions.listing(latest, self._versions.get((account_id, ref.name), {}))
+
+    def reserved_concurrency(self, account_id: str, ref: FunctionRef) -> int | None:
+        _unqualified_only(ref)
+        latest = self._latest(account_id, ref)
+        return self._meta_of(latest).reserved_concurrency
+
+    def _resolve(self, account_id: str, ref: FunctionRef, *, weighted: bool) -> FunctionConfig:
+        qualifier = ref.qualifier or LATEST
+        if ref.account_id not in (None, account_id):
+            raise not_found(self.region, account_id, ref.name, ref.qualifier)
+        if qualifier == LATEST or is_version_number(qualifier):
+            config = self.version(account_id, ref.name, qualifier)
+        else:
+            alias = self.aliases.find(account_id, ref.name, qualifier)
+            config = None
+            if alias is not None and self.lookup(account_id, ref.name) is not None:
+                chosen = alias.choose(self._draw()) if weighted else alias.function_version
+                config = self.version(account_id, ref.name, chosen)
+        if config is None:
+            raise not_found(self.region, account_id, ref.name, ref.qualifier)
+        return config
+
+    def _mutable(self, account_id: str, ref: FunctionRef) -> FunctionConfig:
+        """$LATEST, the one version updates change; other qualifiers are not found."""
+        config = self._functions.get((account_id, ref.name))
+        stranger = ref.account_id not in (None, account_id)
+        if config is None or stranger or ref.qualifier not in (None, LATEST):
+            raise not_found(self.region, account_id, ref.name, ref.qualifier)
+        return config
+
+    def _latest(self, account_id: str, ref: FunctionRef) -> FunctionConfig:
+        """The function's $LATEST, whatever the qualifier; not found names the bare function."""
+        config = self._functions.get((account_id, ref.name))
+        if config is None or ref.account_id not in (None, account_id):
+            raise not_found(self.region, account_id, ref.name, None)
+        return config
 
     def functions(self, account_id: str) -> list[FunctionConfig]:
         return sorted(
@@ -123,8 +194,15 @@ class FunctionRegistry:
         )
 
     def usage(self, account_id: str) -> AccountUsage:
+        """Function count, and code size over every version (published ones count, as on AWS)."""
         functions = self.functions(account_id)
-        return AccountUsage(len(functions), sum(c.code_size for c in functions))
+        published = [
+            v
+            for (acct, _), found in self._versions.items()
+            if acct == account_id
+            for v in found.values()
+        ]
+        return AccountUsage(len(functions), sum(c.code_size for c in [*functions, *published]))
 
     def code_blob(self, key: str) -> bytes:
         return self._blobs.get(key)
@@ -137,7 +215,11 @@ class FunctionRegistry:
         settings: FunctionSettings,
         zip_bytes: bytes,
         tags: Mapping[str, str],
+        *,
+        publish: bool = False,
     ) -> FunctionConfig:
+        """Create a function; with `publish`, version 1 too (the answer then names it, as AWS's
+        create response does)."""
         async with self._lock(account_id, name):
             if len(name) > MAX_NAME_LENGTH:
                 # AWS answers this model violation as InvalidParameterValueException, not
@@ -178,14 +260,24 @@ class FunctionRegistry:
             )
             # The package is extracted already, so the function is Active at once; the create
             # response still shows Pending, as AWS's does.
-            self._save(self._activated(created))
+            active = self._activated(created)
+            self._save(active)
+            if publish:
+                return created.evolve(version=self._publish_locked(active, None).version)
             return created
 
     async def update_code(
-        self, account_id: str, ref: FunctionRef, zip_bytes: bytes, revision_id: str | None
+        self,
+        account_id: str,
+        ref: FunctionRef,
+        zip_bytes: bytes,
+        revision_id: str | None,
+        *,
+        publish: bool = False,
     ) -> FunctionConfig:
+        """Replace $LATEST's code; answers $LATEST, or with `publish` the version published."""
         async with self._lock(account_id, ref.name):
-            current = self.get(account_id, ref)
+            current = self._mutable(account_id, ref)
             self._check_revision(current, revision_id)
             package = await self._store_code(zip_bytes, current.runtime)
             updated = current.evolve(
@@ -194,7 +286,10 @@ class FunctionRegistry:
                 code_size=package.code_size,
                 **_in_progress(),
             )
-            self._save(self._successful(updated))
+            successful = self._successful(updated)
+            self._save(successful)
+            if publish:
+                return self._publish_locked(successful, None)
             return updated
 
     async def update_configuration(
@@ -205,7 +300,7 @@ class FunctionRegistry:
         revision_id: str | None,
     ) -> FunctionConfig:
         async with self._lock(account_id, ref.name):
-            current = self.get(account_id, ref)
+            current = self._mutable(account_id, ref)
             self._check_revision(current, revision_id)
             self._check_settings(settings)
             changes: dict[str, object] = {
@@ -231,23 +326,102 @@ class FunctionRegistry:
             return updated
 
     async def delete(self, account_id: str, ref: FunctionRef) -> None:
+        """Delete a function with everything it has, or (with a qualifier) one version."""
+        qualifier = ref.qualifier
+        if qualifier is not None and qualifier != LATEST and not is_version_number(qualifier):
+            raise InvalidParameterValueException("Deletion of aliases is not currently supported.")
+        if qualifier == LATEST:
+            raise InvalidParameterValueException(
+                "$LATEST version cannot be deleted without deleting the function."
+            )
         async with self._lock(account_id, ref.name):
-            if ref.qualifier not in (None, LATEST):
-                try:
-                    self.get(account_id, ref)
-                except ResourceNotFoundException:
-                    # AWS names the unqualified function when the version to delete is unknown.
-                    raise not_found(self.region, account_id, ref.name, None) from None
-            if ref.qualifier == LATEST:
-                raise InvalidParameterValueException(
-                    "$LATEST version cannot be deleted without deleting the function."
-                )
-            self.get(account_id, ref)
-            self._store.delete_function(account_id, ref.name)
-            del self._functions[(account_id, ref.name)]
-            self._locks.pop((account_id, ref.name), None)
-            for listener in self._listeners:
-                listener(None, account_id, ref.name)
+            self._latest(account_id, ref)
+            if qualifier is None:
+                self._delete_function(account_id, ref.name)
+            else:
+                self._delete_version(account_id, ref.name, qualifier)
+
+    def _delete_function(self, account_id: str, name: str) -> None:
+        key = (account_id, name)
+        self._store.delete_function(account_id, name)
+        del self._functions[key]
+        self._versions.pop(key, None)
+        self._meta.pop(key, None)
+        self.aliases.forget_function(account_id, name)
+        self.limiter.forget_function(account_id, name)
+        self._locks.pop(key, None)
+        for listener in self._listeners:
+            listener(None, account_id, name)
+
+    def _delete_version(self, account_id: str, name: str, version: str) -> None:
+        """Delete a published version; an unknown one is no error (AWS answers 204)."""
+        if self.version(account_id, name, version) is None:
+            return
+        aliases = self.aliases.referencing(account_id, name, version)
+        if aliases:
+            raise ResourceConflictException(
+                "Unable to delete version because the following aliases reference it: "
+                f"[{', '.join(aliases)}]"
+            )
+        self._store.delete_function_version(account_id, name, version)
+        del self._versions[(account_id, name)][version]
+
+    # versions ------------------------------------------------------------------------------
+    async def publish(
+        self,
+        account_id: str,
+        ref: FunctionRef,
+        *,
+        code_sha256: str | None = None,
+        description: str | None = None,
+        revision_id: str | None = None,
+    ) -> FunctionConfig:
+        """Publish $LATEST as a new version (or answer the newest one if nothing changed)."""
+        async with self._lock(account_id, ref.name):
+            latest = self._latest(account_id, ref)
+            self._check_revision(latest, revision_id)
+            versions.check_code_sha256(latest, code_sha256)
+            return self._publish_locked(latest, description)
+
+    def _publish_locked(self, latest: FunctionConfig, description: str | None) -> FunctionConfig:
+        meta = self._meta_of(latest)
+        digest = versions.digest(latest)
+        last = self.version(latest.account_id, latest.name, str(meta.last_version))
+        if last is not None and meta.published_digest == digest:
+            return last  # nothing changed since it was published
+        number = meta.last_version + 1
+        self._save_meta(meta.evolve(last_version=number, published_digest=digest))
+        published = versions.snapshot(latest, number, description)
+        self._save(published)
+        # Publishing gives $LATEST a new RevisionId (recorded on AWS).
+        self._save(latest.evolve(revision_id=new_revision_id()))
+        return published
+
+    # concurrency ---------------------------------------------------------------------------
+    def put_concurrency(self, account_id: str, ref: FunctionRef, value: int) -> int:
+        """Reserve concurrency for the function (all its versions); refusals are AWS's."""
+        _unqualified_only(ref)
+        latest = self._functions.get((account_id, ref.name))
+        if latest is None or ref.account_id not in (None, account_id):
+            # PutFunctionConcurrency names $LATEST in its not-found message (recorded).
+            raise not_found(self.region, account_id, ref.name, LATEST)
+        self.limiter.set_reserved(account_id, ref.name, value)
+        self._save_meta(self._meta_of(latest).evolve(reserved_concurrency=value))
+        return value
+
+    def delete_concurrency(self, account_id: str, ref: FunctionRef) -> None:
+        _unqualified_only(ref)
+        latest = self._latest(account_id, ref)
+        self.limiter.clear_reserved(account_id, ref.name)
+        self._save_meta(self._meta_of(latest).evolve(reserved_concurrency=None))
+
+    def _meta_of(self, latest: FunctionConfig) -> FunctionMeta:
+        key = (latest.account_id, latest.name)
+        return self._meta.get(key) or FunctionMeta(latest.account_id, latest.name)
+
+    def _save_meta(self, meta: FunctionMeta) -> None:
+        self._store.put_function_meta(meta.account_id, meta.name, meta.to_record())
+        self._meta[(meta.account_id, meta.name)] = meta
 
     # tags ----------------------------------------------------------------------------------
     def tag(self, account_id: str, ref: FunctionRef, tags: Mapping[str, str]) -> None:
@@ -282,10 +456,17 @@ class FunctionRegistry:
 
     def _save(self, config: FunctionConfig, notify: bool = True) -> None:
         self._store.put_function(config.account_id, config.name, config.version, config.to_record())
-        self._functions[(config.account_id, config.name)] = config
+        self._remember(config)
         if notify:
             for listener in self._listeners:
                 listener(config, config.account_id, config.name)
+
+    def _remember(self, config: FunctionConfig) -> None:
+        key = (config.account_id, config.name)
+        if config.version == LATEST:
+            self._functions[key] = config
+        else:
+            self._versions.setdefault(key, {})[config.version] = config
 
     @staticmethod
     def _activated(config: FunctionConfig) -> FunctionConfig:
@@ -309,10 +490,7 @@ class FunctionRegistry:
     @staticmethod
     def _check_revision(current: FunctionConfig, revision_id: str | None) -> None:
         if revision_id is not None and revision_id != current.revision_id:
-            raise PreconditionFailedException(
-                "The Revision Id provided does not match the latest Revision Id. Call the "
-                "GetFunction/GetAlias API to retrieve the latest Revision Id"
-            )
+            raise PreconditionFailedException(STALE_REVISION)
 
     def _check_settings(self, settings: FunctionSettings) -> None:
         errors = [
@@ -369,6 +547,11 @@ def _in_progress() -> dict[str, object]:
         "last_update_status_reason": "The function is being created.",
         "last_update_status_reason_code": "Creating",
     }
+
+
+def _unqualified_only(ref: FunctionRef) -> None:
+    if ref.qualifier is not None:
+        raise InvalidParameterValueException(UNQUALIFIED_ONLY)
 
 
 def _out_of_range(path: str, value: int | None, bounds: tuple[int, int]) -> str | None:

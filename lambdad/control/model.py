@@ -1,8 +1,9 @@
-"""The control plane's typed records: functions and their lifecycle states."""
+"""The control plane's typed records: function versions, aliases and their lifecycle states."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 LATEST = "$LATEST"
+_VERSION_NUMBER = re.compile(r"^[0-9]+$")
 
 
 class FunctionState(StrEnum):
@@ -105,6 +107,78 @@ class FunctionConfig:
         if values.get("last_update_status"):
             values["last_update_status"] = UpdateStatus(values["last_update_status"])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A name for one function version; it may send a share of its invocations to a second."""
+
+    account_id: str
+    region: str
+    function_name: str
+    name: str
+    function_version: str
+    description: str = ""
+    # additional version -> share of the alias's invocations it runs (0.0-1.0; one entry at most)
+    routing: Mapping[str, float] = field(default_factory=dict)
+    revision_id: str = field(default_factory=new_revision_id)
+
+    @property
+    def arn(self) -> str:
+        return f"{function_arn(self.region, self.account_id, self.function_name)}:{self.name}"
+
+    @property
+    def versions(self) -> frozenset[str]:
+        """Every version the alias can run."""
+        return frozenset({self.function_version, *self.routing})
+
+    def choose(self, draw: float) -> str:
+        """The version one invocation runs, given a uniform draw in [0, 1)."""
+        for version, weight in self.routing.items():
+            if draw < weight:
+                return version
+            draw -= weight
+        return self.function_version
+
+    def evolve(self, **changes: Any) -> Alias:
+        return dataclasses.replace(self, **changes)
+
+    def to_record(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record["routing"] = dict(self.routing)
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Alias:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in fields})
+
+
+@dataclass(frozen=True)
+class FunctionMeta:
+    """What belongs to a function as a whole rather than to one of its versions."""
+
+    account_id: str
+    name: str
+    last_version: int = 0  # highest version number ever published; numbers are never reused
+    published_digest: str | None = None  # fingerprint of $LATEST when last_version was published
+    reserved_concurrency: int | None = None  # None: the function shares the unreserved pool
+
+    def evolve(self, **changes: Any) -> FunctionMeta:
+        return dataclasses.replace(self, **changes)
+
+    def to_record(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> FunctionMeta:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in fields})
+
+
+def is_version_number(qualifier: str) -> bool:
+    """Whether a qualifier names a published version (digits) rather than an alias."""
+    return _VERSION_NUMBER.match(qualifier) is not None
 
 
 def function_arn(region: str, account_id: str, name: str) -> str:

@@ -3,6 +3,11 @@
 An accepted event is written to the store before the caller gets its 202, and removed only after
 it ran (or exhausted its retries), so events queued when the server stops run after a restart.
 A function error is retried like AWS does (two more attempts, with delays).
+
+Admission: an event runs under a lease of the ConcurrencyLimiter, like a synchronous invocation.
+A throttled event is not lost and does not hold a worker: it waits for capacity in a task of its
+own (``wait_lease``), then runs. An event refused by the scaling rate goes back to the queue after
+the throttle's Retry-After, without counting as an attempt.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+from lambdad.errors import TooManyRequestsException
 from lambdad.scheduler.environment import InvocationResult
+from lambdad.scheduler.limiter import ConcurrencyLimiter, Lease
 from lambdad.store.metadata import MetadataStore, QueuedEvent
 
 log = logging.getLogger(__name__)
@@ -27,6 +34,7 @@ class QueueStatistics:
     running: int
     completed: int
     failed: int
+    waiting: int = 0  # throttled events waiting for concurrency
 
 
 class AsyncQueue:
@@ -35,12 +43,16 @@ class AsyncQueue:
         store: MetadataStore,
         workers: int,
         retry_delays: tuple[float, ...] = (60.0, 120.0),
+        limiter: ConcurrencyLimiter | None = None,
     ) -> None:
         self._store = store
         self._workers = workers
         self._retry_delays = retry_delays
+        self._limiter = limiter or ConcurrencyLimiter()
         self._queue: asyncio.Queue[QueuedEvent] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        # throttled events, each waiting for a lease in its own task
+        self._waiting: set[asyncio.Task[None]] = set()
         self._runner: Runner | None = None
         self._running = 0
         self._completed = 0
@@ -60,13 +72,34 @@ class AsyncQueue:
     async def _work(self) -> None:
         while True:
             event = await self._queue.get()
-            self._running += 1
             try:
-                await self._run(event)
-            except Exception:  # a task boundary: log it, keep the worker alive
-                log.exception("async invocation %s failed", event.event_id)
-            finally:
-                self._running -= 1
+                lease = self._limiter.acquire_nowait(event.account_id, event.function_name)
+            except TooManyRequestsException:
+                self._wait_for_capacity(event)
+                continue
+            await self._run_leased(event, lease)
+
+    def _wait_for_capacity(self, event: QueuedEvent) -> None:
+        task = asyncio.ensure_future(self._run_when_admitted(event))
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
+
+    async def _run_when_admitted(self, event: QueuedEvent) -> None:
+        lease = await self._limiter.wait_lease(event.account_id, event.function_name)
+        await self._run_leased(event, lease)
+
+    async def _run_leased(self, event: QueuedEvent, lease: Lease) -> None:
+        self._running += 1
+        try:
+            await self._run(event)
+        except TooManyRequestsException as throttled:  # scaling too fast: later, same attempt
+            loop = asyncio.get_running_loop()
+            loop.call_later(throttled.retry_after_seconds, self._queue.put_nowait, event)
+        except Exception:  # a task boundary: log it, keep the worker alive
+            log.exception("async invocation %s failed", event.event_id)
+        finally:
+            self._running -= 1
+            self._limiter.release(lease)
 
     async def _run(self, event: QueuedEvent) -> None:
         assert self._runner is not None
@@ -88,12 +121,15 @@ class AsyncQueue:
         )
 
     def statistics(self) -> QueueStatistics:
-        return QueueStatistics(self._queue.qsize(), self._running, self._completed, self._failed)
+        return QueueStatistics(
+            self._queue.qsize(), self._running, self._completed, self._failed, len(self._waiting)
+        )
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._waiting]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []

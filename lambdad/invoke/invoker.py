@@ -1,17 +1,20 @@
 """Invoker: resolve the function, check the request, run it in an environment, frame the result.
 
 The synchronous path touches no database and starts no thread: the function comes from the
-registry's memory, the environment from its pool, and the answer from the environment's
-Runtime API.
+registry's memory, admission from the ConcurrencyLimiter (a lease for the function, and a
+scaling-rate token when a new environment must start), the environment from its pool, and the
+answer from the environment's Runtime API.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -25,9 +28,11 @@ from lambdad.errors import (
     InvalidRequestContentException,
     RequestTooLargeException,
     ResourceConflictException,
+    ResourceNotFoundException,
 )
 from lambdad.invoke.async_queue import AsyncQueue
 from lambdad.scheduler.environment import Invocation, InvocationResult
+from lambdad.scheduler.limiter import ConcurrencyLimiter
 from lambdad.scheduler.pools import PoolManager
 from lambdad.store.metadata import QueuedEvent
 
@@ -71,10 +76,17 @@ def new_trace_id() -> bytes:
 
 
 class Invoker:
-    def __init__(self, registry: FunctionRegistry, pools: PoolManager, queue: AsyncQueue) -> None:
+    def __init__(
+        self,
+        registry: FunctionRegistry,
+        pools: PoolManager,
+        queue: AsyncQueue,
+        limiter: ConcurrencyLimiter,
+    ) -> None:
         self._registry = registry
         self._pools = pools
         self._queue = queue
+        self._limiter = limiter
 
     async def invoke(self, request: InvokeRequest) -> InvokeOutcome:
         config = self._resolve(request.account_id, request.ref)
@@ -95,7 +107,8 @@ class Invoker:
                     event_id=request_id,
                     account_id=request.account_id,
                     function_name=config.name,
-                    qualifier=config.version,
+                    # as invoked ("" for none): an alias picks its version when the event runs
+                    qualifier=request.ref.qualifier or "",
                     payload=request.payload,
                     client_context=request.client_context,
                     enqueued_at=time.time(),
@@ -110,7 +123,9 @@ class Invoker:
             client_context=client_context,
             trace_id=new_trace_id(),
         )
-        result = await self._pools.pool_for(config).run(invocation)
+        # The reservation (and the account's pool) counts the function, whatever its version.
+        with self._limiter.lease_nowait(request.account_id, config.name):
+            result = await self._pools.pool_for(config).run(invocation, self._admit(config))
         return InvokeOutcome(
             status=200,
             payload=result.payload,
@@ -121,23 +136,33 @@ class Invoker:
         )
 
     async def run_event(self, event: QueuedEvent) -> InvocationResult | None:
-        """Run one queued Event invocation; None if its function is gone."""
-        config = self._registry.lookup(event.account_id, event.function_name)
-        if config is None:
+        """Run one queued Event invocation (the queue holds its lease); None if its function,
+        version or alias is gone."""
+        ref = FunctionRef(event.function_name, event.qualifier or None, None, None)
+        try:
+            config = self._registry.invocation_target(event.account_id, ref)
+        except ResourceNotFoundException:
             return None
         invocation = Invocation(
             request_id=event.event_id,
             payload=event.payload,
-            invoked_arn=config.arn,
+            invoked_arn=_invoked_arn(config, ref),
             client_context=_decode_client_context(event.client_context),
             trace_id=new_trace_id(),
         )
-        return await self._pools.pool_for(config).run(invocation)
+        return await self._pools.pool_for(config).run(invocation, self._admit(config))
+
+    def _admit(self, config: FunctionConfig) -> Callable[[], None]:
+        """The scaling-rate check a cold start of this function must pass."""
+        return functools.partial(
+            self._limiter.admit_scale_out_nowait, config.account_id, config.name
+        )
 
     def _resolve(self, account_id: str, ref: FunctionRef) -> FunctionConfig:
         check_reachable(ref, self._registry.region)
         # Invoke names $LATEST in its not-found message even when no qualifier was given.
-        config = self._registry.get(account_id, replace(ref, qualifier=ref.qualifier or LATEST))
+        target = replace(ref, qualifier=ref.qualifier or LATEST)
+        config = self._registry.invocation_target(account_id, target)
         if config.state is not FunctionState.ACTIVE:
             raise ResourceConflictException(
                 "The operation cannot be performed at this time. The function is currently in "

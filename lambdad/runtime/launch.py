@@ -15,6 +15,7 @@ from lambdad.runtime.runtimes import (
     Family,
     RuntimeSpec,
 )
+from lambdad.runtime.toolchains import build_module
 from lambdad.sandbox.base import LaunchSpec, SandboxLayout
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -117,6 +118,13 @@ def environment_variables(plan: EnvironmentPlan, creds: SessionCredentials) -> d
         env["AWS_EXECUTION_ENV"] = rt.execution_env
     if rt.family is Family.PYTHON:
         env["PYTHONUNBUFFERED"] = "1"
+    if rt.family is Family.RUBY:
+        declared = rt.runtime_id.removeprefix("ruby")
+        env["GEM_PATH"] = (
+            f"{task_root}/vendor/bundle/ruby/{declared}.0:/opt/ruby/gems/{declared}.0:"
+            f"/opt/ruby/gems/{_ruby_abi()}:"
+        )
+        env["RUBYLIB"] = f"{task_root}:{plan.runtime_dir}/ruby/lib:/opt/ruby/lib"
     if rt.family is Family.NODEJS:
         env["NODE_PATH"] = (
             f"/opt/nodejs/node{rt.version}/node_modules:/opt/nodejs/node_modules:"
@@ -155,7 +163,7 @@ def launch_spec(plan: EnvironmentPlan, log_fd: int, creds: SessionCredentials) -
             tmp_mb=plan.config.ephemeral_storage,
         )
     return LaunchSpec(
-        argv=(f"{plan.task_root}/bootstrap",),
+        argv=_exec_argv(plan),
         env=env,
         cwd=cwd,
         log_fd=log_fd,
@@ -168,3 +176,31 @@ def launch_spec(plan: EnvironmentPlan, log_fd: int, creds: SessionCredentials) -
 def has_bootstrap(code_dir: Path) -> bool:
     """Whether a custom runtime's `bootstrap` exists (AWS also looks in /opt: layers, later)."""
     return (code_dir / "bootstrap").exists()
+
+
+def _exec_argv(plan: EnvironmentPlan) -> tuple[str, ...]:
+    """The command of an exec'd runtime (everything but Python and Node.js)."""
+    rt, runtime_dir = plan.runtime, plan.runtime_dir
+    if rt.family is Family.RUBY:
+        assert rt.executable is not None
+        return (rt.executable, f"{runtime_dir}/ruby/bootstrap.rb")
+    if rt.family is Family.JAVA:
+        java = build_module("java")
+        # Host paths on purpose: the class-data-sharing archive only matches the classpath it
+        # was recorded with (the sandbox binds the runtime directory there too).
+        command = java.launch_command(plan.config.memory_size, java=rt.executable)
+        return tuple(str(part) for part in command)
+    if rt.family is Family.DOTNET:
+        assert rt.executable is not None
+        dotnet = build_module("dotnet")
+        return (rt.executable, "--debug", f"{runtime_dir}/dotnet/build/{dotnet.RUNTIME_EXE}")
+    if rt.family is Family.GO:
+        return (f"{plan.task_root}/{plan.config.handler}",)
+    return (f"{plan.task_root}/bootstrap",)
+
+
+def _ruby_abi() -> str:
+    """The gem directory version of the installed Ruby (Debian 12: 3.1.0)."""
+    gems = Path("/usr/lib/ruby/gems")
+    found = sorted(p.name for p in gems.iterdir()) if gems.is_dir() else []
+    return found[-1] if found else "3.1.0"

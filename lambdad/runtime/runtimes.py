@@ -21,6 +21,10 @@ NODE_BOOTSTRAP = BOOTSTRAP_DIR / "node" / "bootstrap.mjs"
 class Family(StrEnum):
     PYTHON = "python"  # our bootstrap, forked from a per-interpreter zygote
     NODEJS = "nodejs"  # our bootstrap, exec'd under node
+    RUBY = "ruby"  # our bootstrap, exec'd under ruby
+    JAVA = "java"  # our runtime client + AWS-compatible API jar, on the machine's JDK
+    DOTNET = "dotnet"  # our runtime host + Amazon.Lambda.Core-compatible assemblies, on Mono
+    GO = "go"  # legacy go1.x: the handler names the function's executable
     PROVIDED = "provided"  # the function's own `bootstrap` executable
 
 
@@ -42,7 +46,7 @@ DEPRECATED = frozenset(
         "nodejs14.x",
         "nodejs16.x",
         "java8",
-        "go1.x",
+        "java11",
         "ruby2.5",
         "ruby2.7",
         "dotnetcore1.0",
@@ -57,6 +61,10 @@ DEPRECATED = frozenset(
 PYTHON_RUNTIMES = ("python3.10", "python3.11", "python3.12", "python3.13")
 NODE_RUNTIMES = ("nodejs18.x", "nodejs20.x", "nodejs22.x")
 PROVIDED_RUNTIMES = ("provided.al2", "provided.al2023")
+RUBY_RUNTIMES = ("ruby3.2", "ruby3.3", "ruby3.4")
+JAVA_RUNTIMES = ("java17", "java21")
+DOTNET_RUNTIMES = ("dotnet8",)
+GO_RUNTIMES = ("go1.x",)
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,7 @@ class RuntimeSpec:
     @property
     def execution_env(self) -> str | None:
         """AWS_EXECUTION_ENV (absent on provided runtimes)."""
-        if self.family is Family.PROVIDED:
+        if self.family in (Family.PROVIDED, Family.GO):
             return None
         return f"AWS_Lambda_{self.runtime_id}"
 
@@ -99,6 +107,9 @@ class RuntimeCatalog:
                 )
         for runtime_id in PROVIDED_RUNTIMES:
             specs[runtime_id] = RuntimeSpec(runtime_id, Family.PROVIDED, None)
+        for runtime_id in GO_RUNTIMES:
+            specs[runtime_id] = RuntimeSpec(runtime_id, Family.GO, None)
+        specs.update(_toolchain_runtimes(overrides))
         return cls(specs)
 
     def available(self) -> list[RuntimeSpec]:
@@ -154,3 +165,23 @@ def node_major(node: str) -> str | None:
         return None
     match = re.match(r"v(\d+)", out.strip())
     return match.group(1) if match else None
+
+
+def _toolchain_runtimes(overrides: Mapping[str, str]) -> dict[str, RuntimeSpec]:
+    """Ruby, Java and .NET runtimes, where the machine has (and has built) what they need."""
+    from lambdad.runtime import toolchains
+
+    specs: dict[str, RuntimeSpec] = {}
+    ruby = overrides.get("ruby") or shutil.which("ruby")
+    if ruby:
+        for runtime_id in RUBY_RUNTIMES:
+            specs[runtime_id] = RuntimeSpec(runtime_id, Family.RUBY, ruby)
+    java = overrides.get("java") or shutil.which("java")
+    if java and toolchains.java_ready():
+        for runtime_id in JAVA_RUNTIMES:
+            specs[runtime_id] = RuntimeSpec(runtime_id, Family.JAVA, java)
+    mono = overrides.get("mono") or shutil.which("mono")
+    if mono and toolchains.dotnet_ready():
+        for runtime_id in DOTNET_RUNTIMES:
+            specs[runtime_id] = RuntimeSpec(runtime_id, Family.DOTNET, mono)
+    return specs

@@ -234,9 +234,14 @@ class NamespaceBackend(SandboxBackend):
         if not str(prefix).startswith("/usr"):
             binds.append([str(prefix), str(prefix), True])
         binds.append([str(self._runtime_dir), RUNTIME_DIR, True])
+        # Also at its host path: the JVM's class-data-sharing archive only matches the exact
+        # classpath it was recorded with (lambdad's own, public, read-only files).
+        binds.append([str(self._runtime_dir), str(self._runtime_dir), True])
         for name in ETC_ALLOWED:
             if Path("/etc", name).exists():
                 binds.append([f"/etc/{name}", f"/etc/{name}", True])
+        for java_config in sorted(Path("/etc").glob("java-*")):  # Debian's JDK reads jvm.cfg here
+            binds.append([str(java_config), str(java_config), True])
         binds.append([str(self._etc / "passwd"), "/etc/passwd", True])
         binds.append([str(self._etc / "group"), "/etc/group", True])
         return {

@@ -39,6 +39,7 @@ import contextlib
 import ctypes
 import enum
 import errno
+import fcntl
 import heapq
 import importlib.util
 import ipaddress
@@ -639,16 +640,33 @@ table inet {table} {{
 
 def _install_rules(plan: _AddressPlan) -> str:
     """Install the table and turn forwarding on; return ip_forward's value before lambdad."""
-    before = _recorded_forward(exclude=plan.table) or IP_FORWARD.read_text().strip()
-    _nft("-f", "-", script=_ruleset(plan.table, str(plan.subnet), before))
-    IP_FORWARD.write_text("1")
+    with _host_lock():
+        before = _recorded_forward(exclude=plan.table) or IP_FORWARD.read_text().strip()
+        _nft("-f", "-", script=_ruleset(plan.table, str(plan.subnet), before))
+        IP_FORWARD.write_text("1")
     return before
 
 
 def _remove_rules(table: str, forward_before: str) -> None:
-    _nft("-f", "-", script=f"add table inet {table}\ndelete table inet {table}\n")
-    if not _lambdad_tables():
-        IP_FORWARD.write_text(forward_before)
+    with _host_lock():
+        _nft("-f", "-", script=f"add table inet {table}\ndelete table inet {table}\n")
+        if not _lambdad_tables():
+            IP_FORWARD.write_text(forward_before)
+
+
+@contextlib.contextmanager
+def _host_lock() -> Iterator[None]:
+    """Serialise table changes and the ip_forward bookkeeping between pools and processes.
+
+    The lock is an flock on the /run/netns directory itself, so it leaves no file behind.
+    """
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    directory = os.open(NETNS_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(directory)
 
 
 def _lambdad_tables() -> list[str]:
@@ -659,10 +677,14 @@ def _lambdad_tables() -> list[str]:
 def _recorded_forward(exclude: str) -> str:
     """ip_forward's value before lambdad, as another running pool's table recorded it."""
     for table in _lambdad_tables():
-        if table != exclude:
+        if table == exclude:
+            continue
+        try:
             found = _FORWARD_NOTE.search(_nft("list", "table", "inet", table))
-            if found:
-                return found.group(1)
+        except NetworkPoolError:  # removed meanwhile by something not holding the lock
+            continue
+        if found:
+            return found.group(1)
     return ""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Protocol
 
 from lambdad.control.model import FunctionConfig
 from lambdad.observability.logs import LogStore, new_stream_name
@@ -26,18 +27,21 @@ class EnvironmentLauncher:
         catalog: RuntimeCatalog,
         code: CodeCache,
         logs: LogStore,
+        sessions: SessionRegistry | None = None,
     ) -> None:
         self.backend = backend
         self.catalog = catalog
         self.code = code
         self.logs = logs
+        self.sessions = sessions
 
     async def launch(
         self, config: FunctionConfig, on_dead: Callable[[Environment], None]
     ) -> Environment:
         stream = new_stream_name(config.version)
         log = self.logs.open_stream(config.account_id, config.log_group, stream)
-        env = Environment(config, log, on_dead)
+        creds = SessionCredentials.generate()
+        env = Environment(config, log, self._forgetting(creds, on_dead))
         runtime = self.catalog.get(config.runtime)
         if runtime is None:
             env.launch_failed(
@@ -46,7 +50,10 @@ class EnvironmentLauncher:
             return env
         layout = self.backend.layout()
         code_dir = self.code.path_for(config.code_key)
-        if runtime.family is Family.PROVIDED and not has_bootstrap(code_dir):
+        missing_go_binary = (
+            runtime.family is Family.GO and not (code_dir / config.handler).is_file()
+        )
+        if (runtime.family is Family.PROVIDED and not has_bootstrap(code_dir)) or missing_go_binary:
             env.launch_failed(
                 "Runtime.InvalidEntrypoint",
                 "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]",
@@ -56,7 +63,14 @@ class EnvironmentLauncher:
         plan = EnvironmentPlan(config, runtime, code_dir, address, stream, layout=layout)
         read_fd, write_fd = os.pipe()
         try:
-            spec = launch_spec(plan, write_fd, SessionCredentials.generate())
+            if self.sessions is not None:
+                self.sessions.register_session(
+                    creds.access_key_id,
+                    creds.secret_access_key,
+                    config.account_id,
+                    creds.session_token,
+                )
+            spec = launch_spec(plan, write_fd, creds)
             process = await self.backend.start(spec)
         except OSError as exc:
             os.close(read_fd)
@@ -76,3 +90,25 @@ class EnvironmentLauncher:
             await env.api.serve(process.runtime_api_socket)
         env.attach(process, read_fd)
         return env
+
+    def _forgetting(
+        self, creds: SessionCredentials, on_dead: Callable[[Environment], None]
+    ) -> Callable[[Environment], None]:
+        """on_dead, after revoking the environment's credentials."""
+
+        def dead(env: Environment) -> None:
+            if self.sessions is not None:
+                self.sessions.forget_session(creds.access_key_id)
+            on_dead(env)
+
+        return dead
+
+
+class SessionRegistry(Protocol):
+    """Where environment credentials become valid API keys (lambdad.control.accounts)."""
+
+    def register_session(
+        self, access_key_id: str, secret: str, account_id: str, session_token: str | None = None
+    ) -> None: ...
+
+    def forget_session(self, access_key_id: str) -> None: ...

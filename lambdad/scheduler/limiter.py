@@ -22,7 +22,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from lambdad.errors import InvalidParameterValueException, TooManyRequestsException
+from lambdad.errors import TooManyRequestsException, UntypedInvalidParameterValueException
 
 DEFAULT_ACCOUNT_LIMIT = 1000
 MIN_UNRESERVED = 100
@@ -99,23 +99,28 @@ class ConcurrencyLimiter:
 
     # reservations ---------------------------------------------------------------------------
     def set_reserved(self, account_id: str, function: str, value: int) -> None:
-        """Reserve concurrency for a function, refusing reservations AWS refuses."""
+        """Reserve concurrency for a function, refusing reservations AWS refuses.
+
+        AWS has one refusal for reserved concurrency: the unreserved floor's. Reserving more
+        than the whole account is refused with it too (recorded).
+        """
         account = self._account(account_id)
         others = sum(v for f, v in account.reserved.items() if f != function)
-        if value > account.limit - others:
-            raise InvalidParameterValueException(
-                "Specified ReservedConcurrentExecutions for function is greater than account's "
-                f"unreserved concurrency [{account.limit - others}]."
-            )
         if account.limit - others - value < self.min_unreserved:
-            raise InvalidParameterValueException(
+            raise UntypedInvalidParameterValueException(
                 "Specified ReservedConcurrentExecutions for function decreases account's "
                 f"UnreservedConcurrentExecution below its minimum value of [{self.min_unreserved}]."
             )
-        account.reserved[function] = value
+        self.restore_reserved(account_id, function, value)
+
+    def restore_reserved(self, account_id: str, function: str, value: int) -> None:
+        """Reinstate a reservation accepted earlier (at start-up), without checking it again."""
+        self._account(account_id).reserved[function] = value
+        self._wake_waiters()
 
     def clear_reserved(self, account_id: str, function: str) -> None:
         self._account(account_id).reserved.pop(function, None)
+        self._wake_waiters()
 
     def reserved(self, account_id: str, function: str) -> int | None:
         return self._account(account_id).reserved.get(function)
@@ -126,16 +131,22 @@ class ConcurrencyLimiter:
 
     # admission ------------------------------------------------------------------------------
     def acquire_nowait(self, account_id: str, function: str) -> Lease:
+        found = self._try_acquire(account_id, function)
+        if isinstance(found, Lease):
+            return found
+        self._account(account_id).throttled += 1
+        raise _throttled(found)
+
+    def _try_acquire(self, account_id: str, function: str) -> Lease | ThrottleReason:
+        """A lease, or why there is none (not counted as a throttle)."""
         account = self._account(account_id)
         running = account.in_use.get(function, 0)
         reservation = account.reserved.get(function)
         if reservation is not None:
             if running >= reservation:
-                account.throttled += 1
-                raise _throttled(ThrottleReason.RESERVED)
+                return ThrottleReason.RESERVED
         elif account.unreserved_in_use >= account.limit - sum(account.reserved.values()):
-            account.throttled += 1
-            raise _throttled(ThrottleReason.ACCOUNT)
+            return ThrottleReason.ACCOUNT
         account.in_use[function] = running + 1
         if reservation is None:
             account.unreserved_in_use += 1
@@ -150,6 +161,10 @@ class ConcurrencyLimiter:
             account.in_use.pop(lease.function, None)
         if not lease.reserved:
             account.unreserved_in_use = max(0, account.unreserved_in_use - 1)
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Let every wait_lease caller try again (a lease was released, a reservation changed)."""
         waiters, self._waiters = self._waiters, set()
         for waiter in waiters:
             if not waiter.done():
@@ -166,17 +181,17 @@ class ConcurrencyLimiter:
     async def wait_lease(self, account_id: str, function: str, recheck: float = 1.0) -> Lease:
         """Wait until the function may run (async invocations are queued, never dropped).
 
-        Woken by every release; also re-checks every `recheck` seconds, since a reservation
-        change can make room without any release.
+        Woken by every release and reservation change; also re-checks every `recheck` seconds.
+        Waiting is not counted as throttling (the caller counted its first refusal).
         """
         while True:
-            try:
-                return self.acquire_nowait(account_id, function)
-            except TooManyRequestsException:
-                waiter = asyncio.get_running_loop().create_future()
-                self._waiters.add(waiter)
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, timeout=recheck)
+            found = self._try_acquire(account_id, function)
+            if isinstance(found, Lease):
+                return found
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.add(waiter)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(waiter, timeout=recheck)
 
     def admit_scale_out_nowait(self, account_id: str, function: str) -> None:
         """Take one token for a new execution environment, or raise the rate throttle."""
@@ -197,6 +212,10 @@ class ConcurrencyLimiter:
     def forget_function(self, account_id: str, function: str) -> None:
         self.clear_reserved(account_id, function)
         self._buckets.pop((account_id, function), None)
+
+    def account_ids(self) -> list[str]:
+        """Accounts the limiter has seen (reservations or invocations)."""
+        return sorted(self._accounts)
 
     def statistics(self, account_id: str) -> AccountStatistics:
         account = self._account(account_id)

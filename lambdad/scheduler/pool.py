@@ -43,9 +43,15 @@ class EnvironmentPool:
         self._cold = 0
         self._warm = 0
 
-    async def run(self, invocation: Invocation) -> InvocationResult:
+    async def run(
+        self, invocation: Invocation, admit: Callable[[], None] | None = None
+    ) -> InvocationResult:
+        """Run one invocation; `admit` is called before a new environment is started (a cold
+        start) and may refuse it by raising (the limiter's scaling rate)."""
         env = self._take_idle()
         if env is None:
+            if admit is not None:
+                admit()
             self._cold += 1
             env = await self._launch(self.config, self._forget)
             self._all.add(env)

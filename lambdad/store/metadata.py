@@ -1,4 +1,4 @@
-"""MetadataStore: durable records of functions and queued async events.
+"""MetadataStore: durable records of functions (versions, aliases) and queued async events.
 
 The store is written by the control plane and the async queue, never on the synchronous invoke
 path: the registry keeps every function in memory and writes through.
@@ -46,7 +46,31 @@ class MetadataStore(ABC):
 
     @abstractmethod
     def delete_function(self, account_id: str, name: str) -> None:
-        """Remove a function with all of its versions (idempotent)."""
+        """Remove a function with all of its versions, aliases and meta record (idempotent)."""
+
+    @abstractmethod
+    def delete_function_version(self, account_id: str, name: str, version: str) -> None:
+        """Remove one published version (idempotent)."""
+
+    @abstractmethod
+    def load_aliases(self) -> list[dict[str, Any]]:
+        """Every stored alias record."""
+
+    @abstractmethod
+    def put_alias(self, account_id: str, name: str, alias: str, record: dict[str, Any]) -> None:
+        """Insert or replace one alias of a function."""
+
+    @abstractmethod
+    def delete_alias(self, account_id: str, name: str, alias: str) -> None:
+        """Remove one alias (idempotent)."""
+
+    @abstractmethod
+    def load_function_meta(self) -> list[dict[str, Any]]:
+        """Every stored function meta record (version counter, reserved concurrency)."""
+
+    @abstractmethod
+    def put_function_meta(self, account_id: str, name: str, record: dict[str, Any]) -> None:
+        """Insert or replace the meta record of a function."""
 
     @abstractmethod
     def enqueue_event(self, event: QueuedEvent) -> None:
@@ -75,6 +99,19 @@ CREATE TABLE IF NOT EXISTS functions (
     version TEXT NOT NULL,
     record BLOB NOT NULL,
     PRIMARY KEY (account_id, name, version)
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    account_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    record BLOB NOT NULL,
+    PRIMARY KEY (account_id, name, alias)
+);
+CREATE TABLE IF NOT EXISTS function_meta (
+    account_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    record BLOB NOT NULL,
+    PRIMARY KEY (account_id, name)
 );
 CREATE TABLE IF NOT EXISTS async_events (
     event_id TEXT PRIMARY KEY,
@@ -113,9 +150,7 @@ class SqliteMetadataStore(MetadataStore):
             self._db.execute("COMMIT")
 
     def load_functions(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT record FROM functions ORDER BY rowid").fetchall()
-        return [orjson.loads(row[0]) for row in rows]
+        return self._records("functions")
 
     def put_function(
         self, account_id: str, name: str, version: str, record: dict[str, Any]
@@ -128,9 +163,49 @@ class SqliteMetadataStore(MetadataStore):
 
     def delete_function(self, account_id: str, name: str) -> None:
         with self._tx() as db:
+            for table in ("functions", "aliases", "function_meta"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE account_id = ? AND name = ?", (account_id, name)
+                )
+
+    def delete_function_version(self, account_id: str, name: str, version: str) -> None:
+        with self._tx() as db:
             db.execute(
-                "DELETE FROM functions WHERE account_id = ? AND name = ?", (account_id, name)
+                "DELETE FROM functions WHERE account_id = ? AND name = ? AND version = ?",
+                (account_id, name, version),
             )
+
+    def load_aliases(self) -> list[dict[str, Any]]:
+        return self._records("aliases")
+
+    def put_alias(self, account_id: str, name: str, alias: str, record: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?)",
+                (account_id, name, alias, orjson.dumps(record)),
+            )
+
+    def delete_alias(self, account_id: str, name: str, alias: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM aliases WHERE account_id = ? AND name = ? AND alias = ?",
+                (account_id, name, alias),
+            )
+
+    def load_function_meta(self) -> list[dict[str, Any]]:
+        return self._records("function_meta")
+
+    def put_function_meta(self, account_id: str, name: str, record: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO function_meta VALUES (?, ?, ?)",
+                (account_id, name, orjson.dumps(record)),
+            )
+
+    def _records(self, table: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT record FROM {table} ORDER BY rowid").fetchall()
+        return [orjson.loads(row[0]) for row in rows]
 
     def enqueue_event(self, event: QueuedEvent) -> None:
         with self._tx() as db:
@@ -176,6 +251,8 @@ class MemoryMetadataStore(MetadataStore):
 
     def __init__(self) -> None:
         self._functions: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._aliases: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._meta: dict[tuple[str, str], dict[str, Any]] = {}
         self._events: dict[str, QueuedEvent] = {}
 
     def load_functions(self) -> list[dict[str, Any]]:
@@ -187,8 +264,28 @@ class MemoryMetadataStore(MetadataStore):
         self._functions[(account_id, name, version)] = dict(record)
 
     def delete_function(self, account_id: str, name: str) -> None:
-        for key in [k for k in self._functions if k[:2] == (account_id, name)]:
-            del self._functions[key]
+        for table in (self._functions, self._aliases):
+            for key in [k for k in table if k[:2] == (account_id, name)]:
+                del table[key]
+        self._meta.pop((account_id, name), None)
+
+    def delete_function_version(self, account_id: str, name: str, version: str) -> None:
+        self._functions.pop((account_id, name, version), None)
+
+    def load_aliases(self) -> list[dict[str, Any]]:
+        return [dict(record) for record in self._aliases.values()]
+
+    def put_alias(self, account_id: str, name: str, alias: str, record: dict[str, Any]) -> None:
+        self._aliases[(account_id, name, alias)] = dict(record)
+
+    def delete_alias(self, account_id: str, name: str, alias: str) -> None:
+        self._aliases.pop((account_id, name, alias), None)
+
+    def load_function_meta(self) -> list[dict[str, Any]]:
+        return [dict(record) for record in self._meta.values()]
+
+    def put_function_meta(self, account_id: str, name: str, record: dict[str, Any]) -> None:
+        self._meta[(account_id, name)] = dict(record)
 
     def enqueue_event(self, event: QueuedEvent) -> None:
         self._events[event.event_id] = event

@@ -494,6 +494,26 @@ def test_vendored_gems_are_found_without_platform_gem_path(harness: Harness, ver
     assert api.invoke({}).json() == "gem ok"
 
 
+MARSHALLER = """\
+module AwsLambda
+  class Marshaller
+    def self.marshall_response(response)
+      [response.upcase, 'text/plain']
+    end
+  end
+end
+
+def handler(event:, context:) = event['s']
+"""
+
+
+def test_marshaller_can_be_reopened(harness: Harness) -> None:
+    # AWS's runtime lets a function replace AwsLambda::Marshaller's methods
+    api, _ = harness.start("custom.handler", {"custom.rb": MARSHALLER})
+    res = api.invoke({"s": "abc"})
+    assert (res.kind, res.body, res.headers["content-type"]) == ("response", b"ABC", "text/plain")
+
+
 def test_reconnects_and_chunked_responses(harness: Harness) -> None:
     api, proc = harness.start(
         "app.handler", api_options={"chunked": True, "close_connections": True}

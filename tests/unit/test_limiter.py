@@ -55,12 +55,30 @@ def test_reservations_keep_the_unreserved_floor() -> None:
     limiter.set_reserved(ACCOUNT, "a", 900)
     with pytest.raises(InvalidParameterValueException, match=r"minimum value of \[100\]"):
         limiter.set_reserved(ACCOUNT, "b", 1)
-    with pytest.raises(InvalidParameterValueException, match=r"unreserved concurrency \[100\]"):
-        limiter.set_reserved(ACCOUNT, "b", 101)
+    # AWS checks the floor first, also for more than the whole account (recorded).
+    with pytest.raises(InvalidParameterValueException, match=r"minimum value of \[100\]"):
+        limiter.set_reserved(ACCOUNT, "b", 1001)
     limiter.set_reserved(ACCOUNT, "a", 899)
     limiter.set_reserved(ACCOUNT, "b", 1)
     limiter.clear_reserved(ACCOUNT, "a")
     assert limiter.statistics(ACCOUNT).unreserved_limit == 999
+
+
+def test_without_a_floor_the_whole_account_can_be_reserved() -> None:
+    limiter = ConcurrencyLimiter(account_limit=10, min_unreserved=0)
+    limiter.set_reserved(ACCOUNT, "a", 4)
+    with pytest.raises(InvalidParameterValueException, match=r"minimum value of \[0\]"):
+        limiter.set_reserved(ACCOUNT, "b", 7)
+    limiter.set_reserved(ACCOUNT, "b", 6)
+    assert limiter.unreserved_limit(ACCOUNT) == 0
+    assert reason(limiter, "c") == "ConcurrentInvocationLimitExceeded"
+
+
+def test_refusals_carry_no_type_as_on_aws() -> None:
+    limiter = ConcurrencyLimiter(account_limit=10, min_unreserved=5)
+    with pytest.raises(InvalidParameterValueException) as caught:
+        limiter.set_reserved(ACCOUNT, "a", 6)
+    assert caught.value.body() == {"message": caught.value.message}
 
 
 def test_accounts_are_independent() -> None:
@@ -91,3 +109,14 @@ async def test_wait_lease_wakes_on_release() -> None:
     limiter.release(held)
     lease = await asyncio.wait_for(waiter, timeout=2)
     assert lease.function == "f"
+
+
+async def test_wait_lease_wakes_when_a_reservation_is_lifted() -> None:
+    limiter = ConcurrencyLimiter(account_limit=10, min_unreserved=0)
+    limiter.set_reserved(ACCOUNT, "f", 0)
+    waiter = asyncio.ensure_future(limiter.wait_lease(ACCOUNT, "f", recheck=60))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    limiter.clear_reserved(ACCOUNT, "f")
+    lease = await asyncio.wait_for(waiter, timeout=2)
+    assert not lease.reserved

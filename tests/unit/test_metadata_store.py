@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdad.control.model import FunctionConfig, FunctionState
+from lambdad.control.model import Alias, FunctionConfig, FunctionMeta, FunctionState
 from lambdad.store.metadata import (
     MemoryMetadataStore,
     MetadataStore,
@@ -60,6 +60,31 @@ def test_replace_and_delete(store: MetadataStore) -> None:
     store.delete_function(config.account_id, config.name)
     store.delete_function(config.account_id, config.name)
     assert store.load_functions() == []
+
+
+def test_versions_aliases_and_meta_go_with_the_function(store: MetadataStore) -> None:
+    config = sample("three")
+    version = config.evolve(version="1")
+    for c in (config, version, sample("other")):
+        store.put_function(c.account_id, c.name, c.version, c.to_record())
+    alias = Alias(config.account_id, config.region, config.name, "live", "1", routing={"2": 0.5})
+    store.put_alias(config.account_id, config.name, "live", alias.to_record())
+    meta = FunctionMeta(config.account_id, config.name, last_version=4, reserved_concurrency=0)
+    store.put_function_meta(config.account_id, config.name, meta.to_record())
+    assert [Alias.from_record(r) for r in store.load_aliases()] == [alias]
+    assert [FunctionMeta.from_record(r) for r in store.load_function_meta()] == [meta]
+    store.delete_function_version(config.account_id, config.name, "1")
+    store.delete_function_version(config.account_id, config.name, "1")
+    assert sorted((r["name"], r["version"]) for r in store.load_functions()) == [
+        ("other", "$LATEST"),
+        ("three", "$LATEST"),
+    ]
+    store.delete_alias(config.account_id, config.name, "live")
+    assert store.load_aliases() == []
+    store.put_alias(config.account_id, config.name, "live", alias.to_record())
+    store.delete_function(config.account_id, config.name)
+    assert [r["name"] for r in store.load_functions()] == ["other"]
+    assert store.load_aliases() == [] and store.load_function_meta() == []
 
 
 def test_event_queue(store: MetadataStore) -> None:

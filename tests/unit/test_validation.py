@@ -214,7 +214,8 @@ def test_map_keys_and_values_rendered_as_java_map() -> None:
     assert message == (
         "1 validation error detected: Value '{2=1.5}' at 'routingConfig.additionalVersionWeights'"
         " failed to satisfy constraint: Map value must satisfy constraint: [Member must have "
-        "value less than or equal to 1.0, Member must have value greater than or equal to 0.0]"
+        "value less than or equal to 1.0, Member must have value greater than or equal to 0.0, "
+        "Member must not be null]"
     )
 
 

@@ -96,13 +96,16 @@ module LambdadBootstrap
   ERROR_TYPE_HEADER = 'Lambda-Runtime-Function-Error-Type'
   THIS_FILE = File.expand_path(__FILE__)
   # This file's names as backtraces may spell them (a symlinked launch path included).
-  THIS_FILES = [THIS_FILE, (File.realpath(__FILE__) rescue THIS_FILE)].uniq.freeze # rubocop:disable Style/RescueModifier
+  THIS_FILES = [THIS_FILE, File.realpath(__FILE__)].uniq.freeze
   MAX_TRACE = 100
   # Error classes whose type AWS's runtime puts in the error-type header as is.
   HEADER_SAFE_CLASSES = %w[ArgumentError NoMethodError Exception StandardError NameError
                            LoadError SystemExit SystemStackError].freeze
   URL_SAFE = /\A[A-Za-z0-9\-._~]*\z/.freeze
   EMPTY = ''.b.freeze
+  ERROR_LOG = 'Error raised from handler method'
+  CRITICAL_LOG = 'Critical exception from handler'
+  KERNEL_METHOD = Kernel.instance_method(:method) # an exception may define its own #method
 
   # The Runtime API went away (the environment is being torn down).
   class ConnectionLost < StandardError
@@ -375,8 +378,8 @@ module LambdadBootstrap
     # Exception#message as Ruby 3.2+ gives it: Ruby 3.1's error_highlight and did_you_mean
     # append their hints to the message itself (3.2+ moved them to #detailed_message).
     def message_of(error)
-      if RUBY_VERSION < '3.2' && error.method(:message).owner == Exception
-        meth = error.method(:to_s)
+      if RUBY_VERSION < '3.2' && KERNEL_METHOD.bind_call(error, :message).owner == Exception
+        meth = KERNEL_METHOD.bind_call(error, :to_s)
         while (owner = meth.owner.name) &&
               (owner.start_with?('ErrorHighlight') || owner.start_with?('DidYouMean')) &&
               (parent = meth.super_method)
@@ -387,7 +390,11 @@ module LambdadBootstrap
         utf8(error.message)
       end
     rescue Exception # rubocop:disable Lint/RescueException
-      "<unprintable #{error.class} object>"
+      begin
+        utf8(error.message)
+      rescue Exception # rubocop:disable Lint/RescueException
+        "<unprintable #{error.class} object>"
+      end
     end
 
     # The backtrace up to (not including) the first frame of this bootstrap, as strings.
@@ -446,7 +453,8 @@ module LambdadBootstrap
     end
 
     def setup_logging(env)
-      @log_formatter_class = env['AWS_LAMBDA_LOG_FORMAT'].to_s.casecmp?('JSON') ? JsonLogFormatter : LogFormatter
+      json = env['AWS_LAMBDA_LOG_FORMAT'].to_s.casecmp?('JSON')
+      @log_formatter_class = json ? JsonLogFormatter : LogFormatter
       ::Logger.prepend(LoggerPatch) unless ::Logger <= LoggerPatch
     end
 
@@ -565,10 +573,10 @@ module LambdadBootstrap
               main_object.__send__(method_name, event: event, context: context)
             end
           payload, content_type = AwsLambda::Marshaller.marshall_response(response)
-          if content_type == 'application/unknown'
-            payload = payload.read || EMPTY # an IO: send its content unformatted
-          else
+          if content_type.nil?
             content_type = 'application/json'
+          elsif content_type == 'application/unknown' && payload.respond_to?(:read)
+            payload = payload.read || EMPTY # an IO: send its content unformatted
           end
         rescue NameError => e # NoMethodError included: AWS treats both as fatal
           error = LambdaError.new(e, 'Function')
@@ -583,8 +591,7 @@ module LambdadBootstrap
         end
 
         if error
-          post_error(client, request_id, error,
-                     critical ? 'Critical exception from handler' : 'Error raised from handler method')
+          post_error(client, request_id, error, critical ? CRITICAL_LOG : ERROR_LOG)
           exit(-1) if critical
           next
         end
@@ -612,4 +619,6 @@ module LambdadBootstrap
   end
 end
 
-LambdadBootstrap.main if $PROGRAM_NAME == __FILE__ || File.expand_path($PROGRAM_NAME) == LambdadBootstrap::THIS_FILE
+if $PROGRAM_NAME == __FILE__ || File.expand_path($PROGRAM_NAME) == LambdadBootstrap::THIS_FILE
+  LambdadBootstrap.main
+end

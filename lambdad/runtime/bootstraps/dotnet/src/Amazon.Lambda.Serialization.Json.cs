@@ -37,7 +37,7 @@ namespace Amazon.Lambda.Serialization.Json
             string json;
             try
             {
-                json = Lambdad.Json.Json.Serialize(response, _options);
+                json = JsonCodec.Serialize(response, _options);
             }
             catch (Exception e)
             {
@@ -53,7 +53,7 @@ namespace Amazon.Lambda.Serialization.Json
             using (var reader = new StreamReader(requestStream, Utf8)) json = reader.ReadToEnd();
             try
             {
-                return (T)Lambdad.Json.Json.Deserialize(json, typeof(T), _options);
+                return (T)JsonCodec.Deserialize(json, typeof(T), _options);
             }
             catch (Exception e)
             {

@@ -76,9 +76,13 @@ namespace Lambdad.Json
 
         public object Natural()
         {
-            long l;
-            if (IsIntegral && long.TryParse(Text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out l))
-                return l;
+            if (IsIntegral)
+            {
+                long l;
+                if (long.TryParse(Text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out l)) return l;
+                decimal m; // beyond long: keep every digit while decimal can
+                if (decimal.TryParse(Text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out m)) return m;
+            }
             return double.Parse(Text, NumberStyles.Float, CultureInfo.InvariantCulture);
         }
     }
@@ -112,7 +116,7 @@ namespace Lambdad.Json
     }
 
     /// <summary>Entry points of the engine.</summary>
-    public static class Json
+    public static class JsonCodec
     {
         // ---------------------------------------------------------------- parsing
 
@@ -475,7 +479,7 @@ namespace Lambdad.Json
                         return DateTimeOffset.Parse(str, CultureInfo.InvariantCulture);
                     if (type == typeof(Guid)) return Guid.Parse(str);
                     if (type == typeof(TimeSpan)) return TimeSpan.Parse(str, CultureInfo.InvariantCulture);
-                    if (type == typeof(Uri)) return new Uri(str, UriKind.RelativeOrAbsolute);
+                    if (type.FullName == "System.Uri") return Activator.CreateInstance(type, str); // typeof(Uri) would load System.dll
                     if (type == typeof(byte[])) return Convert.FromBase64String(str);
                     if (type == typeof(MemoryStream) || type == typeof(Stream))
                         return new MemoryStream(Convert.FromBase64String(str));
@@ -541,11 +545,8 @@ namespace Lambdad.Json
                 object collection;
                 if (type.IsInterface || type.IsAbstract)
                 {
-                    Type setType = typeof(HashSet<>).MakeGenericType(elementType);
-                    collection = type.IsAssignableFrom(typeof(List<>).MakeGenericType(elementType))
-                        ? Activator.CreateInstance(typeof(List<>).MakeGenericType(elementType))
-                        : type.IsAssignableFrom(setType) ? Activator.CreateInstance(setType)
-                        : null;
+                    Type listType = typeof(List<>).MakeGenericType(elementType);
+                    collection = type.IsAssignableFrom(listType) ? Activator.CreateInstance(listType) : NewSet(type, elementType);
                     if (collection == null) throw new JsonException("The collection type " + TypeName(type) + " is not supported. Path: " + path + ".");
                 }
                 else
@@ -579,6 +580,14 @@ namespace Lambdad.Json
                 m.Set(target, Bind(kv.Value, m.Type, o, depth + 1, path + "." + kv.Key));
             }
             return target;
+        }
+
+        // HashSet<T> lives in System.Core: kept out of Bind so that it is loaded only if used
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+        private static object NewSet(Type type, Type elementType)
+        {
+            Type setType = typeof(HashSet<>).MakeGenericType(elementType);
+            return type.IsAssignableFrom(setType) ? Activator.CreateInstance(setType) : null;
         }
 
         private static object Construct(Type type, string path)
@@ -738,6 +747,13 @@ namespace Lambdad.Json
             }
         }
 
+        /// <summary>The JSON names of a type's members (and a warm member cache).</summary>
+        public static string[] GetMemberNames(Type type, JsonOptions options = null)
+        {
+            MemberMap map = GetMap(type, options ?? JsonOptions.Default);
+            return Array.ConvertAll(map.Readable, m => m.Name);
+        }
+
         internal static MemberMap GetMap(Type type, JsonOptions o)
         {
             lock (o.Maps)
@@ -753,7 +769,7 @@ namespace Lambdad.Json
         private static MemberMap BuildMap(Type type, JsonOptions o)
         {
             var members = new List<Member>();
-            var seen = new HashSet<string>();
+            var seen = new Dictionary<string, bool>(); // not HashSet: that would load System.Core
             const BindingFlags flags = BindingFlags.Instance | BindingFlags.Public;
             foreach (PropertyInfo p in type.GetProperties(flags))
             {
@@ -763,7 +779,8 @@ namespace Lambdad.Json
                 string name;
                 bool ignore;
                 ReadAttributes(p, out name, out ignore);
-                if (ignore || !seen.Add(p.Name)) continue; // hidden (`new`) members: most derived wins
+                if (ignore || seen.ContainsKey(p.Name)) continue; // hidden (`new`) members: most derived wins
+                seen[p.Name] = true;
                 members.Add(new Member
                 {
                     Name = name ?? ConvertName(p.Name, o),
@@ -779,7 +796,8 @@ namespace Lambdad.Json
                 string name;
                 bool ignore;
                 ReadAttributes(f, out name, out ignore);
-                if (ignore || !seen.Add(f.Name)) continue;
+                if (ignore || seen.ContainsKey(f.Name)) continue;
+                seen[f.Name] = true;
                 members.Add(new Member
                 {
                     Name = name ?? ConvertName(f.Name, o),
@@ -850,7 +868,7 @@ namespace Lambdad.Json
             if (value is DateTimeOffset) { WriteString(sb, ((DateTimeOffset)value).ToString("yyyy-MM-ddTHH:mm:ss.FFFFFFFzzz", inv)); return; }
             if (value is Guid) { WriteString(sb, ((Guid)value).ToString("D")); return; }
             if (value is TimeSpan) { WriteString(sb, ((TimeSpan)value).ToString("c", inv)); return; }
-            if (value is Uri) { WriteString(sb, ((Uri)value).OriginalString); return; }
+            if (type.FullName == "System.Uri") { WriteString(sb, (string)type.GetProperty("OriginalString").GetValue(value, null)); return; }
             var bytes = value as byte[];
             if (bytes != null) { WriteString(sb, Convert.ToBase64String(bytes)); return; }
             var ms = value as MemoryStream;
@@ -990,7 +1008,7 @@ namespace Amazon.Lambda.Serialization.SystemTextJson
             string json;
             try
             {
-                json = Json.Serialize(response, SerializerOptions);
+                json = JsonCodec.Serialize(response, SerializerOptions);
             }
             catch (Exception e)
             {
@@ -1018,7 +1036,7 @@ namespace Amazon.Lambda.Serialization.SystemTextJson
             if (_debug) Console.WriteLine("Lambda Deserialize " + typeof(T).FullName + ": " + json);
             try
             {
-                return (T)Json.Deserialize(json, typeof(T), SerializerOptions);
+                return (T)JsonCodec.Deserialize(json, typeof(T), SerializerOptions);
             }
             catch (Exception e)
             {

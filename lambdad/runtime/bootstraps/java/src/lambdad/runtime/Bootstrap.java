@@ -118,7 +118,43 @@ public final class Bootstrap {
         addJars(task, urls);
         addJars(new File(task, "lib"), urls);
         addJars(new File(optRoot, "lib"), urls);
-        return new URLClassLoader(urls.toArray(new URL[0]), ClassLoader.getSystemClassLoader());
+        return new CustomerClassLoader(urls.toArray(new URL[0]), ClassLoader.getSystemClassLoader());
+    }
+
+    /**
+     * Parent-first, like AWS's, except for Jackson: a function that bundles its own Jackson gets
+     * it (AWS's runtime keeps its Jackson shaded out of the function's way), while the runtime
+     * keeps serialising with its own.
+     */
+    static final class CustomerClassLoader extends URLClassLoader {
+        static {
+            ClassLoader.registerAsParallelCapable();
+        }
+
+        CustomerClassLoader(URL[] urls, ClassLoader parent) {
+            super(urls, parent);
+        }
+
+        @Override
+        protected Class<?> loadClass(String name, boolean resolve) throws ClassNotFoundException {
+            if (!name.startsWith("com.fasterxml.jackson.")) {
+                return super.loadClass(name, resolve);
+            }
+            synchronized (getClassLoadingLock(name)) {
+                Class<?> c = findLoadedClass(name);
+                if (c == null) {
+                    try {
+                        c = findClass(name);
+                    } catch (ClassNotFoundException e) {
+                        return super.loadClass(name, resolve);
+                    }
+                }
+                if (resolve) {
+                    resolveClass(c);
+                }
+                return c;
+            }
+        }
     }
 
     private static void addJars(File dir, List<URL> urls) throws IOException {
@@ -171,8 +207,8 @@ public final class Bootstrap {
     /** The invocation loop; returns after {@code max} invocations when max >= 0 (training). */
     void serve(HandlerLoader.Invoker invoker, int max) throws IOException {
         HandlerLoader.Output out = new HandlerLoader.Output(1024);
-        for (int n = 0; max < 0 || n < max; n++) {
-            RuntimeApiClient.Response request = client.next();
+        RuntimeApiClient.Response request = client.next();
+        for (int n = 1; ; n++) {
             String requestId = request.header("lambda-runtime-aws-request-id");
             if (requestId == null) {
                 requestId = "";
@@ -187,7 +223,7 @@ public final class Bootstrap {
             logger.setInvocation(requestId, tenantId);
 
             UserFault fault;
-            String errorBody;
+            byte[] errorBody;
             String errorType;
             boolean fatal;
             try {
@@ -204,28 +240,41 @@ public final class Bootstrap {
                 fatal = false;
             } catch (UserFault f) {
                 fault = f;
-                errorBody = f.toJson();
+                errorBody = f.toJson().getBytes(StandardCharsets.UTF_8);
                 errorType = f.exception;
                 fatal = f.fatal;
             } catch (Throwable t) {
                 UserFault.filterStackTrace(t);
                 fault = UserFault.of(t, false);
-                errorBody = UserFault.failureJson(t);
+                errorBody = UserFault.failureJson(t).getBytes(StandardCharsets.UTF_8);
                 errorType = t.getClass().getName();
                 fatal = t instanceof VirtualMachineError || t instanceof IOError;
             }
-            if (fault == null) {
-                flush();
-                client.postResponse(requestId, out.buffer(), out.size(), "application/json");
-                Thread.interrupted();  // clear a flag the function may have left set
-                continue;
+            if (fault != null) {
+                logger.log(fault.reportableError(), logger.format == LogFormat.JSON ? LogLevel.ERROR : LogLevel.UNDEFINED);
             }
-            logger.log(fault.reportableError(), logger.format == LogFormat.JSON ? LogLevel.ERROR : LogLevel.UNDEFINED);
             flush();
-            client.postError(requestId, errorBody.getBytes(StandardCharsets.UTF_8), errorType);
+            boolean last = fatal || (max >= 0 && n >= max);
+            if (fault == null) {
+                Thread.interrupted();  // clear a flag the function may have left set
+                if (last) {
+                    client.postResponse(requestId, out.buffer(), out.size(), "application/json");
+                } else {
+                    request = client.finishAndNext(RuntimeApiClient.responsePath(requestId),
+                            out.buffer(), out.size(), "application/json", null);
+                }
+            } else if (last) {
+                client.postError(requestId, errorBody, errorType);
+            } else {
+                request = client.finishAndNext(RuntimeApiClient.errorPath(requestId),
+                        errorBody, errorBody.length, "application/json", errorType);
+            }
             if (fatal) {
                 flush();
                 System.exit(1);
+            }
+            if (last) {
+                return;
             }
         }
     }

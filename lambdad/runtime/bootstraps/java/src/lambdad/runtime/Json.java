@@ -24,7 +24,8 @@ import java.util.concurrent.atomic.AtomicBoolean;
  */
 final class Json {
 
-    private static final CompletableFuture<ObjectMapper[]> MAPPERS = new CompletableFuture<>();
+    private static final CompletableFuture<ObjectMapper> MAPPER = new CompletableFuture<>();
+    private static volatile ObjectMapper eventsMapper;
     private static final AtomicBoolean STARTED = new AtomicBoolean();
 
     private Json() {
@@ -43,20 +44,27 @@ final class Json {
     private static void build() {
         try {
             ObjectMapper plain = create(false);
-            ObjectMapper events = create(true);
             // Exercise the parser, the Map deserialiser and the generator once.
             Map<?, ?> sample = plain.readValue("{\"a\":[1,2.5,\"x\",true,null],\"b\":{\"c\":\"d\"}}", Map.class);
             plain.writeValueAsBytes(sample);
             plain.readTree("{\"k\":\"v\"}");
-            MAPPERS.complete(new ObjectMapper[] {plain, events});
+            MAPPER.complete(plain);
         } catch (Throwable t) {
-            MAPPERS.completeExceptionally(t);
+            MAPPER.completeExceptionally(t);
         }
     }
 
     /** The mapper for handler inputs and outputs. */
     static ObjectMapper mapper() {
-        return get()[0];
+        if (STARTED.compareAndSet(false, true)) {
+            build();
+        }
+        try {
+            return MAPPER.join();
+        } catch (java.util.concurrent.CompletionException e) {
+            Throwable cause = e.getCause() == null ? e : e.getCause();
+            throw new IllegalStateException("Jackson could not be initialised: " + cause, cause);
+        }
     }
 
     /**
@@ -64,19 +72,18 @@ final class Json {
      * property names case-insensitively ("Records", "Sns", "eventSourceARN") covers most.
      */
     static ObjectMapper eventsMapper() {
-        return get()[1];
-    }
-
-    private static ObjectMapper[] get() {
-        if (STARTED.compareAndSet(false, true)) {
-            build();
+        ObjectMapper m = eventsMapper;
+        if (m == null) {
+            synchronized (Json.class) {
+                m = eventsMapper;
+                if (m == null) {
+                    mapper();  // fails the same way when Jackson is unusable
+                    m = create(true);
+                    eventsMapper = m;
+                }
+            }
         }
-        try {
-            return MAPPERS.join();
-        } catch (java.util.concurrent.CompletionException e) {
-            Throwable cause = e.getCause() == null ? e : e.getCause();
-            throw new IllegalStateException("Jackson could not be initialised: " + cause, cause);
-        }
+        return m;
     }
 
     @SuppressWarnings("deprecation")
