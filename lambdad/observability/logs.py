@@ -8,10 +8,11 @@ the disk beyond a buffered write.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,10 @@ import orjson
 def new_stream_name(version: str, now: float | None = None) -> str:
     day = datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime("%Y/%m/%d")
     return f"{day}/[{version}]{uuid.uuid4().hex}"
+
+
+# Writers batch invocations' log lines into one write per this many seconds at most.
+FLUSH_DELAY = 0.05
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,18 @@ class StreamInfo:
 class LogStream:
     """The writer of one stream. Not thread-safe: used from the event loop only."""
 
-    def __init__(self, path: Path, group: str, name: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        group: str,
+        name: str,
+        forget: Callable[[LogStream], None] = lambda _: None,
+    ) -> None:
         self.path = path
         self.group = group
         self.name = name
+        self._store_forget = forget
+        self._flush_handle: asyncio.TimerHandle | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file: BinaryIO | None = open(path, "ab")  # noqa: SIM115 - lives as long as the stream
 
@@ -58,10 +71,23 @@ class LogStream:
         self._file.write(orjson.dumps([ts, message]) + b"\n")
 
     def flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         if self._file is not None:
             self._file.flush()
 
+    def flush_soon(self) -> None:
+        """Flush within FLUSH_DELAY seconds (one write for a burst of invocations).
+
+        Readers through the LogStore flush first, so they never miss an event."""
+        if self._flush_handle is None and self._file is not None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(FLUSH_DELAY, self.flush)
+
     def close(self) -> None:
+        self.flush()
+        self._store_forget(self)
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -72,13 +98,25 @@ class LogStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # path -> writer still open (environments alive); readers flush these first
+        self._open: dict[Path, LogStream] = {}
+
+    def _forget(self, stream: LogStream) -> None:
+        self._open.pop(stream.path, None)
+
+    def _flush_open(self, directory: Path) -> None:
+        for path, stream in list(self._open.items()):
+            if path.parent == directory:
+                stream.flush()
 
     def _group_dir(self, account_id: str, group: str) -> Path:
         return self.root / account_id / quote(group, safe="")
 
     def open_stream(self, account_id: str, group: str, name: str) -> LogStream:
         path = self._group_dir(account_id, group) / (quote(name, safe="") + ".jsonl")
-        return LogStream(path, group, name)
+        stream = LogStream(path, group, name, self._forget)
+        self._open[path] = stream
+        return stream
 
     def groups(self, account_id: str) -> list[str]:
         base = self.root / account_id
@@ -90,6 +128,7 @@ class LogStore:
         directory = self._group_dir(account_id, group)
         if not directory.is_dir():
             return []
+        self._flush_open(directory)
         infos = []
         for path in directory.glob("*.jsonl"):
             stat = path.stat()
@@ -102,6 +141,9 @@ class LogStore:
 
     def events(self, account_id: str, group: str, stream: str) -> list[LogEvent]:
         path = self._group_dir(account_id, group) / (quote(stream, safe="") + ".jsonl")
+        writer = self._open.get(path)
+        if writer is not None:
+            writer.flush()
         return list(_read(path)) if path.exists() else []
 
     def delete_group(self, account_id: str, group: str) -> None:

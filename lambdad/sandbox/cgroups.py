@@ -41,7 +41,7 @@ def _own_paths(cgroup_text: str) -> dict[str, str]:
     return paths
 
 
-@dataclass(frozen=True)
+@dataclass
 class EnvironmentCgroup:
     """The cgroup directories of one environment, one per controller."""
 
@@ -62,9 +62,13 @@ class EnvironmentCgroup:
         _write(self.cpu / "cpu.cfs_period_us", str(CFS_PERIOD_US))
         _write(self.cpu / "cpu.cfs_quota_us", str(max(quota, 1000)))
 
+    _peak_fd: int = -1  # kept open: REPORT reads the peak after every invocation
+
     def peak_memory_bytes(self) -> int:
         try:
-            return int((self.memory / "memory.max_usage_in_bytes").read_text())
+            if self._peak_fd < 0:
+                self._peak_fd = os.open(self.memory / "memory.max_usage_in_bytes", os.O_RDONLY)
+            return int(os.pread(self._peak_fd, 32, 0))
         except (OSError, ValueError):
             return 0
 
@@ -79,6 +83,9 @@ class EnvironmentCgroup:
 
     def remove(self) -> bool:
         """Delete the directories; False while processes are still inside (try again)."""
+        if self._peak_fd >= 0:
+            os.close(self._peak_fd)
+            self._peak_fd = -1
         done = True
         for path in self.paths:
             try:

@@ -69,6 +69,7 @@ ETC_ALLOWED = (
     "debian_version",
     "pki",
     "crypto-policies",
+    "mono",  # Mono's dllmap (/etc/mono/config: System.Native, libc) for dotnet8
 )
 ROOT_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 

@@ -49,6 +49,7 @@ import re
 import shutil
 import socket
 import statistics as stats
+import struct
 import subprocess
 import threading
 import time
@@ -72,12 +73,21 @@ RECYCLE_ATTEMPTS = 40  # a released slot that still holds a listener is checked 
 RECYCLE_RETRY_S = 0.05  # this far apart, then destroyed and replaced
 BUILD_SAMPLES = 256  # build times kept for the median
 NFT_TIMEOUT_S = 10
+NETLINK_TIMEOUT_S = 5
 MAX_IFNAME = 15
 
 CLONE_NEWNET = 0x40000000
 MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
 MNT_DETACH = 2
-TCP_LISTEN = "0A"
+TCP_LISTEN = 10  # TCP_LISTEN in the kernel's tcp_states.h
+NETLINK_SOCK_DIAG, NETLINK_NETFILTER = 4, 12
+SOCK_DIAG_BY_FAMILY = 20
+IPCTNL_MSG_CT_DELETE = (1 << 8) | 2  # NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE
+CTA_TUPLE_ORIG, CTA_TUPLE_IP, CTA_IP_V4_SRC, CTA_FILTER = 1, 1, 1, 25
+CTA_FILTER_ORIG_FLAGS, CTA_FILTER_REPLY_FLAGS, CTA_FILTER_F_CTA_IP_SRC = 1, 2, 1
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLA_F_NESTED = 0x8000
 
 _TAG = re.compile(r"[a-z0-9]{1,7}")
 _FORWARD_NOTE = re.compile(r'comment "lambdad: ip_forward was ([01])"')
@@ -402,7 +412,7 @@ class _Host:
         self._plan = plan
         self._home = -1  # the worker thread's own (the host's) network namespace
         self._ipr: Any = None  # pyroute2 IPRoute in the host namespace
-        self._conntrack: Any = None  # pyroute2 Conntrack; False once found unavailable
+        self._filtered_flush = True  # until the kernel refuses a filtered conntrack flush
         self._mtu = 1500
         self._forward_before = ""  # set once the table is installed
 
@@ -424,9 +434,8 @@ class _Host:
             _attempt("remove leftover namespaces", self.sweep)
         if self._forward_before:
             _attempt("remove the nft table", _remove_rules, self._plan.table, self._forward_before)
-        for handle in (self._ipr, self._conntrack):
-            if handle:
-                _attempt("close a netlink socket", handle.close)
+        if self._ipr is not None:
+            _attempt("close the netlink socket", self._ipr.close)
         if self._home >= 0:
             os.close(self._home)
 
@@ -521,30 +530,31 @@ class _Host:
             _check(_libc.setns(self._home, CLONE_NEWNET), "setns back to the host namespace")
 
     def _forget_connections(self, slot: NetworkSlot) -> None:
-        """Delete the host's conntrack entries that started from the slot's address."""
-        conntrack = self._conntrack_socket()
-        if not conntrack:
-            return
+        """Delete the host's conntrack entries that started from the slot's address.
+
+        Otherwise a late reply to the previous environment's connection (say, a DNS answer)
+        would still be translated back to the slot, and the next tenant could read it.
+        """
+        address = slot.address.split("/")[0]
+        if self._filtered_flush:
+            try:
+                _flush_conntrack_from(address)  # in the kernel, one request (Linux 6.3+)
+                return
+            except OSError as exc:
+                log.info("filtered conntrack flush unsupported (%s): dumping instead", exc)
+                self._filtered_flush = False
+        self._delete_conntrack_entries(address)
+
+    def _delete_conntrack_entries(self, address: str) -> None:
+        from pyroute2.conntrack import Conntrack  # type: ignore[import-untyped]
         from pyroute2.netlink.nfnetlink.nfctsocket import (  # type: ignore[import-untyped]
             NFCTAttrTuple,
         )
 
-        origin = NFCTAttrTuple(saddr=slot.address.split("/")[0])
-        for entry in list(conntrack.dump_entries(tuple_orig=origin)):
-            with contextlib.suppress(Exception):  # it may expire between the dump and now
-                conntrack.delete(entry)
-
-    def _conntrack_socket(self) -> Any:
-        if self._conntrack is None:
-            try:
-                from pyroute2.conntrack import Conntrack  # type: ignore[import-untyped]
-
-                self._conntrack = Conntrack()
-                self._conntrack.count()
-            except Exception as exc:
-                log.info("conntrack netlink unavailable (%s): entries will time out", exc)
-                self._conntrack = False
-        return self._conntrack
+        with Conntrack() as conntrack:
+            for entry in list(conntrack.dump_entries(tuple_orig=NFCTAttrTuple(saddr=address))):
+                with contextlib.suppress(Exception):  # it may expire between dump and delete
+                    conntrack.delete(entry)
 
     def _check_subnet_is_free(self) -> None:
         for route in self._ipr.route("dump", family=socket.AF_INET):
@@ -578,15 +588,53 @@ def _configure_inside(inner: Any, slot: NetworkSlot) -> None:
 
 
 def _has_listener() -> bool:
-    """A TCP socket listens in the calling thread's network namespace."""
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/thread-self/net/{table}").read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        if any(line.split()[3] == TCP_LISTEN for line in lines):
+    """A TCP socket listens in the calling thread's network namespace (asked via sock_diag)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        request = struct.pack("=BBBxI", family, socket.IPPROTO_TCP, 0, 1 << TCP_LISTEN)
+        replies = _netlink(NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, request + bytes(48))
+        if replies:
             return True
     return False
+
+
+def _flush_conntrack_from(address: str) -> None:
+    """Delete every conntrack entry whose original source is address, in one request."""
+    source = _nla(CTA_TUPLE_IP | NLA_F_NESTED, _nla(CTA_IP_V4_SRC, socket.inet_aton(address)))
+    flags = _nla(CTA_FILTER_ORIG_FLAGS, struct.pack("=I", CTA_FILTER_F_CTA_IP_SRC))
+    flags += _nla(CTA_FILTER_REPLY_FLAGS, struct.pack("=I", 0))
+    request = struct.pack("=BBH", socket.AF_INET, 0, 0)  # nfgenmsg: family, version, res_id
+    request += _nla(CTA_TUPLE_ORIG | NLA_F_NESTED, source) + _nla(CTA_FILTER | NLA_F_NESTED, flags)
+    _netlink(NETLINK_NETFILTER, IPCTNL_MSG_CT_DELETE, NLM_F_ACK, request)
+
+
+def _nla(kind: int, data: bytes) -> bytes:
+    return struct.pack("=HH", 4 + len(data), kind) + data + bytes(-len(data) % 4)
+
+
+def _netlink(protocol: int, kind: int, flags: int, payload: bytes) -> list[bytes]:
+    """One request on a new netlink socket (in this thread's namespace): the reply payloads.
+
+    Raises OSError with the kernel's errno if it answers with an error.
+    """
+    header = struct.pack("=IHHII", 16 + len(payload), kind, NLM_F_REQUEST | flags, 1, 0)
+    replies: list[bytes] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol) as sock:
+        sock.settimeout(NETLINK_TIMEOUT_S)
+        sock.send(header + payload)
+        while True:
+            data, offset = sock.recv(1 << 16), 0
+            while offset < len(data):
+                length, reply_kind = struct.unpack_from("=IH", data, offset)
+                body = data[offset + 16 : offset + length]
+                if reply_kind == NLMSG_DONE:
+                    return replies
+                if reply_kind == NLMSG_ERROR:
+                    error = -struct.unpack_from("=i", body)[0]
+                    if error:
+                        raise OSError(error, os.strerror(error))
+                    return replies  # the acknowledgement
+                replies.append(body)
+                offset += (length + 3) & ~3
 
 
 def _remove_namespace_file(path: Path) -> None:

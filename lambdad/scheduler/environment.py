@@ -283,7 +283,7 @@ class Environment:
             init_ms = self._init_duration_ms
         self._write_platform(f"END RequestId: {inv.request_id}\n")
         self._write_platform(self._report_line(inv.request_id, duration_ms, init_ms, status))
-        self.log.flush()
+        self.log.flush_soon()
         tail = None
         if self._tail is not None:
             tail = base64.b64encode(bytes(self._tail[-TAIL_BYTES:])).decode()

@@ -219,9 +219,11 @@ def outside_host() -> Iterator[OutsideHost]:
 
 
 def host_addresses() -> list[str]:
-    """Every IPv4 address of the host except loopback's."""
+    """Every IPv4 address of the host except loopback's and sandbox gateways (lbd*)."""
     found = []
     for link in json.loads(sh("ip", "-j", "-4", "addr")):
+        if link["ifname"].startswith("lbd"):
+            continue
         for info in link.get("addr_info", []):
             if not info["local"].startswith("127."):
                 found.append(info["local"])
@@ -442,6 +444,33 @@ async def test_a_released_slot_is_reused_with_its_connections_forgotten(
             reply = await asyncio.to_thread(fetch, slot.path, outside.address, server.port)
         assert reply == f"hello {outside.host_address}"
         assert pool.statistics().built == 2
+
+
+@needs_host
+async def test_connections_are_forgotten_without_the_kernels_filtered_flush(
+    outside: OutsideHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(address: str) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(network, "_flush_conntrack_from", unsupported)
+    async with running_pool(target_idle=0, max_idle=4) as pool:
+        slot = await pool.acquire()
+        with serving(listen(socket_in(outside.path))) as server:
+            await asyncio.to_thread(fetch, slot.path, outside.address, server.port)
+        assert conntrack_sources(ip_of(slot)) >= 1
+        pool.release(slot)
+        await wait_until(lambda: pool.statistics().idle == 1)
+        assert conntrack_sources(ip_of(slot)) == 0
+
+
+@needs_host
+async def test_acquire_fails_fast_when_every_address_is_taken() -> None:
+    async with running_pool(subnet=free_network("10.202.0.0/16", 29), target_idle=0) as pool:
+        await pool.acquire()
+        await pool.acquire()
+        with pytest.raises(NetworkPoolError, match="all 2 addresses"):
+            await pool.acquire()
 
 
 @needs_host
