@@ -91,9 +91,7 @@ class Statement:
             return False  # lambdad accounts belong to no organization
         if self.principal == "*":
             return True
-        return self.principal == account_id or self.principal.endswith(
-            f":iam::{account_id}:root"
-        )
+        return self.principal == account_id or self.principal.endswith(f":iam::{account_id}:root")
 
 
 @dataclass(frozen=True)
@@ -327,9 +325,9 @@ class LayerRegistry:
             self._store.put_version(
                 version.account_id, version.name, version.version, version.to_record()
             )
-            self._versions.setdefault((version.account_id, version.name), {})[
-                version.version
-            ] = version
+            self._versions.setdefault((version.account_id, version.name), {})[version.version] = (
+                version
+            )
 
     # -- reading --------------------------------------------------------------------------
     def get(self, caller: str, layer_name: str, number: int) -> LayerVersion:
