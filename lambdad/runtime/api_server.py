@@ -196,7 +196,7 @@ class RuntimeApiServer:
 
     def __init__(self, handler: RuntimeApiHandler) -> None:
         self._handler = handler
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self.address = ""
 
     async def start(self, host: str = "127.0.0.1") -> str:
@@ -210,12 +210,18 @@ class RuntimeApiServer:
         return self.address
 
     async def serve(self, sock: socket.socket) -> None:
-        """Serve on a listening socket made elsewhere (e.g. inside a network namespace)."""
+        """Also serve on a listening socket made elsewhere (e.g. inside a network namespace);
+        TCP and Unix sockets alike."""
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self._handler), sock=sock)
+        factory = lambda: _Connection(self._handler)  # noqa: E731
+        if sock.family == socket.AF_UNIX:
+            server = await loop.create_unix_server(factory, sock=sock)
+        else:
+            server = await loop.create_server(factory, sock=sock)
+        self._servers.append(server)
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        for server in self._servers:
+            server.close()
+        self._servers = []

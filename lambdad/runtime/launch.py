@@ -114,6 +114,8 @@ def environment_variables(plan: EnvironmentPlan, creds: SessionCredentials) -> d
             "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
         }
     )
+    if plan.layout.runtime_api_unix:  # lambdad's own bootstraps prefer it to loopback TCP
+        env["LAMBDAD_RUNTIME_API_SOCKET"] = plan.layout.runtime_api_unix
     if rt.execution_env:
         env["AWS_EXECUTION_ENV"] = rt.execution_env
     if rt.family is Family.PYTHON:

@@ -71,6 +71,8 @@ class SandboxProcess(ABC):
     # The Runtime API listener created inside the environment (backends with a fixed
     # SandboxLayout.runtime_api); lambdad serves the environment's Runtime API on it.
     runtime_api_socket: socket.socket | None = None
+    # The same API on a Unix socket (lambdad's own bootstraps use it when offered).
+    runtime_api_unix_socket: socket.socket | None = None
 
     @abstractmethod
     async def wait(self) -> ExitStatus:
@@ -96,6 +98,7 @@ class SandboxLayout:
     task_root: str | None = None  # the code directory (AWS: /var/task)
     runtime_dir: str | None = None  # the managed runtime's files (AWS: /var/runtime)
     runtime_api: str | None = None  # fixed Runtime API address, or None for a host port
+    runtime_api_unix: str | None = None  # a Unix socket path for lambdad's own bootstraps
 
 
 @dataclass(frozen=True)

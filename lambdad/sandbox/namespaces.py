@@ -45,6 +45,8 @@ from lambdad.sandbox.zygote import Zygote
 TASK_ROOT = "/var/task"
 RUNTIME_DIR = "/var/runtime"
 RUNTIME_API_PORT = 9001
+# lambdad's own bootstraps reach the Runtime API here (cheaper than loopback TCP).
+RUNTIME_API_UNIX = "/run/lambdad/runtime-api.sock"
 SANDBOX_UID = 993  # AWS runs functions as sbx_user1051 (uid 993)
 SANDBOX_GID = 990
 ETC_ALLOWED = (
@@ -174,7 +176,9 @@ class NamespaceBackend(SandboxBackend):
         return cls(run_dir, runtime_dir, cgroups, build_filter(), pool_size=pool_size), ""
 
     def layout(self) -> SandboxLayout:
-        return SandboxLayout(TASK_ROOT, RUNTIME_DIR, f"127.0.0.1:{RUNTIME_API_PORT}")
+        return SandboxLayout(
+            TASK_ROOT, RUNTIME_DIR, f"127.0.0.1:{RUNTIME_API_PORT}", RUNTIME_API_UNIX
+        )
 
     async def start(self, spec: LaunchSpec) -> SandboxProcess:
         interpreter = spec.zygote_interpreter or self._exec_interpreter
@@ -187,7 +191,11 @@ class NamespaceBackend(SandboxBackend):
         except BaseException:
             prepared.discard()
             raise
-        return _JailedProcess(prepared.pid, prepared.exited, prepared.cgroup, prepared.runtime_api)
+        process = _JailedProcess(
+            prepared.pid, prepared.exited, prepared.cgroup, prepared.runtime_api
+        )
+        process.runtime_api_unix_socket = prepared.runtime_api_unix
+        return process
 
     def _assign(self, prepared: PreparedSandbox, spec: LaunchSpec) -> None:
         """Give a prepared sandbox its function: limits, code, /tmp size, variables, log."""
@@ -220,14 +228,14 @@ class NamespaceBackend(SandboxBackend):
             raise
         finally:
             theirs.close()
-        api_socket = await _receive_socket(ours, exited)
-        if api_socket is None:
+        listeners = await _receive_sockets(ours, exited)
+        if listeners is None:
             ours.close()
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             exited.add_done_callback(lambda _: cgroup.remove())
             return None
-        return PreparedSandbox(pid, exited, cgroup, ours, api_socket)
+        return PreparedSandbox(pid, exited, cgroup, ours, *listeners)
 
     def _plan(self, cgroup: EnvironmentCgroup, interpreter: str) -> dict[str, Any]:
         binds = [*self._system_binds]
@@ -258,6 +266,7 @@ class NamespaceBackend(SandboxBackend):
             "seccomp": self._seccomp.hex() if self._seccomp else "",
             "network": "none",
             "runtime_api_port": RUNTIME_API_PORT,
+            "runtime_api_unix": RUNTIME_API_UNIX,
         }
 
     async def _zygote(self, interpreter: str, preload: tuple[str, str] | None) -> Zygote:
@@ -321,24 +330,30 @@ class NamespaceBackend(SandboxBackend):
         self._cgroups.cleanup()
 
 
-async def _receive_socket(
+async def _receive_sockets(
     channel: socket.socket, exited: asyncio.Future[ExitStatus]
-) -> socket.socket | None:
-    """The Runtime API listener the environment made inside its namespace (None if it died)."""
+) -> tuple[socket.socket, socket.socket] | None:
+    """The Runtime API listeners (TCP, Unix) the sandbox made inside (None if it died)."""
     loop = asyncio.get_running_loop()
     channel.setblocking(False)
-    received: asyncio.Future[socket.socket | None] = loop.create_future()
+    received: asyncio.Future[tuple[socket.socket, socket.socket] | None] = loop.create_future()
 
     def on_readable() -> None:
         try:
-            _, fds, _, _ = socket.recv_fds(channel, 64, 1)
+            _, fds, _, _ = socket.recv_fds(channel, 64, 2)
         except BlockingIOError:
             return
         except OSError:
             fds = []
         loop.remove_reader(channel.fileno())
-        if not received.done():
-            received.set_result(socket.socket(fileno=fds[0]) if fds else None)
+        if received.done():
+            return
+        if len(fds) == 2:
+            received.set_result((socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1])))
+        else:
+            for fd in fds:
+                os.close(fd)
+            received.set_result(None)
 
     loop.add_reader(channel.fileno(), on_readable)
     waiters: set[asyncio.Future[Any]] = {received, exited}

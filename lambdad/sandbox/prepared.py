@@ -31,6 +31,7 @@ class PreparedSandbox:
     cgroup: EnvironmentCgroup
     channel: socket.socket  # where the assignment is sent
     runtime_api: socket.socket  # listening inside the sandbox's network namespace
+    runtime_api_unix: socket.socket  # the same API on a Unix socket, for lambdad's bootstraps
 
     @property
     def alive(self) -> bool:
@@ -40,6 +41,7 @@ class PreparedSandbox:
         """Tear down a sandbox that will never be assigned."""
         self.channel.close()
         self.runtime_api.close()
+        self.runtime_api_unix.close()
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
 

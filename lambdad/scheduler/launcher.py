@@ -16,7 +16,7 @@ from lambdad.runtime.launch import (
 )
 from lambdad.runtime.runtimes import Family, RuntimeCatalog
 from lambdad.sandbox.base import SandboxBackend
-from lambdad.scheduler.environment import Environment
+from lambdad.scheduler.environment import Environment, InitializationType
 from lambdad.store.code_cache import CodeCache
 
 
@@ -36,12 +36,15 @@ class EnvironmentLauncher:
         self.sessions = sessions
 
     async def launch(
-        self, config: FunctionConfig, on_dead: Callable[[Environment], None]
+        self,
+        config: FunctionConfig,
+        on_dead: Callable[[Environment], None],
+        initialization_type: InitializationType = InitializationType.ON_DEMAND,
     ) -> Environment:
         stream = new_stream_name(config.version)
         log = self.logs.open_stream(config.account_id, config.log_group, stream)
         creds = SessionCredentials.generate()
-        env = Environment(config, log, self._forgetting(creds, on_dead))
+        env = Environment(config, log, self._forgetting(creds, on_dead), initialization_type)
         runtime = self.catalog.get(config.runtime)
         if runtime is None:
             env.launch_failed(
@@ -60,7 +63,15 @@ class EnvironmentLauncher:
             )
             return env
         address = layout.runtime_api or await env.api.start()
-        plan = EnvironmentPlan(config, runtime, code_dir, address, stream, layout=layout)
+        plan = EnvironmentPlan(
+            config,
+            runtime,
+            code_dir,
+            address,
+            stream,
+            initialization_type=initialization_type,
+            layout=layout,
+        )
         read_fd, write_fd = os.pipe()
         try:
             if self.sessions is not None:
@@ -88,6 +99,8 @@ class EnvironmentLauncher:
             os.close(write_fd)
         if process.runtime_api_socket is not None:
             await env.api.serve(process.runtime_api_socket)
+        if process.runtime_api_unix_socket is not None:
+            await env.api.serve(process.runtime_api_unix_socket)
         env.attach(process, read_fd)
         return env
 

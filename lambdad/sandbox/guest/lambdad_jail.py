@@ -184,14 +184,22 @@ def _loopback_up() -> None:
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP | IFF_RUNNING))
 
 
-def _runtime_api_socket(port: int, reply: socket.socket) -> None:
-    """Listen on 127.0.0.1:port inside the namespace; lambdad serves the Runtime API on it."""
+def _runtime_api_sockets(port: int, unix_path: str, uid: int, reply: socket.socket) -> None:
+    """Listen inside the sandbox — on 127.0.0.1:port (what AWS_LAMBDA_RUNTIME_API names) and on
+    a Unix socket (lambdad's own bootstraps prefer it: cheaper than loopback TCP) — and hand
+    both listeners to lambdad, which serves the Runtime API on them."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
     listener.listen(64)
-    socket.send_fds(reply, [b"runtime-api"], [listener.fileno()])
+    local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    os.makedirs(os.path.dirname(unix_path), exist_ok=True)
+    local.bind(unix_path)
+    os.chown(unix_path, uid, -1)
+    local.listen(64)
+    socket.send_fds(reply, [b"runtime-api"], [listener.fileno(), local.fileno()])
     listener.close()
+    local.close()
 
 
 def _pivot(root: str) -> None:
@@ -275,8 +283,11 @@ def _build_function_process(plan: "dict[str, Any]", channel: socket.socket) -> N
     socket.sethostname(plan.get("hostname", "localhost"))
     nofile = plan.get("nofile", 1024)
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    # The Unix socket's file is made while the new root is still writable.
+    _runtime_api_sockets(
+        plan["runtime_api_port"], root + plan["runtime_api_unix"], plan["uid"], channel
+    )
     _pivot(root)
-    _runtime_api_socket(plan["runtime_api_port"], channel)
 
 
 def _assign(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
