@@ -18,6 +18,7 @@ Every error knows its HTTP status and how AWS spells its message field
     ├── UnsupportedMediaTypeException          415  message
     ├── ResourceNotReadyException              502  message
     ├── ResourceNotFoundException              404  Message
+    ├── ProvisionedConcurrencyConfigNotFoundException  404  message
     ├── AccessDeniedException                  403  Message
     ├── ServiceException                       500  Message
     ├── UnrecognizedClientException            403  message
@@ -137,6 +138,12 @@ class ResourceNotReadyException(LambdaError):
 class ResourceNotFoundException(LambdaError):
     code = "ResourceNotFoundException"
     status = 404
+
+
+class ProvisionedConcurrencyConfigNotFoundException(LambdaError):
+    code = "ProvisionedConcurrencyConfigNotFoundException"
+    status = 404
+    message_field = "message"
 
 
 class AccessDeniedException(LambdaError):

@@ -36,6 +36,7 @@ from lambdad.sandbox.process import ProcessBackend
 from lambdad.scheduler.launcher import EnvironmentLauncher
 from lambdad.scheduler.limiter import ConcurrencyLimiter
 from lambdad.scheduler.pools import PoolManager
+from lambdad.scheduler.provisioner import Provisioner
 from lambdad.settings import Settings
 from lambdad.store.accounts import SqliteAccountStore
 from lambdad.store.blobs import DirectoryBlobStore
@@ -70,14 +71,22 @@ class Platform:
             burst=settings.burst,
             burst_window=settings.burst_window_seconds,
         )
-        self.registry = FunctionRegistry(
-            self.store, self.blobs, self.code, self.catalog, settings.region, self.limiter
-        )
         launcher = EnvironmentLauncher(
             self.backend, self.catalog, self.code, self.logs, self.accounts
         )
         self.pools = PoolManager(
             launcher.launch, settings.keep_alive_seconds, settings.reap_interval_seconds
+        )
+        # Keeps provisioned concurrency's environments initialised, off the request path.
+        self.provisioner = Provisioner(self.pools)
+        self.registry = FunctionRegistry(
+            self.store,
+            self.blobs,
+            self.code,
+            self.catalog,
+            settings.region,
+            self.limiter,
+            allocator=self.provisioner,
         )
         self.queue = AsyncQueue(
             self.store, settings.async_workers, settings.async_retry_delays, self.limiter
@@ -121,6 +130,7 @@ class Platform:
                 for r in self.catalog.available()
             ],
             "pools": {k: dataclasses.asdict(v) for k, v in self.pools.statistics().items()},
+            "provisioned": dataclasses.asdict(self.provisioner.statistics()),
             "asyncQueue": dataclasses.asdict(self.queue.statistics()),
             "concurrency": {
                 account: dataclasses.asdict(self.limiter.statistics(account))
@@ -140,6 +150,7 @@ class Platform:
 
     async def stop(self) -> None:
         await self.queue.close()
+        await self.provisioner.close()
         await self.pools.close()
         await asyncio.sleep(0.05)
         await self.backend.close()

@@ -211,9 +211,7 @@ async def add_layer_version_permission(services: Services, call: Call, params: P
 
 
 @handles("RemoveLayerVersionPermission")
-async def remove_layer_version_permission(
-    services: Services, call: Call, params: Params
-) -> Output:
+async def remove_layer_version_permission(services: Services, call: Call, params: Params) -> Output:
     services.layers.remove_permission(
         call.account_id,
         params["LayerName"],

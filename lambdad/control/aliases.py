@@ -10,7 +10,7 @@ numbers and weights outside 0.0-1.0; what is checked here is what needs the func
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from lambdad.control.model import LATEST, Alias, FunctionConfig, function_arn, new_revision_id
@@ -27,6 +27,10 @@ STALE_REVISION = (
     "The Revision Id provided does not match the latest Revision Id. Call the "
     "GetFunction/GetAlias API to retrieve the latest Revision Id"
 )
+
+
+# (account id, function name, alias name, the alias now or None when it was deleted)
+AliasListener = Callable[[str, str, str, Alias | None], None]
 
 
 class VersionSource(Protocol):
@@ -47,10 +51,16 @@ class AliasRegistry:
         self._functions = functions
         # (account id, function name) -> alias name -> alias
         self._aliases: dict[tuple[str, str], dict[str, Alias]] = {}
+        self._listeners: list[AliasListener] = []
 
     def load(self) -> None:
         for record in self._store.load_aliases():
             self._remember(Alias.from_record(record))
+
+    def on_change(self, listener: AliasListener) -> None:
+        """Call listener(account, function, alias name, alias or None) after an update or a
+        deletion (provisioned concurrency follows its alias's version)."""
+        self._listeners.append(listener)
 
     # reads ---------------------------------------------------------------------------------
     def find(self, account_id: str, function: str, name: str) -> Alias | None:
@@ -137,6 +147,7 @@ class AliasRegistry:
             revision_id=new_revision_id(),
         )
         self._save(updated)
+        self._notify(account_id, function, name, updated)
         return updated
 
     def delete(self, account_id: str, function: str, name: str) -> None:
@@ -144,12 +155,17 @@ class AliasRegistry:
         self._require_function(account_id, function)
         if self._aliases.get((account_id, function), {}).pop(name, None) is not None:
             self._store.delete_alias(account_id, function, name)
+            self._notify(account_id, function, name, None)
 
     def forget_function(self, account_id: str, function: str) -> None:
         """Drop a deleted function's aliases from memory (the store deleted them with it)."""
         self._aliases.pop((account_id, function), None)
 
     # helpers -------------------------------------------------------------------------------
+    def _notify(self, account_id: str, function: str, name: str, alias: Alias | None) -> None:
+        for listener in self._listeners:
+            listener(account_id, function, name, alias)
+
     def _save(self, alias: Alias) -> None:
         self._store.put_alias(alias.account_id, alias.function_name, alias.name, alias.to_record())
         self._remember(alias)

@@ -3,7 +3,8 @@
 Every function version is held in memory (the invoke path reads it without touching SQLite) and
 written through to the MetadataStore. Code packages are validated, stored by content and
 extracted once at deploy time, so an environment's cold start never unzips anything. Aliases
-live in the AliasRegistry the function registry owns (`registry.aliases`).
+live in the AliasRegistry the function registry owns (`registry.aliases`), provisioned
+concurrency configurations in its ProvisionedConcurrency (`registry.provisioned`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from lambdad.control.model import (
     new_revision_id,
 )
 from lambdad.control.package import CodePackage, inspect_zip
+from lambdad.control.provisioned import Allocator, NoAllocator, ProvisionedConcurrency
 from lambdad.errors import (
     InvalidParameterValueException,
     PreconditionFailedException,
@@ -93,6 +95,7 @@ class FunctionRegistry:
         region: str,
         limiter: ConcurrencyLimiter | None = None,
         draw: Callable[[], float] = random.random,
+        allocator: Allocator | None = None,
     ) -> None:
         self._store = store
         self._blobs = blobs
@@ -101,6 +104,9 @@ class FunctionRegistry:
         self.region = region
         self.limiter = limiter or ConcurrencyLimiter()
         self.aliases = AliasRegistry(store, self)
+        self.provisioned = ProvisionedConcurrency(
+            store, self, self.aliases, self.limiter, allocator or NoAllocator()
+        )
         self._draw = draw  # uniform in [0, 1): picks the version of a weighted alias invocation
         # (account id, function name) -> $LATEST configuration
         self._functions: dict[tuple[str, str], FunctionConfig] = {}
@@ -121,6 +127,7 @@ class FunctionRegistry:
             if meta.reserved_concurrency is not None:
                 self.limiter.restore_reserved(meta.account_id, meta.name, meta.reserved_concurrency)
         self.aliases.load()
+        self.provisioned.load()
 
     def on_change(self, listener: ChangeListener) -> None:
         """Call listener(new config or None when deleted, account, name) after every change."""
@@ -348,6 +355,7 @@ class FunctionRegistry:
         self._versions.pop(key, None)
         self._meta.pop(key, None)
         self.aliases.forget_function(account_id, name)
+        self.provisioned.forget_function(account_id, name)
         self.limiter.forget_function(account_id, name)
         self._locks.pop(key, None)
         for listener in self._listeners:
@@ -363,6 +371,7 @@ class FunctionRegistry:
                 "Unable to delete version because the following aliases reference it: "
                 f"[{', '.join(aliases)}]"
             )
+        self.provisioned.forget_version(account_id, name, version)
         self._store.delete_function_version(account_id, name, version)
         del self._versions[(account_id, name)][version]
 
@@ -399,7 +408,8 @@ class FunctionRegistry:
 
     # concurrency ---------------------------------------------------------------------------
     def put_concurrency(self, account_id: str, ref: FunctionRef, value: int) -> int:
-        """Reserve concurrency for the function (all its versions); refusals are AWS's."""
+        """Reserve concurrency for the function (all its versions); refusals are AWS's (a
+        reservation may not be lower than the function's provisioned concurrency)."""
         _unqualified_only(ref)
         latest = self._functions.get((account_id, ref.name))
         if latest is None or ref.account_id not in (None, account_id):

@@ -247,11 +247,11 @@ class LayerRegistry:
     def load(self) -> None:
         with self._lock:
             for record in self._store.load_versions():
-                version = LayerVersion.from_record(record)
-                self._versions.setdefault((version.account_id, version.name), {})[
-                    version.version
-                ] = version
+                self._remember(LayerVersion.from_record(record))
             self._counters.update(self._store.load_counters())
+
+    def _remember(self, version: LayerVersion) -> None:
+        self._versions.setdefault((version.account_id, version.name), {})[version.version] = version
 
     # -- names ----------------------------------------------------------------------------
     def _ref(self, caller: str, layer_name: str) -> _LayerRef:
@@ -325,9 +325,7 @@ class LayerRegistry:
             self._store.put_version(
                 version.account_id, version.name, version.version, version.to_record()
             )
-            self._versions.setdefault((version.account_id, version.name), {})[version.version] = (
-                version
-            )
+            self._remember(version)
 
     # -- reading --------------------------------------------------------------------------
     def get(self, caller: str, layer_name: str, number: int) -> LayerVersion:
@@ -423,9 +421,10 @@ class LayerRegistry:
                         purged += 1
                 if not versions:
                     del self._versions[key]
-            keep = {v.code_key for versions in self._versions.values() for v in versions.values()}
-        if purged:
-            self._opt.remove_unless(keep)
+            if purged:  # under the lock: no version published meanwhile loses its trees
+                self._opt.remove_unless(
+                    {v.code_key for versions in self._versions.values() for v in versions.values()}
+                )
         return purged
 
     # -- policies -------------------------------------------------------------------------
@@ -517,21 +516,18 @@ class LayerRegistry:
         """The layers of a function that already references them: deleted versions and
         revoked permissions included (AWS keeps such functions working). Blocks on file I/O.
         ``LayerContentMissing`` if a version was pruned."""
-        versions: list[LayerVersion] = []
-        for arn in layer_arns:
-            match = _VERSION_ARN.match(arn)
-            with self._lock:
-                found = (
-                    self._versions.get((match["account"], match["name"]), {}).get(
-                        int(match["version"])
-                    )
-                    if match is not None
-                    else None
-                )
-            if found is None:
-                raise LayerContentMissing(arn)
-            versions.append(found)
+        versions = [self._kept(arn) for arn in layer_arns]
         return self._resolved(versions) if versions else NO_LAYERS
+
+    def _kept(self, arn: str) -> LayerVersion:
+        """The version `arn` names, visible or deleted."""
+        match = _VERSION_ARN.match(arn)
+        with self._lock:
+            versions = self._versions.get((match["account"], match["name"]), {}) if match else {}
+            found = versions.get(int(match["version"])) if match else None
+        if found is None:
+            raise LayerContentMissing(arn)
+        return found
 
     def _function_layer(self, arn: str) -> tuple[_LayerRef, int] | None:
         """The layer and version an ARN of a function's Layers names (None: not a layer of

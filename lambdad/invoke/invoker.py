@@ -1,9 +1,10 @@
 """Invoker: resolve the function, check the request, run it in an environment, frame the result.
 
 The synchronous path touches no database and starts no thread: the function comes from the
-registry's memory, admission from the ConcurrencyLimiter (a lease for the function, and a
-scaling-rate token when a new environment must start), the environment from its pool, and the
-answer from the environment's Runtime API.
+registry's memory, the environment from its pool (a free provisioned one first), admission from
+the ConcurrencyLimiter (a provisioned lease on a provisioned environment, else an on-demand lease
+for the function and a scaling-rate token when a new environment must start), and the answer
+from the environment's Runtime API.
 """
 
 from __future__ import annotations
@@ -123,9 +124,13 @@ class Invoker:
             client_context=client_context,
             trace_id=new_trace_id(),
         )
-        # The reservation (and the account's pool) counts the function, whatever its version.
-        with self._limiter.lease_nowait(request.account_id, config.name):
-            result = await self._pools.pool_for(config).run(invocation, self._admit(config))
+        # The reservation (and the account's pool) counts the function, whatever its version;
+        # a free provisioned environment of the version runs it on capacity set aside already.
+        pool = self._pools.pool_for(config)
+        env = pool.claim_provisioned()
+        lease = self._limiter.provisioned_lease if env else self._limiter.lease_nowait
+        with lease(request.account_id, config.name):
+            result = await pool.run(invocation, self._admit(config), env)
         return InvokeOutcome(
             status=200,
             payload=result.payload,

@@ -31,6 +31,13 @@ MAX_EVENT_BYTES = 256 * 1024 - 26  # CloudWatch Logs' event size limit, less its
 INIT_TIMEOUT_SECONDS = 10.0
 
 
+class InitializationType(StrEnum):
+    """AWS_LAMBDA_INITIALIZATION_TYPE: why the environment was started."""
+
+    ON_DEMAND = "on-demand"  # for an invocation waiting for it (a cold start)
+    PROVISIONED = "provisioned-concurrency"  # ahead of any invocation, for provisioned concurrency
+
+
 class EnvironmentState(StrEnum):
     STARTING = "starting"  # process launched; the runtime is initialising (no /next yet)
     IDLE = "idle"  # no invocation assigned; the runtime is (or soon will be) waiting in /next
@@ -47,6 +54,14 @@ class Invocation:
     client_context: bytes | None = None  # JSON text for Lambda-Runtime-Client-Context
     cognito_identity: bytes | None = None  # JSON text for Lambda-Runtime-Cognito-Identity
     trace_id: bytes = b""
+
+
+@dataclass(frozen=True)
+class InitFailure:
+    """Why an environment never became ready: its runtime's init error, a crash or a timeout."""
+
+    error_type: str
+    payload: bytes  # the error document, as an invocation waiting for it would have answered
 
 
 @dataclass(frozen=True)
@@ -74,8 +89,10 @@ class Environment:
         config: FunctionConfig,
         log: LogStream,
         on_dead: Callable[[Environment], None],
+        initialization_type: InitializationType = InitializationType.ON_DEMAND,
     ) -> None:
         self.config = config
+        self.initialization_type = initialization_type
         self.state = EnvironmentState.STARTING
         self.log = log
         self.api = RuntimeApiServer(self)
@@ -98,7 +115,11 @@ class Environment:
         self._init_error: bytes | None = None
         self._init_error_type: str | None = None
         self._init_duration_ms: float | None = None
-        self._pending_init_report = True
+        # Init Duration goes into the first REPORT, unless init happened ahead of any request.
+        self._pending_init_report = initialization_type is InitializationType.ON_DEMAND
+        # resolved once: None when the runtime reached /next, else why it never will
+        self._initialised: asyncio.Future[InitFailure | None] = self._loop.create_future()
+        self._stopping = False  # kill() was called: whatever follows is no failure of its own
         self._closed = False
 
     # lifecycle ---------------------------------------------------------------------------
@@ -116,8 +137,27 @@ class Environment:
         """True until the first invocation has been handed to this environment."""
         return self._pending_init_report
 
+    async def wait_initialised(self) -> InitFailure | None:
+        """Wait until the runtime has initialised (reached /next): None, or why it failed."""
+        return await asyncio.shield(self._initialised)
+
+    def _settle_init(self, failure: InitFailure | None) -> None:
+        if self._initialised.done():
+            return
+        self._initialised.set_result(failure)
+        ahead = self.initialization_type is not InitializationType.ON_DEMAND
+        if failure is not None and ahead and not self._stopping:
+            # No invocation will answer with this error (init ran ahead of any): log it now.
+            init_ms = self._init_duration_ms or (time.monotonic() - self.created) * 1000
+            self._write_platform(
+                f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\tStatus: error\t"
+                f"Error Type: {failure.error_type}\n"
+            )
+            self.log.flush()
+
     def kill(self) -> None:
         """Stop the environment (idempotent); a running invocation fails as a crash."""
+        self._stopping = True
         if self.process is not None:
             self.process.kill()
         else:
@@ -128,6 +168,7 @@ class Environment:
         self._init_error = error_body(error_type, message)
         self._init_error_type = error_type
         self._init_duration_ms = (time.monotonic() - self.created) * 1000
+        self._settle_init(InitFailure(error_type, self._init_error))
 
     async def _watch(self, process: SandboxProcess) -> None:
         status = await process.wait()
@@ -138,6 +179,13 @@ class Environment:
             return
         self._closed = True
         self._drain_output()
+        if not self._initialised.done():
+            error_type = self._init_error_type or "Runtime.ExitError"
+            reason = status.describe() if status is not None else "killed"
+            payload = self._init_error or error_body(
+                error_type, f"Runtime exited before it was initialised: {reason}"
+            )
+            self._settle_init(InitFailure(error_type, payload))
         if self._current is not None:
             self._fail_crashed(status)
         self.state = EnvironmentState.DEAD
@@ -206,6 +254,7 @@ class Environment:
                 self.state = EnvironmentState.IDLE
             if self.process is not None:  # sample once now: a crashed process has nothing to read
                 self.process.peak_memory_bytes()
+            self._settle_init(None)
         if self._current is not None and self._timer is None:
             self._deliver(reply)
         else:
@@ -246,6 +295,7 @@ class Environment:
         self._init_error = _error_payload(error_type, body)
         self._init_error_type = error_type or _error_type_of(self._init_error)
         self._init_duration_ms = (time.monotonic() - self.created) * 1000
+        self._settle_init(InitFailure(self._init_error_type, self._init_error))
         if self._current is not None:
             self._fail_init()
         return ACCEPTED
@@ -342,6 +392,7 @@ class Environment:
             )
             self._init_error_type = "Sandbox.Timedout"
             self._init_duration_ms = INIT_TIMEOUT_SECONDS * 1000
+            self._settle_init(InitFailure(self._init_error_type, self._init_error))
             if self._current is not None:
                 self._fail_init()
             self.state = EnvironmentState.DEAD

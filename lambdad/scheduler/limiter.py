@@ -4,6 +4,11 @@
 - Reserved concurrency: a function with a reservation R runs at most R at once, and those R are
   carved out of the account's pool; every other function shares what is left (the
   *unreserved* pool), which never drops below `min_unreserved`.
+- Provisioned concurrency: a function's provisioned environments hold capacity whether busy or
+  not. With a reservation R and provisioned total P, on-demand invocations of the function get
+  R - P (P == R throttles $LATEST entirely, as on AWS); without one, P is carved out of the
+  unreserved pool like a reservation. Invocations that run on a provisioned environment take a
+  provisioned lease: counted, never throttled (the environments themselves bound them).
 - Scaling rate: each function adds at most `burst` new execution environments per
   `burst_window` seconds (a token bucket refilled continuously).
 
@@ -22,7 +27,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from lambdad.errors import TooManyRequestsException, UntypedInvalidParameterValueException
+from lambdad.errors import (
+    InvalidParameterValueException,
+    TooManyRequestsException,
+    UntypedInvalidParameterValueException,
+)
 
 DEFAULT_ACCOUNT_LIMIT = 1000
 MIN_UNRESERVED = 100
@@ -42,9 +51,11 @@ class AccountStatistics:
     account_limit: int
     reserved_total: int
     unreserved_limit: int
-    in_use: int  # all running invocations of the account
+    in_use: int  # all running invocations of the account (provisioned ones included)
     unreserved_in_use: int
     throttled: int
+    provisioned_total: int = 0  # provisioned concurrency of every function
+    provisioned_in_use: int = 0  # invocations running on provisioned environments
 
 
 @dataclass
@@ -52,10 +63,23 @@ class _Account:
     limit: int
     # function name -> reserved concurrency
     reserved: dict[str, int] = field(default_factory=dict)
-    # function name -> running invocations
+    # function name -> provisioned concurrency over all its versions and aliases
+    provisioned: dict[str, int] = field(default_factory=dict)
+    # function name -> running on-demand invocations
     in_use: dict[str, int] = field(default_factory=dict)
+    # function name -> invocations running on provisioned environments
+    provisioned_in_use: dict[str, int] = field(default_factory=dict)
     unreserved_in_use: int = 0
     throttled: int = 0
+
+    def carved_out(self, excluding: str | None = None) -> int:
+        """Capacity taken from the unreserved pool: reservations, and the provisioned
+        concurrency of functions without one."""
+        reserved = sum(v for f, v in self.reserved.items() if f != excluding)
+        provisioned = sum(
+            v for f, v in self.provisioned.items() if f != excluding and f not in self.reserved
+        )
+        return reserved + provisioned
 
 
 @dataclass
@@ -69,6 +93,7 @@ class Lease:
     account_id: str
     function: str
     reserved: bool
+    provisioned: bool = False  # runs on a provisioned environment (not throttled, not pooled)
 
 
 class ConcurrencyLimiter:
@@ -101,12 +126,17 @@ class ConcurrencyLimiter:
     def set_reserved(self, account_id: str, function: str, value: int) -> None:
         """Reserve concurrency for a function, refusing reservations AWS refuses.
 
-        AWS has one refusal for reserved concurrency: the unreserved floor's. Reserving more
-        than the whole account is refused with it too (recorded).
+        AWS refuses a reservation below the function's provisioned concurrency, and one that
+        breaks the unreserved floor (reserving more than the whole account too, recorded).
         """
         account = self._account(account_id)
-        others = sum(v for f, v in account.reserved.items() if f != function)
-        if account.limit - others - value < self.min_unreserved:
+        provisioned = account.provisioned.get(function, 0)
+        if value < provisioned:
+            raise UntypedInvalidParameterValueException(
+                f" ReservedConcurrentExecutions  {value} should not be lower than function's "
+                f"total provisioned concurrency [{provisioned}]."
+            )
+        if account.limit - account.carved_out(excluding=function) - value < self.min_unreserved:
             raise UntypedInvalidParameterValueException(
                 "Specified ReservedConcurrentExecutions for function decreases account's "
                 f"UnreservedConcurrentExecution below its minimum value of [{self.min_unreserved}]."
@@ -127,7 +157,47 @@ class ConcurrencyLimiter:
 
     def unreserved_limit(self, account_id: str) -> int:
         account = self._account(account_id)
-        return account.limit - sum(account.reserved.values())
+        return account.limit - account.carved_out()
+
+    # provisioned concurrency ------------------------------------------------------------------
+    def set_provisioned(self, account_id: str, function: str, total: int) -> None:
+        """Give a function `total` provisioned concurrency (over all its versions and aliases),
+        refusing what AWS refuses: more than its reservation, or (without one) more than the
+        unreserved pool can give while keeping its floor."""
+        account = self._account(account_id)
+        reservation = account.reserved.get(function)
+        if reservation is not None:
+            if total > reservation:
+                raise InvalidParameterValueException(
+                    "Requested Provisioned Concurrency should not be greater than the "
+                    "reservedConcurrentExecution for function"
+                )
+        elif total > account.provisioned.get(function, 0):
+            unreserved = account.limit - account.carved_out(excluding=function)
+            if total > unreserved:
+                raise UntypedInvalidParameterValueException(
+                    "Specified ConcurrentExecutions for function is greater than account's "
+                    f"unreserved concurrency [{unreserved}]."
+                )
+            if unreserved - total < self.min_unreserved:
+                raise UntypedInvalidParameterValueException(
+                    "Specified ConcurrentExecutions for function decreases account's "
+                    "UnreservedConcurrentExecution below its minimum value of "
+                    f"[{self.min_unreserved}]."
+                )
+        self.restore_provisioned(account_id, function, total)
+
+    def restore_provisioned(self, account_id: str, function: str, total: int) -> None:
+        """Reinstate provisioned concurrency accepted earlier, without checking it again."""
+        account = self._account(account_id)
+        if total > 0:
+            account.provisioned[function] = total
+        else:
+            account.provisioned.pop(function, None)
+        self._wake_waiters()
+
+    def provisioned(self, account_id: str, function: str) -> int:
+        return self._account(account_id).provisioned.get(function, 0)
 
     # admission ------------------------------------------------------------------------------
     def acquire_nowait(self, account_id: str, function: str) -> Lease:
@@ -143,9 +213,9 @@ class ConcurrencyLimiter:
         running = account.in_use.get(function, 0)
         reservation = account.reserved.get(function)
         if reservation is not None:
-            if running >= reservation:
+            if running >= reservation - account.provisioned.get(function, 0):
                 return ThrottleReason.RESERVED
-        elif account.unreserved_in_use >= account.limit - sum(account.reserved.values()):
+        elif account.unreserved_in_use >= account.limit - account.carved_out():
             return ThrottleReason.ACCOUNT
         account.in_use[function] = running + 1
         if reservation is None:
@@ -154,12 +224,13 @@ class ConcurrencyLimiter:
 
     def release(self, lease: Lease) -> None:
         account = self._account(lease.account_id)
-        remaining = account.in_use.get(lease.function, 0) - 1
+        counts = account.provisioned_in_use if lease.provisioned else account.in_use
+        remaining = counts.get(lease.function, 0) - 1
         if remaining > 0:
-            account.in_use[lease.function] = remaining
+            counts[lease.function] = remaining
         else:
-            account.in_use.pop(lease.function, None)
-        if not lease.reserved:
+            counts.pop(lease.function, None)
+        if not lease.reserved and not lease.provisioned:
             account.unreserved_in_use = max(0, account.unreserved_in_use - 1)
         self._wake_waiters()
 
@@ -173,6 +244,18 @@ class ConcurrencyLimiter:
     @contextmanager
     def lease_nowait(self, account_id: str, function: str) -> Iterator[Lease]:
         lease = self.acquire_nowait(account_id, function)
+        try:
+            yield lease
+        finally:
+            self.release(lease)
+
+    @contextmanager
+    def provisioned_lease(self, account_id: str, function: str) -> Iterator[Lease]:
+        """Count an invocation that runs on a provisioned environment (never refused: the
+        capacity was set aside when the provisioned concurrency was configured)."""
+        account = self._account(account_id)
+        account.provisioned_in_use[function] = account.provisioned_in_use.get(function, 0) + 1
+        lease = Lease(account_id, function, function in account.reserved, provisioned=True)
         try:
             yield lease
         finally:
@@ -210,6 +293,7 @@ class ConcurrencyLimiter:
         bucket.tokens -= 1.0
 
     def forget_function(self, account_id: str, function: str) -> None:
+        self._account(account_id).provisioned.pop(function, None)
         self.clear_reserved(account_id, function)
         self._buckets.pop((account_id, function), None)
 
@@ -219,14 +303,16 @@ class ConcurrencyLimiter:
 
     def statistics(self, account_id: str) -> AccountStatistics:
         account = self._account(account_id)
-        reserved = sum(account.reserved.values())
+        provisioned_in_use = sum(account.provisioned_in_use.values())
         return AccountStatistics(
             account_limit=account.limit,
-            reserved_total=reserved,
-            unreserved_limit=account.limit - reserved,
-            in_use=sum(account.in_use.values()),
+            reserved_total=sum(account.reserved.values()),
+            unreserved_limit=account.limit - account.carved_out(),
+            in_use=sum(account.in_use.values()) + provisioned_in_use,
             unreserved_in_use=account.unreserved_in_use,
             throttled=account.throttled,
+            provisioned_total=sum(account.provisioned.values()),
+            provisioned_in_use=provisioned_in_use,
         )
 
 

@@ -1,9 +1,11 @@
 """EnvironmentPool: the execution environments of one function version's configuration.
 
-Each environment runs one invocation at a time; an invocation takes the most recently used idle
-environment (warm) or starts a new one (cold) — parallel invocations never queue behind each
-other. A pool whose function changed is retired: idle environments stop at once, busy ones when
-their invocation ends.
+Each environment runs one invocation at a time; an invocation takes a free provisioned
+environment first (initialised ahead, see ``provision``), else the most recently used idle
+on-demand environment (warm), else starts a new one (cold) — parallel invocations never queue
+behind each other. Provisioned environments are never reaped for idleness; they stop when
+released. A pool whose function changed is retired: idle environments stop at once, busy ones
+when their invocation ends.
 """
 
 from __future__ import annotations
@@ -11,16 +13,36 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from lambdad.control.model import FunctionConfig
 from lambdad.scheduler.environment import (
     Environment,
     EnvironmentState,
+    InitFailure,
+    InitializationType,
     Invocation,
     InvocationResult,
 )
 
-Launch = Callable[[FunctionConfig, Callable[[Environment], None]], Awaitable[Environment]]
+
+class Launch(Protocol):
+    """Start one environment of `config` (EnvironmentLauncher.launch)."""
+
+    def __call__(
+        self,
+        config: FunctionConfig,
+        on_dead: Callable[[Environment], None],
+        initialization_type: InitializationType = ...,
+    ) -> Awaitable[Environment]: ...
+
+
+class ProvisioningFailed(Exception):
+    """A provisioned environment did not initialise."""
+
+    def __init__(self, failure: InitFailure) -> None:
+        super().__init__(failure.error_type)
+        self.failure = failure
 
 
 @dataclass(frozen=True)
@@ -30,37 +52,59 @@ class PoolStatistics:
     starting: int
     cold_starts: int
     warm_starts: int
+    provisioned: int = 0  # live provisioned environments (initialising, free or busy)
+    provisioned_starts: int = 0  # invocations served by a provisioned environment
 
 
 class EnvironmentPool:
     def __init__(self, config: FunctionConfig, launch: Launch) -> None:
         self.config = config
         self._launch = launch
-        # idle environments, most recently used last
+        # idle on-demand environments, most recently used last
         self._idle: list[Environment] = []
+        # initialised provisioned environments without an invocation
+        self._provisioned_idle: list[Environment] = []
+        # every live provisioned environment; released ones stop when their invocation ends
+        self._provisioned: set[Environment] = set()
+        self._released: set[Environment] = set()
         self._all: set[Environment] = set()
         self._retired = False
         self._cold = 0
         self._warm = 0
+        self._provisioned_runs = 0
 
     async def run(
-        self, invocation: Invocation, admit: Callable[[], None] | None = None
+        self,
+        invocation: Invocation,
+        admit: Callable[[], None] | None = None,
+        env: Environment | None = None,
     ) -> InvocationResult:
-        """Run one invocation; `admit` is called before a new environment is started (a cold
-        start) and may refuse it by raising (the limiter's scaling rate)."""
-        env = self._take_idle()
+        """Run one invocation, on `env` when the caller claimed one (``claim_provisioned``);
+        `admit` is called before a new environment is started (a cold start) and may refuse
+        it by raising (the limiter's scaling rate)."""
+        env = env or self.claim_provisioned() or self._take_idle()
         if env is None:
             if admit is not None:
                 admit()
             self._cold += 1
             env = await self._launch(self.config, self._forget)
             self._all.add(env)
+        elif env in self._provisioned:
+            self._provisioned_runs += 1
         else:
             self._warm += 1
         try:
             return await env.invoke(invocation, self.config.timeout)
         finally:
             self._give_back(env)
+
+    def claim_provisioned(self) -> Environment | None:
+        """Take a free, initialised provisioned environment (give it to ``run``), or None."""
+        while self._provisioned_idle:
+            env = self._provisioned_idle.pop()
+            if env.state is EnvironmentState.IDLE:
+                return env
+        return None
 
     def _take_idle(self) -> Environment | None:
         while self._idle:
@@ -72,18 +116,61 @@ class EnvironmentPool:
     def _give_back(self, env: Environment) -> None:
         if env.state is not EnvironmentState.IDLE:
             return
-        if self._retired:
+        if self._retired or env in self._released:
             env.kill()
-            return
-        self._idle.append(env)
+        elif env in self._provisioned:
+            self._provisioned_idle.append(env)
+        else:
+            self._idle.append(env)
 
     def _forget(self, env: Environment) -> None:
         self._all.discard(env)
-        if env in self._idle:
-            self._idle.remove(env)
+        self._provisioned.discard(env)
+        self._released.discard(env)
+        for idle in (self._idle, self._provisioned_idle):
+            if env in idle:
+                idle.remove(env)
 
+    # provisioned concurrency ---------------------------------------------------------------
+    async def provision(self, on_lost: Callable[[Environment], None]) -> Environment:
+        """Start one provisioned environment and wait until its runtime has initialised; it
+        then serves invocations until ``release``. `on_lost` is called if it dies. Raises
+        ProvisioningFailed when init fails (the environment is gone then)."""
+        env = await self._launch(self.config, self._losing(on_lost), InitializationType.PROVISIONED)
+        if env.state is not EnvironmentState.DEAD:
+            self._all.add(env)
+            self._provisioned.add(env)
+        try:
+            failure = await env.wait_initialised()
+        except BaseException:  # cancelled: nobody will use or release it
+            self.release(env)
+            raise
+        if failure is not None:
+            self.release(env)
+            raise ProvisioningFailed(failure)
+        self._give_back(env)
+        return env
+
+    def release(self, env: Environment) -> None:
+        """Stop a provisioned environment: now when it is free, after its invocation if busy."""
+        if env.state is EnvironmentState.BUSY:
+            self._released.add(env)
+            return
+        if env in self._provisioned_idle:  # no invocation may claim it while it stops
+            self._provisioned_idle.remove(env)
+        env.kill()
+
+    def _losing(self, on_lost: Callable[[Environment], None]) -> Callable[[Environment], None]:
+        def dead(env: Environment) -> None:
+            self._forget(env)
+            on_lost(env)
+
+        return dead
+
+    # lifecycle -------------------------------------------------------------------------------
     def reap(self, keep_alive_seconds: float, now: float | None = None) -> int:
-        """Stop idle environments unused for longer than the keep-alive; returns how many."""
+        """Stop idle on-demand environments unused for longer than the keep-alive; returns how
+        many (provisioned environments are kept warm)."""
         moment = time.monotonic() if now is None else now
         stale = [e for e in self._idle if moment - e.last_used > keep_alive_seconds]
         for env in stale:
@@ -94,9 +181,13 @@ class EnvironmentPool:
     def retire(self) -> None:
         """Stop taking work; idle environments stop now, busy ones after their invocation."""
         self._retired = True
-        idle, self._idle = self._idle, []
+        idle, self._idle = [*self._idle, *self._provisioned_idle], []
+        self._provisioned_idle = []
         for env in idle:
             env.kill()
+        for env in list(self._provisioned):
+            if env.state is EnvironmentState.STARTING:
+                env.kill()
 
     def close(self) -> None:
         """Stop every environment now, busy ones included (the server is shutting down)."""
@@ -116,4 +207,6 @@ class EnvironmentPool:
             starting=states.count(EnvironmentState.STARTING),
             cold_starts=self._cold,
             warm_starts=self._warm,
+            provisioned=len(self._provisioned),
+            provisioned_starts=self._provisioned_runs,
         )

@@ -1,4 +1,5 @@
-"""MetadataStore: durable records of functions (versions, aliases) and queued async events.
+"""MetadataStore: durable records of functions (versions, aliases, provisioned concurrency
+configurations) and queued async events.
 
 The store is written by the control plane and the async queue, never on the synchronous invoke
 path: the registry keeps every function in memory and writes through.
@@ -46,7 +47,8 @@ class MetadataStore(ABC):
 
     @abstractmethod
     def delete_function(self, account_id: str, name: str) -> None:
-        """Remove a function with all of its versions, aliases and meta record (idempotent)."""
+        """Remove a function with all of its versions, aliases, provisioned concurrency
+        configurations and meta record (idempotent)."""
 
     @abstractmethod
     def delete_function_version(self, account_id: str, name: str, version: str) -> None:
@@ -63,6 +65,20 @@ class MetadataStore(ABC):
     @abstractmethod
     def delete_alias(self, account_id: str, name: str, alias: str) -> None:
         """Remove one alias (idempotent)."""
+
+    @abstractmethod
+    def load_provisioned_configs(self) -> list[dict[str, Any]]:
+        """Every stored provisioned concurrency configuration record."""
+
+    @abstractmethod
+    def put_provisioned_config(
+        self, account_id: str, name: str, qualifier: str, record: dict[str, Any]
+    ) -> None:
+        """Insert or replace the provisioned concurrency configuration of a version or alias."""
+
+    @abstractmethod
+    def delete_provisioned_config(self, account_id: str, name: str, qualifier: str) -> None:
+        """Remove one provisioned concurrency configuration (idempotent)."""
 
     @abstractmethod
     def load_function_meta(self) -> list[dict[str, Any]]:
@@ -106,6 +122,13 @@ CREATE TABLE IF NOT EXISTS aliases (
     alias TEXT NOT NULL,
     record BLOB NOT NULL,
     PRIMARY KEY (account_id, name, alias)
+);
+CREATE TABLE IF NOT EXISTS provisioned_configs (
+    account_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    qualifier TEXT NOT NULL,
+    record BLOB NOT NULL,
+    PRIMARY KEY (account_id, name, qualifier)
 );
 CREATE TABLE IF NOT EXISTS function_meta (
     account_id TEXT NOT NULL,
@@ -163,7 +186,7 @@ class SqliteMetadataStore(MetadataStore):
 
     def delete_function(self, account_id: str, name: str) -> None:
         with self._tx() as db:
-            for table in ("functions", "aliases", "function_meta"):
+            for table in ("functions", "aliases", "provisioned_configs", "function_meta"):
                 db.execute(
                     f"DELETE FROM {table} WHERE account_id = ? AND name = ?", (account_id, name)
                 )
@@ -190,6 +213,26 @@ class SqliteMetadataStore(MetadataStore):
             db.execute(
                 "DELETE FROM aliases WHERE account_id = ? AND name = ? AND alias = ?",
                 (account_id, name, alias),
+            )
+
+    def load_provisioned_configs(self) -> list[dict[str, Any]]:
+        return self._records("provisioned_configs")
+
+    def put_provisioned_config(
+        self, account_id: str, name: str, qualifier: str, record: dict[str, Any]
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO provisioned_configs VALUES (?, ?, ?, ?)",
+                (account_id, name, qualifier, orjson.dumps(record)),
+            )
+
+    def delete_provisioned_config(self, account_id: str, name: str, qualifier: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM provisioned_configs WHERE account_id = ? AND name = ? AND "
+                "qualifier = ?",
+                (account_id, name, qualifier),
             )
 
     def load_function_meta(self) -> list[dict[str, Any]]:
@@ -252,6 +295,7 @@ class MemoryMetadataStore(MetadataStore):
     def __init__(self) -> None:
         self._functions: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._aliases: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._provisioned: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._meta: dict[tuple[str, str], dict[str, Any]] = {}
         self._events: dict[str, QueuedEvent] = {}
 
@@ -264,7 +308,7 @@ class MemoryMetadataStore(MetadataStore):
         self._functions[(account_id, name, version)] = dict(record)
 
     def delete_function(self, account_id: str, name: str) -> None:
-        for table in (self._functions, self._aliases):
+        for table in (self._functions, self._aliases, self._provisioned):
             for key in [k for k in table if k[:2] == (account_id, name)]:
                 del table[key]
         self._meta.pop((account_id, name), None)
@@ -280,6 +324,17 @@ class MemoryMetadataStore(MetadataStore):
 
     def delete_alias(self, account_id: str, name: str, alias: str) -> None:
         self._aliases.pop((account_id, name, alias), None)
+
+    def load_provisioned_configs(self) -> list[dict[str, Any]]:
+        return [dict(record) for record in self._provisioned.values()]
+
+    def put_provisioned_config(
+        self, account_id: str, name: str, qualifier: str, record: dict[str, Any]
+    ) -> None:
+        self._provisioned[(account_id, name, qualifier)] = dict(record)
+
+    def delete_provisioned_config(self, account_id: str, name: str, qualifier: str) -> None:
+        self._provisioned.pop((account_id, name, qualifier), None)
 
     def load_function_meta(self) -> list[dict[str, Any]]:
         return [dict(record) for record in self._meta.values()]

@@ -122,7 +122,10 @@ def _init(function_pid: int, status_w: int) -> None:
         except ChildProcessError:
             os._exit(1)
         if pid == function_pid:
-            os.write(status_w, _encode_status(status))
+            try:
+                os.write(status_w, _encode_status(status))
+            except OSError:  # the shim is gone: so is everything, quietly
+                pass
             os._exit(0)
 
 
@@ -193,11 +196,17 @@ def _runtime_api_sockets(port: int, unix_path: str, uid: int, reply: socket.sock
     listener.bind(("127.0.0.1", port))
     listener.listen(64)
     local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    os.makedirs(os.path.dirname(unix_path), exist_ok=True)
-    local.bind(unix_path)
-    os.chown(unix_path, uid, -1)
+    directory, name = os.path.split(unix_path)
+    os.makedirs(directory, exist_ok=True)
+    os.chdir(directory)  # a relative name: the host path may exceed AF_UNIX's 108 bytes
+    local.bind(name)
+    os.chown(name, uid, -1)
+    os.chdir("/")
     local.listen(64)
-    socket.send_fds(reply, [b"runtime-api"], [listener.fileno(), local.fileno()])
+    try:
+        socket.send_fds(reply, [b"runtime-api"], [listener.fileno(), local.fileno()])
+    except OSError:  # lambdad stopped or discarded this sandbox before it was ready
+        os._exit(0)
     listener.close()
     local.close()
 
