@@ -20,6 +20,7 @@ this module carries the plan out in two phases, so the slow part happens before 
   -> return the assignment (the caller then runs the runtime)
 """
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -122,10 +123,8 @@ def _init(function_pid: int, status_w: int) -> None:
         except ChildProcessError:
             os._exit(1)
         if pid == function_pid:
-            try:
+            with contextlib.suppress(OSError):  # the shim is gone: so is everything
                 os.write(status_w, _encode_status(status))
-            except OSError:  # the shim is gone: so is everything, quietly
-                pass
             os._exit(0)
 
 
