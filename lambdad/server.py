@@ -130,6 +130,7 @@ class Platform:
                 for r in self.catalog.available()
             ],
             "pools": {k: dataclasses.asdict(v) for k, v in self.pools.statistics().items()},
+            **self._sandbox_statistics(),
             "provisioned": dataclasses.asdict(self.provisioner.statistics()),
             "asyncQueue": dataclasses.asdict(self.queue.statistics()),
             "concurrency": {
@@ -138,7 +139,17 @@ class Platform:
             },
         }
 
+    def _sandbox_statistics(self) -> dict[str, Any]:
+        if not isinstance(self.backend, NamespaceBackend):
+            return {}
+        found: dict[str, Any] = {"sandboxPool": dataclasses.asdict(self.backend.statistics())}
+        network = self.backend.network_statistics()
+        if network is not None:
+            found["network"] = dataclasses.asdict(network)
+        return found
+
     async def start(self) -> None:
+        await self.backend.open()
         self.registry.load()
         self.queue.start(self.invoker.run_event)
         self.pools.start()

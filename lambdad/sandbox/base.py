@@ -113,6 +113,9 @@ class SandboxBackend(ABC):
         """How paths and the Runtime API look from inside this backend's environments."""
         return SandboxLayout()
 
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Bring up shared facilities (e.g. networking) before the first environment."""
+
     async def prepare(  # noqa: B027 - optional hook
         self, interpreter: str, preload: tuple[str, str] | None
     ) -> None:

@@ -38,6 +38,7 @@ from lambdad.sandbox.base import (
 )
 from lambdad.sandbox.cgroups import CgroupManager, EnvironmentCgroup
 from lambdad.sandbox.mounts import read_only_tree
+from lambdad.sandbox.network import NetworkPool, NetworkPoolError, NetworkStatistics
 from lambdad.sandbox.prepared import PoolKey, PoolStatistics, PreparedSandbox, SandboxPool
 from lambdad.sandbox.seccomp import build_filter
 from lambdad.sandbox.zygote import Zygote
@@ -143,6 +144,7 @@ class NamespaceBackend(SandboxBackend):
         seccomp: bytes | None,
         exec_interpreter: str = sys.executable,
         pool_size: int = 3,
+        networking: bool = True,
     ) -> None:
         self._run_dir = run_dir
         self._runtime_dir = runtime_dir
@@ -156,6 +158,11 @@ class NamespaceBackend(SandboxBackend):
         self._etc = self._write_identity_files(run_dir / "etc")
         self._system_binds, self._links = _root_entries()
         self._pool = SandboxPool(self._build, pool_size)
+        # Outbound networking (veth + NAT) where the host allows it; loopback only otherwise.
+        self._network: NetworkPool | None = None
+        self._network_start: asyncio.Task[NetworkPool | None] | None = None
+        self._network_note = "" if networking else "outbound networking disabled"
+        self._networking = networking
 
     @classmethod
     def probe(
@@ -216,18 +223,25 @@ class NamespaceBackend(SandboxBackend):
         """Fork a sandbox from the key's zygote and wait until it is ready for an assignment."""
         interpreter, preload = key
         zygote = await self._zygote(interpreter, preload)
+        network = await self._network_pool()
+        slot = await network.acquire() if network is not None else None
         cgroup = self._cgroups.create(f"env-{secrets.token_hex(6)}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        plan = self._plan(cgroup, interpreter)
+        if slot is not None:
+            plan["network"] = slot.path
         try:
-            pid, exited = await zygote.fork(
-                {"jail": self._plan(cgroup, interpreter)}, [theirs.fileno()]
-            )
+            pid, exited = await zygote.fork({"jail": plan}, [theirs.fileno()])
         except BaseException:
             ours.close()
             cgroup.remove()
+            if network is not None and slot is not None:
+                network.release(slot)
             raise
         finally:
             theirs.close()
+        if network is not None and slot is not None:
+            exited.add_done_callback(lambda _: network.release(slot))
         listeners = await _receive_sockets(ours, exited)
         if listeners is None:
             ours.close()
@@ -268,6 +282,38 @@ class NamespaceBackend(SandboxBackend):
             "runtime_api_port": RUNTIME_API_PORT,
             "runtime_api_unix": RUNTIME_API_UNIX,
         }
+
+    async def open(self) -> None:
+        await self._network_pool()
+
+    async def _network_pool(self) -> NetworkPool | None:
+        """The network pool, started on first use (None where the host cannot network)."""
+        if not self._networking:
+            return None
+        if self._network_start is None:
+            self._network_start = asyncio.ensure_future(self._start_network())
+        return await asyncio.shield(self._network_start)
+
+    async def _start_network(self) -> NetworkPool | None:
+        usable, reason = NetworkPool.probe()
+        if not usable:
+            self._network_note = f"no outbound network (loopback only): {reason}"
+            return None
+        last = ""
+        for second_octet in range(200, 240):  # another server may hold a subnet already
+            pool = NetworkPool(subnet=f"10.{second_octet}.0.0/16", target_idle=4)
+            try:
+                await pool.start()
+            except NetworkPoolError as exc:
+                last = str(exc)
+                continue
+            self._network = pool
+            return pool
+        self._network_note = f"no outbound network (loopback only): {last}"
+        return None
+
+    def network_statistics(self) -> NetworkStatistics | None:
+        return self._network.statistics() if self._network is not None else None
 
     async def _zygote(self, interpreter: str, preload: tuple[str, str] | None) -> Zygote:
         key = (interpreter, preload)
@@ -315,10 +361,13 @@ class NamespaceBackend(SandboxBackend):
             "seccomp": self._seccomp is not None,
             "unprivileged_uid": True,
             "no_new_privs": True,
+            "outbound_network_nat": self._network is not None,
         }
         notes: tuple[str, ...] = ()
         if self._seccomp is None:
             notes = ("no seccomp table for this CPU architecture: system calls are not filtered",)
+        if self._network_note:
+            notes = (*notes, self._network_note)
         return IsolationReport("namespaces", features, notes)
 
     async def close(self) -> None:
@@ -326,6 +375,9 @@ class NamespaceBackend(SandboxBackend):
         for zygote in self._zygotes.values():
             await zygote.close()
         self._zygotes.clear()
+        if self._network is not None:
+            await asyncio.sleep(0.1)  # let the killed sandboxes' exits release their slots
+            await self._network.close()
         await asyncio.sleep(0.05)
         self._cgroups.cleanup()
 

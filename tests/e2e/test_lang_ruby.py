@@ -54,6 +54,10 @@ def handler(event:, context:)
   }
 end
 
+def no_method(event:, context:)
+  nil.frobnicate
+end
+
 module Shop
   class Orders
     def self.total(event:, context:)
@@ -122,6 +126,33 @@ def test_raised_error_shape_and_the_environment_survives(ruby: Server, lam: Any)
     again = invoke(lam, name)
     assert again.function_error is None and again.init_ms is None, again.explain()
     assert again.body["count"] == 3
+
+
+def test_no_method_error_is_critical(ruby: Server, lam: Any) -> None:
+    """AWS's Ruby runtime posts a NameError/NoMethodError and then exits."""
+    name = deploy(lam, handler="app.no_method")
+    failed = invoke(lam, name)
+    body = check_unhandled(failed)
+    assert body["errorType"] == "Function<NoMethodError>"
+    assert body["errorMessage"].startswith("undefined method `frobnicate' for nil")
+    assert "Critical exception from handler" in failed.log
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="lambdad makes an environment idle when it posts its result, not when it next asks "
+    "for an invocation; a runtime that exits right after posting can be handed the next "
+    "invocation, which then fails with Runtime.ExitError where AWS would start a new "
+    "environment (see test_lang_go.py)",
+)
+def test_the_invocation_after_a_critical_error_gets_a_new_environment(
+    ruby: Server, lam: Any
+) -> None:
+    name = deploy(lam, handler="app.no_method")
+    assert invoke(lam, name).function_error == "Unhandled"
+    after = invoke(lam, name)
+    assert after.body["errorType"] == "Function<NoMethodError>", after.explain()
+    assert after.init_ms is not None
 
 
 def test_timeout_then_a_fresh_environment(ruby: Server, lam: Any) -> None:
