@@ -23,6 +23,7 @@ from lambdad.api.logs_api import LogsApi
 from lambdad.api.protocol import LambdaProtocol
 from lambdad.control.accounts import AccountRegistry
 from lambdad.control.functions import FunctionRegistry
+from lambdad.control.layers import LayerRegistry
 from lambdad.control.model import FunctionConfig
 from lambdad.credentials import RootCredentials, load_root_credentials, server_secret
 from lambdad.invoke.async_queue import AsyncQueue
@@ -41,6 +42,7 @@ from lambdad.settings import Settings
 from lambdad.store.accounts import SqliteAccountStore
 from lambdad.store.blobs import DirectoryBlobStore
 from lambdad.store.code_cache import CodeCache
+from lambdad.store.layers import OptCache, SqliteLayerStore
 from lambdad.store.metadata import SqliteMetadataStore
 
 log = logging.getLogger("lambdad")
@@ -64,6 +66,14 @@ class Platform:
         self.blobs = DirectoryBlobStore(settings.blob_dir)
         self.code = CodeCache(settings.code_dir, self.blobs)
         self.logs = LogStore(settings.log_dir)
+        self.layer_store = SqliteLayerStore(settings.db_path)
+        self.layers = LayerRegistry(
+            self.layer_store,
+            self.blobs,
+            self.code,
+            OptCache(settings.data_dir / "layers", self.code),
+            settings.region,
+        )
         self.backend: SandboxBackend = choose_backend(settings)
         self.limiter = ConcurrencyLimiter(
             account_limit=settings.account_concurrency,
@@ -72,7 +82,7 @@ class Platform:
             burst_window=settings.burst_window_seconds,
         )
         launcher = EnvironmentLauncher(
-            self.backend, self.catalog, self.code, self.logs, self.accounts
+            self.backend, self.catalog, self.code, self.logs, self.accounts, self.layers
         )
         self.pools = PoolManager(
             launcher.launch, settings.keep_alive_seconds, settings.reap_interval_seconds
@@ -87,6 +97,7 @@ class Platform:
             settings.region,
             self.limiter,
             allocator=self.provisioner,
+            layers=self.layers,
         )
         self.queue = AsyncQueue(
             self.store, settings.async_workers, settings.async_retry_delays, self.limiter
@@ -97,7 +108,7 @@ class Platform:
         signer = CodeUrlSigner(server_secret(settings.data_dir))
         self.app = LambdadApp(
             protocol=LambdaProtocol(),
-            services=Services(self.registry, self.invoker, signer),
+            services=Services(self.registry, self.invoker, signer, self.layers),
             logs_api=LogsApi(self.logs),
             signer=signer,
             authenticator=Authenticator(
@@ -151,6 +162,8 @@ class Platform:
     async def start(self) -> None:
         await self.backend.open()
         self.registry.load()
+        self.layers.load()
+        self.layers.prune(in_use=self.registry.layer_arns_in_use())
         self.queue.start(self.invoker.run_event)
         self.pools.start()
         preload = (str(PYTHON_BOOTSTRAP.parent), PYTHON_BOOTSTRAP.stem)
@@ -166,6 +179,7 @@ class Platform:
         await asyncio.sleep(0.05)
         await self.backend.close()
         self.store.close()
+        self.layer_store.close()
         self.account_store.close()
 
 

@@ -17,6 +17,7 @@ from lambdad.api.code_urls import CodeUrlSigner
 from lambdad.api.shapes import function_configuration
 from lambdad.control.arns import FunctionRef, check_reachable, parse_function_ref
 from lambdad.control.functions import FunctionRegistry, FunctionSettings
+from lambdad.control.layers import LayerRegistry
 from lambdad.control.model import LATEST, FunctionConfig, FunctionState
 from lambdad.control.package import MAX_UNZIPPED_BYTES, MAX_ZIPPED_BYTES
 from lambdad.errors import InvalidParameterValueException
@@ -35,6 +36,7 @@ class Services:
     registry: FunctionRegistry
     invoker: Invoker
     signer: CodeUrlSigner
+    layers: LayerRegistry
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ def _settings(params: Params) -> FunctionSettings:
         ephemeral_storage=ephemeral.get("Size") if ephemeral else None,
         environment=(environment.get("Variables") or {}) if environment is not None else None,
         architectures=tuple(architectures) if architectures else None,
+        # None: unchanged; () removes every layer (Layers=[]).
+        layers=tuple(params["Layers"]) if "Layers" in params else None,
     )
 
 
@@ -271,7 +275,7 @@ async def get_account_settings(services: Services, call: Call, params: Params) -
             "UnreservedConcurrentExecutions": limits.unreserved_limit,
         },
         "AccountUsage": {
-            "TotalCodeSize": usage.total_code_size,
+            "TotalCodeSize": usage.total_code_size + services.layers.usage(call.account_id),
             "FunctionCount": usage.function_count,
         },
     }
@@ -301,4 +305,5 @@ def json_dumps(document: Mapping[str, Any]) -> bytes:
 
 # The other operation groups register themselves with @handles when imported.
 import lambdad.api.handlers_concurrency  # noqa: E402
+import lambdad.api.handlers_layers  # noqa: E402
 import lambdad.api.handlers_versions  # noqa: E402, F401

@@ -44,6 +44,8 @@ def function_configuration(
     }
     if config.environment:
         doc["Environment"] = {"Variables": dict(config.environment)}
+    if config.layers:
+        doc["Layers"] = [{"Arn": arn, "CodeSize": size} for arn, size in config.layers]
     if listing:
         return doc
     doc["RuntimeVersionConfig"] = {"RuntimeVersionArn": runtime_version_arn(config)}

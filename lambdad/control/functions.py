@@ -20,6 +20,7 @@ import orjson
 from lambdad.control import versions
 from lambdad.control.aliases import STALE_REVISION, AliasRegistry
 from lambdad.control.arns import FunctionRef
+from lambdad.control.layers import LayerRegistry, check_combined_size
 from lambdad.control.model import (
     LATEST,
     FunctionConfig,
@@ -74,6 +75,7 @@ class FunctionSettings:
     ephemeral_storage: int | None = None
     environment: Mapping[str, str] | None = None
     architectures: tuple[str, ...] | None = None
+    layers: tuple[str, ...] | None = None  # LayerVersionArns; () removes every layer
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,9 @@ class FunctionRegistry:
         limiter: ConcurrencyLimiter | None = None,
         draw: Callable[[], float] = random.random,
         allocator: Allocator | None = None,
+        layers: LayerRegistry | None = None,
     ) -> None:
+        self._layers = layers
         self._store = store
         self._blobs = blobs
         self._code = code
@@ -194,6 +198,12 @@ class FunctionRegistry:
             raise not_found(self.region, account_id, ref.name, None)
         return config
 
+    def layer_arns_in_use(self) -> set[str]:
+        """Every LayerVersionArn some version of some function still references."""
+        configs = [*self._functions.values()]
+        configs += [v for versions in self._versions.values() for v in versions.values()]
+        return {arn for config in configs for arn, _ in config.layers}
+
     def functions(self, account_id: str) -> list[FunctionConfig]:
         return sorted(
             (c for (acct, _), c in self._functions.items() if acct == account_id),
@@ -245,6 +255,10 @@ class FunctionRegistry:
                 )
             self._check_settings(settings)
             self._check_tags(tags)
+            architectures = settings.architectures or ("x86_64",)
+            layers = await self._resolve_layers(
+                account_id, settings.layers or (), settings.runtime, architectures, zip_bytes
+            )
             package = await self._store_code(zip_bytes, settings.runtime)
             assert settings.role is not None
             created = FunctionConfig(
@@ -262,8 +276,9 @@ class FunctionRegistry:
                 memory_size=settings.memory_size or 128,
                 ephemeral_storage=settings.ephemeral_storage or 512,
                 environment=dict(settings.environment or {}),
-                architectures=settings.architectures or ("x86_64",),
+                architectures=architectures,
                 tags=dict(tags),
+                layers=layers,
             )
             # The package is extracted already, so the function is Active at once; the create
             # response still shows Pending, as AWS's does.
@@ -286,6 +301,12 @@ class FunctionRegistry:
         async with self._lock(account_id, ref.name):
             current = self._mutable(account_id, ref)
             self._check_revision(current, revision_id)
+            if current.layers and self._layers is not None:
+                unzipped = (await asyncio.to_thread(inspect_zip, zip_bytes)).unzipped_size
+                existing = await asyncio.to_thread(
+                    self._layers.content_for_existing, [arn for arn, _ in current.layers]
+                )
+                check_combined_size(unzipped, existing.unzipped_size)
             package = await self._store_code(zip_bytes, current.runtime)
             updated = current.evolve(
                 code_key=package.sha256_hex,
@@ -326,6 +347,15 @@ class FunctionRegistry:
             }
             if settings.environment is not None:
                 changes["environment"] = dict(settings.environment)
+            if settings.layers is not None:
+                code = await asyncio.to_thread(self._blobs.get, current.code_key)
+                changes["layers"] = await self._resolve_layers(
+                    account_id,
+                    settings.layers,
+                    settings.runtime or current.runtime,
+                    settings.architectures or current.architectures,
+                    code,
+                )
             updated = current.evolve(**changes, **_in_progress())
             if settings.runtime is not None and settings.runtime != current.runtime:
                 await self._precompile(current.code_key, settings.runtime)
@@ -526,6 +556,30 @@ class FunctionRegistry:
     def _check_tags(tags: Mapping[str, str]) -> None:
         if len(tags) > MAX_TAGS:
             raise InvalidParameterValueException("Number of tags exceeds resource tag limit.")
+
+    async def _resolve_layers(
+        self,
+        account_id: str,
+        arns: tuple[str, ...],
+        runtime: str,
+        architectures: tuple[str, ...],
+        zip_bytes: bytes,
+    ) -> tuple[tuple[str, int], ...]:
+        """Check the layers a function asks for (count, access, size with its code)."""
+        if not arns:
+            return ()
+        if self._layers is None:
+            raise InvalidParameterValueException("Layers are not available on this server.")
+        unzipped = (await asyncio.to_thread(inspect_zip, zip_bytes)).unzipped_size
+        resolved = await asyncio.to_thread(
+            self._layers.resolve_for_function,
+            account_id,
+            list(arns),
+            runtime,
+            architectures,
+            unzipped,
+        )
+        return tuple(zip(resolved.arns, resolved.code_sizes, strict=True))
 
     async def _store_code(self, zip_bytes: bytes, runtime: str) -> CodePackage:
         package = await asyncio.to_thread(inspect_zip, zip_bytes)

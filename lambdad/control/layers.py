@@ -49,6 +49,7 @@ __all__ = [
     "LayerVersion",
     "ResolvedLayers",
     "Statement",
+    "check_combined_size",
 ]
 
 MAX_LAYERS = 5
@@ -208,10 +209,6 @@ def _denied(caller: str, action: str, resource: str) -> AccessDeniedException:
     )
 
 
-def _version_missing(arn: str) -> ResourceNotFoundException:
-    return ResourceNotFoundException(f"Layer version {arn} does not exist.")
-
-
 def _check_number(number: int) -> None:
     if number < 1:
         raise InvalidParameterValueException(VERSION_TOO_LOW)
@@ -280,7 +277,9 @@ class LayerRegistry:
     def _live_or_missing(self, ref: _LayerRef, number: int) -> LayerVersion:
         found = self._live(ref, number)
         if found is None:
-            raise _version_missing(ref.version_arn(number))
+            raise ResourceNotFoundException(
+                f"Layer version {ref.version_arn(number)} does not exist."
+            )
         return found
 
     # -- publishing -----------------------------------------------------------------------
@@ -504,12 +503,7 @@ class LayerRegistry:
             self._referenceable(caller_account, arn, ref)
             for arn, ref in zip(layer_arns, refs, strict=True)
         ]
-        total = function_unzipped_size + sum(v.unzipped_size for v in versions)
-        if total > MAX_UNZIPPED_BYTES:
-            raise InvalidParameterValueException(
-                "Function code combined with layers exceeds the maximum allowed size of "
-                f"{MAX_UNZIPPED_BYTES} bytes. The actual size is {total} bytes."
-            )
+        check_combined_size(function_unzipped_size, sum(v.unzipped_size for v in versions))
         return self._resolved(versions)
 
     def content_for_existing(self, layer_arns: Sequence[str]) -> ResolvedLayers:
@@ -575,6 +569,17 @@ class LayerRegistry:
             versions=len(visible),
             tombstones=len(everything) - len(visible),
             opt=self._opt.statistics(),
+        )
+
+
+def check_combined_size(function_unzipped_size: int, layers_unzipped_size: int) -> None:
+    """AWS's limit on a function's code and its layers, unzipped (also for UpdateFunctionCode
+    of a function that has layers)."""
+    total = function_unzipped_size + layers_unzipped_size
+    if total > MAX_UNZIPPED_BYTES:
+        raise InvalidParameterValueException(
+            "Function code combined with layers exceeds the maximum allowed size of "
+            f"{MAX_UNZIPPED_BYTES} bytes. The actual size is {total} bytes."
         )
 
 

@@ -58,6 +58,8 @@ class FunctionConfig:
     environment: Mapping[str, str] = field(default_factory=dict)
     architectures: tuple[str, ...] = ("x86_64",)
     tags: Mapping[str, str] = field(default_factory=dict)
+    # (LayerVersionArn, CodeSize) in the order /opt is assembled
+    layers: tuple[tuple[str, int], ...] = ()
     version: str = LATEST
     package_type: str = "Zip"
     tracing_mode: str = "PassThrough"
@@ -103,6 +105,7 @@ class FunctionConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in record.items() if k in fields}
         values["architectures"] = tuple(values.get("architectures", ("x86_64",)))
+        values["layers"] = tuple((str(a), int(s)) for a, s in values.get("layers", ()))
         values["state"] = FunctionState(values["state"])
         if values.get("last_update_status"):
             values["last_update_status"] = UpdateStatus(values["last_update_status"])

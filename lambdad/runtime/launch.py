@@ -70,6 +70,7 @@ class EnvironmentPlan:
     log_stream: str
     initialization_type: str = "on-demand"
     layout: SandboxLayout = field(default_factory=SandboxLayout)
+    opt_dir: Path | None = None  # the function's layers, merged (AWS: /opt)
 
     @property
     def task_root(self) -> str:
@@ -152,6 +153,7 @@ def launch_spec(plan: EnvironmentPlan, log_fd: int, creds: SessionCredentials) -
             zygote_preload=(str(PYTHON_BOOTSTRAP.parent), PYTHON_BOOTSTRAP.stem),
             code_dir=str(plan.code_dir),
             tmp_mb=plan.config.ephemeral_storage,
+            opt_dir=str(plan.opt_dir or ""),
         )
     if rt.family is Family.NODEJS:
         assert rt.executable is not None
@@ -163,6 +165,7 @@ def launch_spec(plan: EnvironmentPlan, log_fd: int, creds: SessionCredentials) -
             memory_mb=plan.config.memory_size,
             code_dir=str(plan.code_dir),
             tmp_mb=plan.config.ephemeral_storage,
+            opt_dir=str(plan.opt_dir or ""),
         )
     return LaunchSpec(
         argv=_exec_argv(plan),
@@ -172,12 +175,15 @@ def launch_spec(plan: EnvironmentPlan, log_fd: int, creds: SessionCredentials) -
         memory_mb=plan.config.memory_size,
         code_dir=str(plan.code_dir),
         tmp_mb=plan.config.ephemeral_storage,
+        opt_dir=str(plan.opt_dir or ""),
     )
 
 
-def has_bootstrap(code_dir: Path) -> bool:
-    """Whether a custom runtime's `bootstrap` exists (AWS also looks in /opt: layers, later)."""
-    return (code_dir / "bootstrap").exists()
+def has_bootstrap(code_dir: Path, opt_dir: Path | None = None) -> bool:
+    """Whether a custom runtime's `bootstrap` exists: in the code, else in a layer (/opt)."""
+    return (code_dir / "bootstrap").exists() or (
+        opt_dir is not None and (opt_dir / "bootstrap").exists()
+    )
 
 
 def _exec_argv(plan: EnvironmentPlan) -> tuple[str, ...]:
@@ -198,6 +204,8 @@ def _exec_argv(plan: EnvironmentPlan) -> tuple[str, ...]:
         return (rt.executable, "--debug", f"{runtime_dir}/dotnet/build/{dotnet.RUNTIME_EXE}")
     if rt.family is Family.GO:
         return (f"{plan.task_root}/{plan.config.handler}",)
+    if not (plan.code_dir / "bootstrap").exists() and plan.opt_dir is not None:
+        return ("/opt/bootstrap",)  # from a layer
     return (f"{plan.task_root}/bootstrap",)
 
 

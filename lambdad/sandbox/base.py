@@ -36,6 +36,8 @@ class LaunchSpec:
     code_dir: str = ""
     # Size of the environment's writable /tmp (EphemeralStorage).
     tmp_mb: int = 512
+    # Host directory holding the function's layers, merged (mounted at /opt); "" for none.
+    opt_dir: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -85,6 +87,9 @@ class SandboxProcess(ABC):
     @abstractmethod
     def peak_memory_bytes(self) -> int:
         """Peak resident memory of the environment so far (0 if unknown)."""
+
+    def initialised(self, memory_mb: int) -> None:  # noqa: B027 - optional hook
+        """The runtime finished its init phase: apply the steady-state CPU share."""
 
     def out_of_memory(self) -> bool:
         """True once the environment was killed for exceeding its memory limit."""

@@ -50,17 +50,28 @@ class EnvironmentCgroup:
     cpu: Path
     cpus: int
 
-    def limit(self, memory_mb: int) -> None:
-        """Memory = MemorySize (no swap), CPU quota proportional to it; resets the peak."""
+    def limit(self, memory_mb: int, *, initialising: bool = False) -> None:
+        """Memory = MemorySize (no swap), CPU quota proportional to it; resets the peak.
+
+        While `initialising`, the CPU quota is every core (AWS boosts CPU during the init
+        phase); `throttle_cpu` applies the proportional quota once init is done."""
         limit = str(memory_mb * 1048576)
         _write(self.memory / "memory.limit_in_bytes", limit)
         with contextlib.suppress(OSError):  # needs swap accounting; absent on some kernels
             _write(self.memory / "memory.memsw.limit_in_bytes", limit)
         with contextlib.suppress(OSError):
             _write(self.memory / "memory.max_usage_in_bytes", "0")
-        quota = int(CFS_PERIOD_US * min(self.cpus, memory_mb / MB_PER_VCPU))
         _write(self.cpu / "cpu.cfs_period_us", str(CFS_PERIOD_US))
-        _write(self.cpu / "cpu.cfs_quota_us", str(max(quota, 1000)))
+        if initialising:
+            _write(self.cpu / "cpu.cfs_quota_us", str(CFS_PERIOD_US * self.cpus))
+        else:
+            self.throttle_cpu(memory_mb)
+
+    def throttle_cpu(self, memory_mb: int) -> None:
+        """CPU quota proportional to memory: 1,769 MB = one vCPU, at most every core."""
+        quota = int(CFS_PERIOD_US * min(self.cpus, memory_mb / MB_PER_VCPU))
+        with contextlib.suppress(OSError):  # the environment may be gone already
+            _write(self.cpu / "cpu.cfs_quota_us", str(max(quota, 1000)))
 
     _peak_fd: int = -1  # kept open: REPORT reads the peak after every invocation
 

@@ -121,6 +121,9 @@ class _JailedProcess(SandboxProcess):
     def out_of_memory(self) -> bool:
         return self._oom
 
+    def initialised(self, memory_mb: int) -> None:
+        self._cgroup.throttle_cpu(memory_mb)
+
     def _on_exit(self, _: asyncio.Future[ExitStatus]) -> None:
         # Runs before anyone awaiting wait() resumes, and before the cgroup is removed.
         self.peak_memory_bytes()
@@ -206,17 +209,20 @@ class NamespaceBackend(SandboxBackend):
 
     def _assign(self, prepared: PreparedSandbox, spec: LaunchSpec) -> None:
         """Give a prepared sandbox its function: limits, code, /tmp size, variables, log."""
-        prepared.cgroup.limit(spec.memory_mb)
+        prepared.cgroup.limit(spec.memory_mb, initialising=True)
         message: dict[str, Any] = {"env": dict(spec.env), "cwd": TASK_ROOT, "tmp_mb": spec.tmp_mb}
         if spec.zygote_interpreter:
             message["entry"] = spec.zygote_entry
         else:
             message["argv"] = list(spec.argv)
-        code = read_only_tree(spec.code_dir)
+        trees = [read_only_tree(spec.code_dir)]
+        if spec.opt_dir:
+            trees.append(read_only_tree(spec.opt_dir))
         try:
-            socket.send_fds(prepared.channel, [orjson.dumps(message)], [spec.log_fd, code])
+            socket.send_fds(prepared.channel, [orjson.dumps(message)], [spec.log_fd, *trees])
         finally:
-            os.close(code)
+            for tree in trees:
+                os.close(tree)
             prepared.channel.close()
 
     async def _build(self, key: PoolKey) -> PreparedSandbox | None:

@@ -38,6 +38,11 @@ class InitializationType(StrEnum):
     PROVISIONED = "provisioned-concurrency"  # ahead of any invocation, for provisioned concurrency
 
 
+class EnvironmentLost(Exception):
+    """The environment ended before the invocation given to it was delivered to its runtime
+    (it exited after answering its previous one): the caller runs it elsewhere."""
+
+
 class EnvironmentState(StrEnum):
     STARTING = "starting"  # process launched; the runtime is initialising (no /next yet)
     IDLE = "idle"  # no invocation assigned; the runtime is (or soon will be) waiting in /next
@@ -174,6 +179,10 @@ class Environment:
         status = await process.wait()
         self._die(status)
 
+    def _lost_before_delivery(self) -> bool:
+        """An event assigned to an environment that already answered one, but never sent."""
+        return self._timer is None and bool(self._last_request_id) and self._init_error is None
+
     def _die(self, status: ExitStatus | None) -> None:
         if self._closed:
             return
@@ -186,7 +195,12 @@ class Environment:
                 error_type, f"Runtime exited before it was initialised: {reason}"
             )
             self._settle_init(InitFailure(error_type, payload))
-        if self._current is not None:
+        if self._current is not None and self._lost_before_delivery():
+            self._current = None
+            result, self._result = self._result, None
+            if result is not None and not result.done():
+                result.set_exception(EnvironmentLost())
+        elif self._current is not None:
             self._fail_crashed(status)
         self.state = EnvironmentState.DEAD
         for timer in (self._timer, self._init_timer):
@@ -254,6 +268,7 @@ class Environment:
                 self.state = EnvironmentState.IDLE
             if self.process is not None:  # sample once now: a crashed process has nothing to read
                 self.process.peak_memory_bytes()
+                self.process.initialised(self.config.memory_size)
             self._settle_init(None)
         if self._current is not None and self._timer is None:
             self._deliver(reply)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from lambdad.control.model import FunctionConfig
@@ -28,12 +30,14 @@ class EnvironmentLauncher:
         code: CodeCache,
         logs: LogStore,
         sessions: SessionRegistry | None = None,
+        layers: LayerContent | None = None,
     ) -> None:
         self.backend = backend
         self.catalog = catalog
         self.code = code
         self.logs = logs
         self.sessions = sessions
+        self.layers = layers
 
     async def launch(
         self,
@@ -53,10 +57,12 @@ class EnvironmentLauncher:
             return env
         layout = self.backend.layout()
         code_dir = self.code.path_for(config.code_key)
+        opt_dir = await self._opt_dir(config)
         missing_go_binary = (
             runtime.family is Family.GO and not (code_dir / config.handler).is_file()
         )
-        if (runtime.family is Family.PROVIDED and not has_bootstrap(code_dir)) or missing_go_binary:
+        no_bootstrap = not has_bootstrap(code_dir, opt_dir)
+        if (runtime.family is Family.PROVIDED and no_bootstrap) or missing_go_binary:
             env.launch_failed(
                 "Runtime.InvalidEntrypoint",
                 "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]",
@@ -71,6 +77,7 @@ class EnvironmentLauncher:
             stream,
             initialization_type=initialization_type,
             layout=layout,
+            opt_dir=opt_dir,
         )
         read_fd, write_fd = os.pipe()
         try:
@@ -104,6 +111,14 @@ class EnvironmentLauncher:
         env.attach(process, read_fd)
         return env
 
+    async def _opt_dir(self, config: FunctionConfig) -> Path | None:
+        """The function's layers, merged once into one directory (mounted at /opt)."""
+        if not config.layers or self.layers is None:
+            return None
+        arns = [arn for arn, _ in config.layers]
+        content = await asyncio.to_thread(self.layers.content_for_existing, arns)
+        return content.opt_dir
+
     def _forgetting(
         self, creds: SessionCredentials, on_dead: Callable[[Environment], None]
     ) -> Callable[[Environment], None]:
@@ -125,3 +140,14 @@ class SessionRegistry(Protocol):
     ) -> None: ...
 
     def forget_session(self, access_key_id: str) -> None: ...
+
+
+class LayerContent(Protocol):
+    """Where a function's layers are unpacked (lambdad.control.layers.LayerRegistry)."""
+
+    def content_for_existing(self, layer_arns: Sequence[str]) -> ResolvedLayerContent: ...
+
+
+class ResolvedLayerContent(Protocol):
+    @property
+    def opt_dir(self) -> Path | None: ...

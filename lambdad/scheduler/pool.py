@@ -18,6 +18,7 @@ from typing import Protocol
 from lambdad.control.model import FunctionConfig
 from lambdad.scheduler.environment import (
     Environment,
+    EnvironmentLost,
     EnvironmentState,
     InitFailure,
     InitializationType,
@@ -95,8 +96,18 @@ class EnvironmentPool:
             self._warm += 1
         try:
             return await env.invoke(invocation, self.config.timeout)
+        except EnvironmentLost:
+            pass  # it exited after its last answer, before this event reached it
         finally:
             self._give_back(env)
+        # As AWS does, such an invocation runs in a new environment instead of failing.
+        self._cold += 1
+        fresh = await self._launch(self.config, self._forget)
+        self._all.add(fresh)
+        try:
+            return await fresh.invoke(invocation, self.config.timeout)
+        finally:
+            self._give_back(fresh)
 
     def claim_provisioned(self) -> Environment | None:
         """Take a free, initialised provisioned environment (give it to ``run``), or None."""

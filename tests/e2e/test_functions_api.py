@@ -654,7 +654,7 @@ BAD_SETTINGS: dict[str, tuple[dict[str, Any], tuple[str, int, str | None]]] = {
     ),
     "role": ({"Role": "r1"}, invalid_value("r1", "role", ROLE_PATTERN)),
     "deprecated-runtime": ({"Runtime": "python3.7"}, (INVALID, 400, DEPRECATED)),
-    "runtime-not-installed": ({"Runtime": "java21"}, (INVALID, 400, None)),
+    "runtime-not-installed": ({"Runtime": "java25"}, (INVALID, 400, None)),
     "reserved-env": ({"Environment": {"Variables": {"AWS_REGION": "x"}}}, (INVALID, 400, RESERVED)),
 }
 

@@ -261,6 +261,15 @@ class TestApi:
             "'provisionedConcurrentExecutions' failed to satisfy constraint: Member must have "
             "value greater than or equal to 1",
         }
+        response = failure(
+            loose.get_provisioned_concurrency_config, FunctionName=name, Qualifier="bad.qualifier"
+        )
+        assert response["Error"] == {
+            "Code": "ValidationException",
+            "Message": "1 validation error detected: Value 'bad.qualifier' at 'qualifier' failed "
+            "to satisfy constraint: Member must satisfy regular expression pattern: "
+            "(|[a-zA-Z0-9$_-]+)",
+        }
 
     def test_list_paginates(self, lam: Any, published: str) -> None:
         name = published

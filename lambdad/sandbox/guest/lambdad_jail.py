@@ -298,14 +298,31 @@ def _build_function_process(plan: "dict[str, Any]", channel: socket.socket) -> N
     _pivot(root)
 
 
+def _move_mount(tree: int, target: str) -> None:
+    _check(
+        _libc.syscall(
+            _MOVE_MOUNT[platform.machine()],
+            tree,
+            b"",
+            AT_FDCWD,
+            target.encode(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ),
+        f"move_mount {target}",
+    )
+    os.close(tree)
+
+
 def _assign(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     """Wait for lambdad's assignment and apply it (still root, inside the namespaces)."""
     message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 4)
     channel.close()
-    if not message or len(fds) != 2:
+    if not message or len(fds) not in (2, 3):
         os._exit(0)  # lambdad discarded this sandbox
     assignment: dict[str, Any] = json.loads(message)
-    log_fd, code_tree = fds
+    log_fd, code_tree = fds[0], fds[1]
+    if len(fds) == 3:  # the function's layers, merged
+        _move_mount(fds[2], "/opt")
     _check(
         _libc.syscall(
             _MOVE_MOUNT[platform.machine()],
