@@ -157,13 +157,6 @@ def test_panic_shape(deploy: Callable[..., str], lam: Any) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="lambdad makes an environment idle when it posts its result, not when it next asks "
-    "for an invocation; a runtime that exits right after posting (aws-lambda-go after a panic) "
-    "can be handed the next invocation, which then fails with Runtime.ExitError where AWS "
-    "would start a new environment",
-)
 def test_the_invocation_after_a_panic_gets_a_new_environment(
     deploy: Callable[..., str], lam: Any
 ) -> None:

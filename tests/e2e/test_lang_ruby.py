@@ -138,13 +138,6 @@ def test_no_method_error_is_critical(ruby: Server, lam: Any) -> None:
     assert "Critical exception from handler" in failed.log
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="lambdad makes an environment idle when it posts its result, not when it next asks "
-    "for an invocation; a runtime that exits right after posting can be handed the next "
-    "invocation, which then fails with Runtime.ExitError where AWS would start a new "
-    "environment (see test_lang_go.py)",
-)
 def test_the_invocation_after_a_critical_error_gets_a_new_environment(
     ruby: Server, lam: Any
 ) -> None:
