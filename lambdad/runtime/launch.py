@@ -6,6 +6,7 @@ import secrets
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lambdad.control.model import FunctionConfig
 from lambdad.runtime.runtimes import (
@@ -19,6 +20,9 @@ from lambdad.runtime.toolchains import build_module
 from lambdad.sandbox.base import LaunchSpec, SandboxLayout
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+EXEC_WRAPPER = "AWS_LAMBDA_EXEC_WRAPPER"
+# Runtimes AWS starts through AWS_LAMBDA_EXEC_WRAPPER (not custom runtimes).
+MANAGED = frozenset({Family.PYTHON, Family.NODEJS, Family.RUBY, Family.JAVA, Family.DOTNET})
 # Variables the function may not set (AWS's reserved keys), besides everything we set ourselves.
 RESERVED_KEYS = frozenset(
     {
@@ -138,44 +142,30 @@ def environment_variables(plan: EnvironmentPlan, creds: SessionCredentials) -> d
 
 def launch_spec(plan: EnvironmentPlan, log_fd: int, creds: SessionCredentials) -> LaunchSpec:
     env = environment_variables(plan, creds)
-    cwd = plan.task_root
     rt = plan.runtime
-    node_bootstrap = f"{plan.runtime_dir}/{NODE_BOOTSTRAP.relative_to(BOOTSTRAP_DIR)}"
+    argv = _exec_argv(plan)
+    zygote: dict[str, Any] = {}
     if rt.family is Family.PYTHON:
-        assert rt.executable is not None
-        return LaunchSpec(
-            argv=(rt.executable, "-u", str(PYTHON_BOOTSTRAP)),
-            env=env,
-            cwd=cwd,
-            log_fd=log_fd,
-            memory_mb=plan.config.memory_size,
-            zygote_interpreter=rt.executable,
-            zygote_preload=(str(PYTHON_BOOTSTRAP.parent), PYTHON_BOOTSTRAP.stem),
-            code_dir=str(plan.code_dir),
-            tmp_mb=plan.config.ephemeral_storage,
-            opt_dir=str(plan.opt_dir or ""),
-        )
-    if rt.family is Family.NODEJS:
-        assert rt.executable is not None
-        return LaunchSpec(
-            argv=(rt.executable, node_bootstrap),
-            env=env,
-            cwd=cwd,
-            log_fd=log_fd,
-            memory_mb=plan.config.memory_size,
-            code_dir=str(plan.code_dir),
-            tmp_mb=plan.config.ephemeral_storage,
-            opt_dir=str(plan.opt_dir or ""),
-        )
+        # Forked from the interpreter's zygote, which has the bootstrap loaded already.
+        zygote = {
+            "zygote_interpreter": rt.executable,
+            "zygote_preload": (str(PYTHON_BOOTSTRAP.parent), PYTHON_BOOTSTRAP.stem),
+        }
+    wrapper = plan.config.environment.get(EXEC_WRAPPER)
+    if wrapper and rt.family in MANAGED:
+        # AWS starts a managed runtime through the wrapper script when this is set.
+        argv = (wrapper, *argv)
+        zygote["exec_argv"] = True
     return LaunchSpec(
-        argv=_exec_argv(plan),
+        argv=argv,
         env=env,
-        cwd=cwd,
+        cwd=plan.task_root,
         log_fd=log_fd,
         memory_mb=plan.config.memory_size,
         code_dir=str(plan.code_dir),
         tmp_mb=plan.config.ephemeral_storage,
         opt_dir=str(plan.opt_dir or ""),
+        **zygote,
     )
 
 
@@ -187,8 +177,14 @@ def has_bootstrap(code_dir: Path, opt_dir: Path | None = None) -> bool:
 
 
 def _exec_argv(plan: EnvironmentPlan) -> tuple[str, ...]:
-    """The command of an exec'd runtime (everything but Python and Node.js)."""
+    """The command that starts the runtime (Python's is used only with an exec wrapper)."""
     rt, runtime_dir = plan.runtime, plan.runtime_dir
+    if rt.family is Family.PYTHON:
+        assert rt.executable is not None
+        return (rt.executable, "-u", f"{runtime_dir}/python/{PYTHON_BOOTSTRAP.name}")
+    if rt.family is Family.NODEJS:
+        assert rt.executable is not None
+        return (rt.executable, f"{runtime_dir}/{NODE_BOOTSTRAP.relative_to(BOOTSTRAP_DIR)}")
     if rt.family is Family.RUBY:
         assert rt.executable is not None
         return (rt.executable, f"{runtime_dir}/ruby/bootstrap.rb")

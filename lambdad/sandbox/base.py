@@ -30,6 +30,8 @@ class LaunchSpec:
     zygote_interpreter: str | None = None
     # (directory, module) the zygote imports once before forking, e.g. the runtime's bootstrap.
     zygote_preload: tuple[str, str] | None = None
+    # Exec argv even though a zygote of zygote_interpreter forks it (an exec wrapper).
+    exec_argv: bool = False
     # Module-level callable the zygote child runs after fork ("module:function").
     zygote_entry: str = "lambdad_bootstrap:main"
     # Host directory holding the function's code (the sandbox mounts it at task_root).

@@ -211,7 +211,7 @@ class NamespaceBackend(SandboxBackend):
         """Give a prepared sandbox its function: limits, code, /tmp size, variables, log."""
         prepared.cgroup.limit(spec.memory_mb, initialising=True)
         message: dict[str, Any] = {"env": dict(spec.env), "cwd": TASK_ROOT, "tmp_mb": spec.tmp_mb}
-        if spec.zygote_interpreter:
+        if spec.zygote_interpreter and not spec.exec_argv:
             message["entry"] = spec.zygote_entry
         else:
             message["argv"] = list(spec.argv)

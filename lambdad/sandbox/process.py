@@ -67,7 +67,7 @@ class ProcessBackend(SandboxBackend):
         self._zygote_starts: dict[ZygoteKey, asyncio.Task[Zygote]] = {}
 
     async def start(self, spec: LaunchSpec) -> SandboxProcess:
-        if spec.zygote_interpreter is not None:
+        if spec.zygote_interpreter is not None and not spec.exec_argv:
             zygote = await self._zygote(spec.zygote_interpreter, spec.zygote_preload)
             request = {"env": dict(spec.env), "cwd": spec.cwd, "entry": spec.zygote_entry}
             pid, exited = await zygote.fork(request, [spec.log_fd])

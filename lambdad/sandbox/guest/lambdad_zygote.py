@@ -61,7 +61,12 @@ def _child(
         os.chdir(request["cwd"])
         if request.get("argv"):
             argv = request["argv"]
-            os.execve(argv[0], argv, request["env"])
+            try:
+                os.execve(argv[0], argv, request["env"])
+            except OSError as exc:  # as a shell reports it: 127 not found, 126 not runnable
+                sys.stderr.write(f"exec {argv[0]}: {exc.strerror}\n")
+                sys.stderr.flush()
+                os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
         module_name, function_name = request["entry"].split(":")
         entry = getattr(importlib.import_module(module_name), function_name)
         gc.unfreeze()
