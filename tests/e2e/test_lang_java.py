@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from lambdad.runtime.bootstraps.java import build
-from tests.conftest import Server, create_function
+from tests.conftest import Server, create_function, make_zip, unique_name
 from tests.e2e.lang_support import (
     EVENT,
     check_echo,
@@ -315,3 +315,17 @@ def test_a_missing_dependency_jar_is_a_java_error(
     body = check_unhandled(invoke(lam, name))
     assert body["errorType"] == "java.lang.NoClassDefFoundError"
     assert "com/example/lib/Greeter" in body["errorMessage"]
+
+
+def test_a_dependency_supplied_by_a_layer(lam: Any, packages: dict[str, dict[str, bytes]]) -> None:
+    """The dependency jar comes from a layer's java/lib (AWS puts /opt/java/lib/* on the
+    classpath) instead of the function's own lib/."""
+    layer_jar = packages["root"]["lib/greeter-1.0.jar"]
+    layer = lam.publish_layer_version(
+        LayerName=unique_name("greeter"),
+        Content={"ZipFile": make_zip({"java/lib/greeter-1.0.jar": layer_jar})},
+    )["LayerVersionArn"]
+    files = {k: v for k, v in packages["root"].items() if not k.startswith("lib/")}
+    name = deploy(lam, files, "com.example.Echo::handleRequest", Layers=[layer])
+    inv = invoke(lam, name, {"hello": "layer"})
+    assert inv.function_error is None, inv.explain()

@@ -3,12 +3,13 @@ echo and context, errors, timeouts, logs, warm reuse, AWS_EXECUTION_ENV."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import pytest
 
-from tests.conftest import Server, create_function
+from tests.conftest import Server, create_function, make_zip, unique_name
 from tests.e2e.lang_support import (
     EVENT,
     check_echo,
@@ -151,3 +152,22 @@ def test_the_invocation_after_a_critical_error_gets_a_new_environment(
 def test_timeout_then_a_fresh_environment(ruby: Server, lam: Any) -> None:
     name = deploy(lam, Timeout=1)
     check_timeout(lam, name, {"sleep": 3})
+
+
+def test_a_dependency_supplied_by_a_layer(ruby: Server, lam: Any) -> None:
+    """A library from a layer's ruby/lib (AWS puts /opt/ruby/lib on the load path)."""
+    layer = lam.publish_layer_version(
+        LayerName=unique_name("rblib"),
+        Content={"ZipFile": make_zip({"ruby/lib/greeting.rb": "GREETING = 'from a layer'\n"})},
+    )["LayerVersionArn"]
+    name = create_function(
+        lam,
+        {"app.rb": "require 'greeting'\ndef handler(event:, context:)\n  GREETING\nend\n"},
+        runtime="ruby3.3",
+        handler="app.handler",
+        MemorySize=1024,
+        Layers=[layer],
+    )
+    reply = lam.invoke(FunctionName=name, Payload=b"{}")
+    assert reply.get("FunctionError") is None
+    assert json.loads(reply["Payload"].read()) == "from a layer"
