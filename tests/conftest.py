@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +19,10 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = "arn:aws:iam::000000000000:role/lambda-role"
@@ -60,6 +65,18 @@ class Server:
             LAMBDAD_DATA_DIR=str(self.data_dir),
         )
         return env
+
+    def status(self) -> dict[str, Any]:
+        """GET /_lambdad/status, signed with the root credentials (what `lambdad doctor` reads)."""
+        request = AWSRequest("GET", f"{self.endpoint}/_lambdad/status")
+        credentials = Credentials(
+            self.env["LAMBDAD_ROOT_ACCESS_KEY_ID"], self.env["LAMBDAD_ROOT_SECRET_ACCESS_KEY"]
+        )
+        SigV4Auth(credentials, "lambda", "us-east-1").add_auth(request)
+        prepared = urllib.request.Request(request.url, headers=dict(request.headers.items()))
+        with urllib.request.urlopen(prepared, timeout=10) as response:
+            document: dict[str, Any] = json.loads(response.read())
+        return document
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,24 +40,11 @@ _status_cache: dict[str, dict[str, Any]] = {}
 
 
 def status(server: Server) -> dict[str, Any]:
-    """GET /_lambdad/status, signed with the root credentials (what `lambdad doctor` reads)."""
+    """The server's status document, fetched once per server."""
     cached = _status_cache.get(server.endpoint)
-    if cached is not None:
-        return cached
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
-    request = AWSRequest("GET", f"{server.endpoint}/_lambdad/status")
-    credentials = Credentials(
-        server.env["LAMBDAD_ROOT_ACCESS_KEY_ID"], server.env["LAMBDAD_ROOT_SECRET_ACCESS_KEY"]
-    )
-    SigV4Auth(credentials, "lambda", REGION).add_auth(request)
-    prepared = urllib.request.Request(request.url, headers=dict(request.headers.items()))
-    with urllib.request.urlopen(prepared, timeout=10) as response:
-        document = dict(json.loads(response.read()))
-    _status_cache[server.endpoint] = document
-    return document
+    if cached is None:
+        cached = _status_cache[server.endpoint] = server.status()
+    return cached
 
 
 def listed_runtimes(server: Server) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from tests.conftest import Server, create_function, start_server, unique_name
@@ -114,18 +110,6 @@ def logged(logs: Any, name: str, pattern: str) -> list[str]:
     except logs.exceptions.ResourceNotFoundException:
         return []
     return [e["message"].rstrip("\n") for e in events["events"]]
-
-
-def status(server: Server) -> dict[str, Any]:
-    request = AWSRequest("GET", f"{server.endpoint}/_lambdad/status")
-    credentials = Credentials(
-        server.env["LAMBDAD_ROOT_ACCESS_KEY_ID"], server.env["LAMBDAD_ROOT_SECRET_ACCESS_KEY"]
-    )
-    SigV4Auth(credentials, "lambda", "us-east-1").add_auth(request)
-    prepared = urllib.request.Request(request.url, headers=dict(request.headers.items()))
-    with urllib.request.urlopen(prepared, timeout=10) as response:
-        document: dict[str, Any] = json.loads(response.read())
-    return document
 
 
 @pytest.fixture
@@ -317,7 +301,7 @@ class TestAccountLimits:
         calls = [sleeping(shared, 1.5) for _ in range(5)] + [sleeping(reserved, 0.5)]
         outcomes = together(lam, calls)
         assert outcomes == ["ok"] * 6
-        stats = status(small)["concurrency"][ACCOUNT]
+        stats = small.status()["concurrency"][ACCOUNT]
         assert (stats["account_limit"], stats["reserved_total"]) == (20, 15)
         assert stats["throttled"] >= 1 and stats["in_use"] == 0
         for name in (reserved, shared):

@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import threading
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -136,27 +135,12 @@ def handler(event, context):
 
 @pytest.fixture(scope="module")
 def sandboxed(server: Server, lam: Any) -> Server:
-    status = _status(server)
+    status = server.status()
     if status["isolation"]["backend"] != "namespaces":
         pytest.skip(
             "namespace sandbox unavailable here: " + "; ".join(status["isolation"]["notes"])
         )
     return server
-
-
-def _status(server: Server) -> dict[str, Any]:
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
-    request = AWSRequest("GET", f"{server.endpoint}/_lambdad/status")
-    credentials = Credentials(
-        server.env["LAMBDAD_ROOT_ACCESS_KEY_ID"], server.env["LAMBDAD_ROOT_SECRET_ACCESS_KEY"]
-    )
-    SigV4Auth(credentials, "lambda", "us-east-1").add_auth(request)
-    prepared = urllib.request.Request(request.url, headers=dict(request.headers.items()))
-    with urllib.request.urlopen(prepared, timeout=10) as response:
-        return dict(json.loads(response.read()))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import Server, create_function, start_server
-from tests.e2e.test_isolation import _status
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,7 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def test_weaker_isolation_is_announced(plain: Server) -> None:
-    status = _status(plain)
+    status = plain.status()
     assert status["isolation"]["backend"] == "process"
     assert not any(status["isolation"]["features"].values())
     assert any("no isolation" in note for note in status["isolation"]["notes"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,24 +61,9 @@ def handler(event, context):
 """
 
 
-def _status(server: Server) -> dict[str, Any]:
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
-    request = AWSRequest("GET", f"{server.endpoint}/_lambdad/status")
-    credentials = Credentials(
-        server.env["LAMBDAD_ROOT_ACCESS_KEY_ID"], server.env["LAMBDAD_ROOT_SECRET_ACCESS_KEY"]
-    )
-    SigV4Auth(credentials, "lambda", "us-east-1").add_auth(request)
-    prepared = urllib.request.Request(request.url, headers=dict(request.headers.items()))
-    with urllib.request.urlopen(prepared, timeout=10) as response:
-        return dict(json.loads(response.read()))
-
-
 @pytest.fixture(scope="module")
 def wired(server: Server) -> Server:
-    if "network" not in _status(server):
+    if "network" not in server.status():
         pytest.skip("network pool not wired")
     return server
 

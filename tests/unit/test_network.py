@@ -200,7 +200,8 @@ class OutsideHost:
 @contextlib.contextmanager
 def outside_host() -> Iterator[OutsideHost]:
     suffix = f"{os.getpid() % 100000}x{next(_counter)}"
-    network_ = ipaddress.ip_network(free_network("10.201.0.0/16", 30))
+    # Outside the 10.200-10.239 range lambdad servers pick their pools from.
+    network_ = ipaddress.ip_network(free_network("172.30.0.0/16", 30))
     host_ip, outside_ip = str(network_[1]), str(network_[2])
     outside = OutsideHost(f"lbdtest-out-{suffix}", f"lto{suffix}", host_ip, outside_ip)
     try:
