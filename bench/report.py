@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 import lambdad
+from bench import languages as per_language
 from bench.figures import ColdStarts, IdleMemory, RoundTrips, Throughput
 from bench.loadgen import LoadResult
 from bench.procfs import TreeCpu
@@ -34,6 +35,7 @@ class Results:
     throughput: Throughput
     memory: IdleMemory
     cold: ColdStarts
+    languages: per_language.LanguageResults | None = None  # the per-language figures, if taken
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ def to_json(results: Results, machine: dict[str, Any], plan: dict[str, Any]) -> 
         "throughput": _throughput_json(results.throughput),
         "cold_start_ms": dataclasses.asdict(results.cold),
         "idle_memory": _memory_json(results.memory),
+        "languages": per_language.to_json(results.languages) if results.languages else None,
     }
 
 
@@ -324,3 +327,7 @@ def render(results: Results, machine: dict[str, Any], console: Console | None = 
     out.print(build_table(results))
     for line in notes(results, machine):
         out.print(line, highlight=False, markup=False)
+    if results.languages is not None:
+        out.print(per_language.build_table(results.languages))
+        for line in per_language.notes(results.languages):
+            out.print(line, highlight=False, markup=False)

@@ -31,6 +31,7 @@ from bench.harness import (
     start_echo,
     start_lambdad,
 )
+from bench.languages import MEMORY_MB, LanguagePlan, measure_languages
 from bench.report import Results, machine_info, render, to_json
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -49,9 +50,13 @@ class Plan:
     load_warmup_seconds: float
     cold_functions: int  # cold starts (and as many spawns of the bare interpreter)
     prefer_wrk: bool = True  # False: the Python load generator even where wrk is installed
+    languages: LanguagePlan | None = None  # the per-language figures (None: skipped)
 
     @classmethod
-    def for_mode(cls, quick: bool, prefer_wrk: bool = True) -> Plan:
+    def for_mode(cls, quick: bool, prefer_wrk: bool = True, languages: bool | None = None) -> Plan:
+        """`languages`: None means the mode's default (in the full run, not with --quick)."""
+        with_languages = not quick if languages is None else languages
+        language_plan = LanguagePlan.for_mode(quick) if with_languages else None
         if quick:
             return cls(
                 blocks=4,
@@ -61,6 +66,7 @@ class Plan:
                 load_warmup_seconds=1,
                 cold_functions=20,
                 prefer_wrk=prefer_wrk,
+                languages=language_plan,
             )
         return cls(
             blocks=8,
@@ -70,6 +76,7 @@ class Plan:
             load_warmup_seconds=2,
             cold_functions=50,
             prefer_wrk=prefer_wrk,
+            languages=language_plan,
         )
 
 
@@ -122,9 +129,22 @@ def measure(plan: Plan, work_dir: Path, console: Console) -> Results:
         cold = figures.measure_cold_starts(
             lambdad, lam, invoke_client, code, plan.cold_functions, interpreter
         )
+        languages = None
+        if plan.languages is not None:
+            _step(console, f"per language: echo handlers at {MEMORY_MB} MB, warm then cold")
+            languages = measure_languages(
+                lambdad,
+                lam,
+                invoke_client,
+                echo_client,
+                plan.languages,
+                work_dir / "languages",
+                PAYLOAD,
+                lambda message: _step(console, message),
+            )
         echo_client.close()
         invoke_client.close()
-    return Results(round_trips, throughput, memory, cold)
+    return Results(round_trips, throughput, memory, cold, languages)
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
@@ -147,9 +167,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="generate throughput load with Python (asyncio) even if wrk is installed",
     )
+    parser.add_argument(
+        "--languages",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cold and warm invoke per language beside Python (default: on in the full run, "
+        "off with --quick; --quick --languages takes few samples)",
+    )
     args = parser.parse_args(argv)
     console = _console()
-    plan = Plan.for_mode(args.quick, prefer_wrk=not args.python_loadgen)
+    plan = Plan.for_mode(args.quick, prefer_wrk=not args.python_loadgen, languages=args.languages)
     started = time.monotonic()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="lambdad-bench-") as tmp:

@@ -190,9 +190,11 @@ def _exec_argv(plan: EnvironmentPlan) -> tuple[str, ...]:
         return (rt.executable, f"{runtime_dir}/ruby/bootstrap.rb")
     if rt.family is Family.JAVA:
         java = build_module("java")
-        # Host paths on purpose: the class-data-sharing archive only matches the classpath it
-        # was recorded with (the sandbox binds the runtime directory there too).
-        command = java.launch_command(plan.config.memory_size, java=rt.executable)
+        # Inside a sandbox the classpath is under /var/runtime, which the class-data-sharing
+        # archive (recorded with host paths) does not match: the JVM then starts without it.
+        command = java.launch_command(
+            plan.config.memory_size, java=rt.executable, runtime_dir=runtime_dir
+        )
         return tuple(str(part) for part in command)
     if rt.family is Family.DOTNET:
         assert rt.executable is not None

@@ -263,9 +263,6 @@ class NamespaceBackend(SandboxBackend):
         if not str(prefix).startswith("/usr"):
             binds.append([str(prefix), str(prefix), True])
         binds.append([str(self._runtime_dir), RUNTIME_DIR, True])
-        # Also at its host path: the JVM's class-data-sharing archive only matches the exact
-        # classpath it was recorded with (lambdad's own, public, read-only files).
-        binds.append([str(self._runtime_dir), str(self._runtime_dir), True])
         for name in ETC_ALLOWED:
             if Path("/etc", name).exists():
                 binds.append([f"/etc/{name}", f"/etc/{name}", True])
