@@ -255,7 +255,8 @@ LANGUAGES = (
         "Java",
         "bench.Echo::handleRequest",
         True,
-        f"JVM {EXECD}: AppCDS archive, C1 only, serial GC; no pre-started JVM",
+        f"JVM {EXECD}: C1 only, serial GC; no pre-started JVM; no AppCDS in a sandbox (the "
+        "archive's recorded classpath is the host's, the sandbox's is /var/runtime)",
         _java,
         _needs("javac"),
     ),
