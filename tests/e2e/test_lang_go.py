@@ -9,13 +9,14 @@ prints whether AWS_EXECUTION_ENV is set at all (the echo itself cannot tell unse
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.conftest import Server, create_function
+from tests.conftest import Server, create_function, make_zip, unique_name
 from tests.e2e.lang_support import (
     EVENT,
     check_echo,
@@ -173,3 +174,21 @@ def test_timeout_then_a_fresh_environment(
 ) -> None:
     name = deploy(runtime, filename, handler, Timeout=1)
     check_timeout(lam, name, {"sleep_ms": 3000}, shape=shape)
+
+
+def test_the_bootstrap_supplied_by_a_layer(go: Server, lam: Any, go_binary: bytes) -> None:
+    """AWS runs /opt/bootstrap when the function's code has none: the Go binary from a layer."""
+    layer = lam.publish_layer_version(
+        LayerName=unique_name("gobin"),
+        Content={"ZipFile": make_zip({"bootstrap": go_binary}, {"bootstrap": 0o755})},
+    )["LayerVersionArn"]
+    name = create_function(
+        lam,
+        {"README.txt": "the bootstrap comes from a layer"},
+        runtime="provided.al2023",
+        handler="unused",
+        Layers=[layer],
+    )
+    reply = lam.invoke(FunctionName=name, Payload=b'{"from": "layer"}')
+    assert reply.get("FunctionError") is None
+    assert json.loads(reply["Payload"].read())["event"] == {"from": "layer"}
