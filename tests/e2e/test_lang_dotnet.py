@@ -8,13 +8,14 @@ timeouts, logs, warm reuse, AWS_EXECUTION_ENV, a POCO handler.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import pytest
 
 from lambdad.runtime.bootstraps.dotnet import build
-from tests.conftest import Server, create_function
+from tests.conftest import Server, create_function, make_zip, unique_name
 from tests.e2e.lang_support import (
     EVENT,
     check_echo,
@@ -191,3 +192,34 @@ def test_poco_handler(lam: Any, package: dict[str, bytes]) -> None:
 def test_timeout_then_a_fresh_environment(lam: Any, package: dict[str, bytes]) -> None:
     name = deploy(lam, package, Timeout=1)
     check_timeout(lam, name, {"sleep": 3})
+
+
+def test_a_dependency_supplied_by_a_layer(
+    dotnet: Server, lam: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A library assembly from a layer's lib/ (the host resolves assemblies from /opt/lib)."""
+    base = tmp_path_factory.mktemp("dotnet-layer")
+    (base / "Greeter.cs").write_text(
+        "namespace Lib { public static class Greeter { public static string Hi() "
+        '{ return "hi from a layer"; } } }\n'
+    )
+    (base / "Uses.cs").write_text(
+        "using Amazon.Lambda.Core;\nnamespace Ns { public class Uses {\n"
+        "  public string Handle(object input, ILambdaContext context) "
+        "{ return Lib.Greeter.Hi(); } } }\n"
+    )
+    library = build.compile_function([base / "Greeter.cs"], base / "lib" / "Greeter.dll")
+    handler = build.compile_function(
+        [base / "Uses.cs"], base / "fn" / "Uses.dll", references=[library]
+    )
+    layer = lam.publish_layer_version(
+        LayerName=unique_name("dotnetlib"),
+        Content={"ZipFile": make_zip({"lib/Greeter.dll": library.read_bytes()})},
+    )["LayerVersionArn"]
+    name = deploy(
+        lam, {"Uses.dll": handler.read_bytes()}, handler="Uses::Ns.Uses::Handle", Layers=[layer]
+    )
+    reply = lam.invoke(FunctionName=name, Payload=b"{}")
+    body = reply["Payload"].read()
+    assert reply.get("FunctionError") is None, body
+    assert json.loads(body) == "hi from a layer"
