@@ -62,7 +62,7 @@ LOCK = BUILD_DIR / ".lock"
 MAIN_CLASS = "lambdad.runtime.Bootstrap"
 JACKSON_JARS = ("jackson-databind", "jackson-core", "jackson-annotations")
 JACKSON_DIRS = ("/usr/share/java",)
-BUILD_VERSION = 2  # bump to force a rebuild after changing how things are built
+BUILD_VERSION = 3  # bump to force a rebuild after changing how things are built
 
 # Fast start for short-lived, small-heap JVMs: C1 only (AWS's java17+ default), the serial
 # collector, class data sharing. AWS sizes heap, metaspace and code cache as 85%, 10% and 5%
@@ -315,19 +315,54 @@ def _strip_class_path(manifest: bytes) -> bytes:
     return b"".join(out)
 
 
+SANDBOX_RUNTIME_DIR = "/var/runtime"
+
+
+def _can_bind_runtime_dir() -> bool:
+    """Root with `unshare`, and this directory not under /var (which the dump hides)."""
+    return (
+        os.geteuid() == 0
+        and shutil.which("unshare") is not None
+        and not str(BOOTSTRAPS_DIR).startswith("/var/")
+    )
+
+
 def _dump_archive(java: str) -> bool:
     """Record the classes a training run loads into a dynamic AppCDS archive (JDK 13+)."""
     tmp = CDS_ARCHIVE.with_name(CDS_ARCHIVE.name + ".tmp")
     tmp.unlink(missing_ok=True)
+    # The JVM only uses an archive whose recorded classpath matches its own. Sandboxes see
+    # this directory at /var/runtime: where we can (root), record it at that path, in a
+    # private mount namespace that shows it there.
+    sandboxed = SANDBOX_RUNTIME_DIR if _can_bind_runtime_dir() else None
+    archive = _relocate(tmp, sandboxed)
     cmd = [
         java,
-        f"-XX:ArchiveClassesAtExit={tmp}",
+        f"-XX:ArchiveClassesAtExit={archive}",
         *(o for o in BASE_JVM_OPTIONS if o != "-Xshare:auto"),
         "-cp",
-        os.pathsep.join(classpath()),
+        os.pathsep.join(classpath(sandboxed)),
         MAIN_CLASS,
         "--train",
     ]
+    if sandboxed is not None:
+        script = (
+            'mount -t tmpfs tmpfs /var && mkdir -p "$1" && mount --bind "$2" "$1" '
+            '&& shift 2 && exec "$@"'
+        )
+        cmd = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            sandboxed,
+            str(BOOTSTRAPS_DIR),
+            *cmd,
+        ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAVA_TOOL_OPTIONS", "_JAVA"))}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
