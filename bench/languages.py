@@ -255,8 +255,8 @@ LANGUAGES = (
         "Java",
         "bench.Echo::handleRequest",
         True,
-        f"JVM {EXECD}: C1 only, serial GC; no pre-started JVM; no AppCDS in a sandbox (the "
-        "archive's recorded classpath is the host's, the sandbox's is /var/runtime)",
+        f"JVM {EXECD}: C1 only, serial GC, AppCDS archive recorded at /var/runtime; "
+        "no pre-started JVM",
         _java,
         _needs("javac"),
     ),
