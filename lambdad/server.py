@@ -36,7 +36,7 @@ from lambdad.sandbox.namespaces import NamespaceBackend
 from lambdad.sandbox.process import ProcessBackend
 from lambdad.scheduler.launcher import EnvironmentLauncher
 from lambdad.scheduler.limiter import ConcurrencyLimiter
-from lambdad.scheduler.pools import PoolManager
+from lambdad.scheduler.pools import EvictionPolicy, PoolManager
 from lambdad.scheduler.provisioner import Provisioner
 from lambdad.settings import Settings
 from lambdad.store.accounts import SqliteAccountStore
@@ -85,7 +85,13 @@ class Platform:
             self.backend, self.catalog, self.code, self.logs, self.accounts, self.layers
         )
         self.pools = PoolManager(
-            launcher.launch, settings.keep_alive_seconds, settings.reap_interval_seconds
+            launcher.launch,
+            settings.keep_alive_seconds,
+            settings.reap_interval_seconds,
+            EvictionPolicy(
+                max_idle=settings.max_idle_environments,
+                min_available_bytes=settings.min_free_memory_mb * 1048576,
+            ),
         )
         # Keeps provisioned concurrency's environments initialised, off the request path.
         self.provisioner = Provisioner(self.pools)

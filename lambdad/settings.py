@@ -30,6 +30,10 @@ class Settings:
     keep_alive_seconds: float = 300.0
     # How often the reaper looks for idle environments past their keep-alive.
     reap_interval_seconds: float = 1.0
+    # Idle environments beyond this many are stopped, least recently used first.
+    max_idle_environments: int = 1000
+    # Below this much available host memory, idle environments are evicted (LRU).
+    min_free_memory_mb: int = 256
     # Async (Event) invocations run by this many concurrent workers at most.
     async_workers: int = 64
     # Delays before retrying an Event invocation that failed (AWS: two retries).

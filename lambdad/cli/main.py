@@ -22,6 +22,8 @@ def _serve(args: argparse.Namespace) -> int:
         region=args.region,
         account_id=args.account_id,
         keep_alive_seconds=args.keep_alive,
+        max_idle_environments=args.max_idle,
+        min_free_memory_mb=args.min_free_memory,
         allow_any_credentials=args.allow_any_credentials,
         isolation=args.isolation,
         async_retry_delays=tuple(float(x) for x in args.async_retry_delays.split(",") if x),
@@ -69,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=300.0,
         help="seconds an idle execution environment is kept warm",
+    )
+    serve.add_argument(
+        "--max-idle",
+        type=int,
+        default=1000,
+        help="idle execution environments kept at most (least recently used stop first)",
+    )
+    serve.add_argument(
+        "--min-free-memory",
+        type=int,
+        default=256,
+        help="MB of available host memory under which idle environments are evicted (LRU)",
     )
     serve.add_argument(
         "--async-retry-delays",

@@ -179,6 +179,16 @@ class EnvironmentPool:
         return dead
 
     # lifecycle -------------------------------------------------------------------------------
+    def idle_environments(self) -> list[Environment]:
+        """Idle on-demand environments (evictable), least recently used first."""
+        return sorted(self._idle, key=lambda env: env.last_used)
+
+    def evict(self, env: Environment) -> None:
+        """Stop one idle on-demand environment (LRU eviction)."""
+        if env in self._idle:
+            self._idle.remove(env)
+            env.kill()
+
     def reap(self, keep_alive_seconds: float, now: float | None = None) -> int:
         """Stop idle on-demand environments unused for longer than the keep-alive; returns how
         many (provisioned environments are kept warm)."""

@@ -14,7 +14,7 @@ from lambdad.runtime.runtimes import Family, RuntimeCatalog, RuntimeSpec
 from lambdad.sandbox.fake import FakeBackend, FakeBehaviour, FakeExit
 from lambdad.scheduler.environment import Invocation, InvocationResult
 from lambdad.scheduler.launcher import EnvironmentLauncher
-from lambdad.scheduler.pools import PoolManager
+from lambdad.scheduler.pools import EvictionPolicy, PoolManager
 from lambdad.store.blobs import MemoryBlobStore
 from lambdad.store.code_cache import CodeCache
 
@@ -186,4 +186,36 @@ async def test_new_revision_retires_previous_environments(tmp_path: Path) -> Non
     await invoke(pools, new)
     assert len(backend.processes) == 2
     assert (await backend.processes[0].wait()).signal == 9
+    await pools.close()
+
+
+async def test_idle_environments_beyond_the_cap_are_evicted_lru(tmp_path: Path) -> None:
+    gate = asyncio.Event()
+
+    async def wait_for_gate(event: bytes, headers: Mapping[str, str]) -> bytes:
+        await gate.wait()
+        return b"1"
+
+    behaviour = FakeBehaviour(wait_for_gate)
+    pools, backend, _ = manager(tmp_path, behaviour)
+    pools._eviction = EvictionPolicy(max_idle=1, available=lambda: 10**12)
+    cfg = config()
+    tasks = [asyncio.ensure_future(invoke(pools, cfg, b"%d" % i)) for i in range(3)]
+    while len(backend.processes) < 3:
+        await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(*tasks)
+    newest = max(pools.pool_for(cfg).idle_environments(), key=lambda env: env.last_used)
+    assert pools.evict() == 2
+    assert pools.pool_for(cfg).idle_environments() == [newest]
+    await pools.close()
+
+
+async def test_memory_pressure_evicts_some_idle_environments(tmp_path: Path) -> None:
+    pools, _, _ = manager(tmp_path, FakeBehaviour(echo))
+    pools._eviction = EvictionPolicy(max_idle=100, min_available_bytes=1 << 30, available=lambda: 1)
+    cfg = config()
+    await invoke(pools, cfg)
+    assert pools.evict() == 1
+    assert pools.pool_for(cfg).idle_environments() == []
     await pools.close()
