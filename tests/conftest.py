@@ -120,7 +120,7 @@ def start_server(data_dir: Path, *extra: str, env: Mapping[str, str] | None = No
             cwd=ROOT,
         )
     server = Server(f"http://127.0.0.1:{port}", data_dir, process, log_path, server_env)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # generous: a loaded CI machine starts slowly
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"lambdad serve exited:\n{server.output()}")

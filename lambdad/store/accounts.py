@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from lambdad.store.sqlite import SqliteDatabase
 
 
 class AccountExists(Exception):
@@ -61,16 +62,11 @@ CREATE TABLE IF NOT EXISTS accounts (
 _COLUMNS = "account_id, name, access_key_id, secret_access_key, created_at"
 
 
-class SqliteAccountStore(AccountStore):
+class SqliteAccountStore(SqliteDatabase, AccountStore):
     """The `accounts` table of the data dir's SQLite database (WAL; shared with MetadataStore)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        super().__init__(path, _SCHEMA)
         _make_private(path)
 
     def add(self, account: StoredAccount) -> None:
@@ -102,10 +98,6 @@ class SqliteAccountStore(AccountStore):
                 f"SELECT {_COLUMNS} FROM accounts ORDER BY created_at, rowid"
             ).fetchall()
         return [StoredAccount(*row) for row in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 class MemoryAccountStore(AccountStore):

@@ -17,13 +17,11 @@ import errno
 import hashlib
 import os
 import shutil
-import sqlite3
 import tempfile
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ import orjson
 
 from lambdad.store.blobs import validate_key
 from lambdad.store.code_cache import CodeCache
+from lambdad.store.sqlite import SqliteDatabase
 
 __all__ = [
     "LayerStore",
@@ -84,27 +83,11 @@ CREATE TABLE IF NOT EXISTS layer_counters (
 """
 
 
-class SqliteLayerStore(LayerStore):
+class SqliteLayerStore(SqliteDatabase, LayerStore):
     """The `layer_versions` and `layer_counters` tables of the data dir's database (WAL)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        super().__init__(path, _SCHEMA)
 
     def load_versions(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -138,10 +121,6 @@ class SqliteLayerStore(LayerStore):
                 "DELETE FROM layer_versions WHERE account_id = ? AND name = ? AND version = ?",
                 (account_id, name, version),
             )
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 class MemoryLayerStore(LayerStore):

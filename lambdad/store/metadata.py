@@ -8,16 +8,14 @@ path: the registry keeps every function in memory and writes through.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from lambdad.store.sqlite import SqliteDatabase
 
 
 @dataclass(frozen=True)
@@ -149,28 +147,11 @@ CREATE TABLE IF NOT EXISTS async_events (
 """
 
 
-class SqliteMetadataStore(MetadataStore):
+class SqliteMetadataStore(SqliteDatabase, MetadataStore):
     """SQLite in WAL mode; one connection guarded by a lock (calls are short)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        super().__init__(path, _SCHEMA)
 
     def load_functions(self) -> list[dict[str, Any]]:
         return self._records("functions")
@@ -283,10 +264,6 @@ class SqliteMetadataStore(MetadataStore):
             db.execute(
                 "UPDATE async_events SET attempts = ? WHERE event_id = ?", (attempts, event_id)
             )
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 class MemoryMetadataStore(MetadataStore):
