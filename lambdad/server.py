@@ -162,7 +162,7 @@ class Platform:
         found: dict[str, Any] = {"sandboxPool": dataclasses.asdict(self.backend.statistics())}
         network = self.backend.network_statistics()
         if network is not None:
-            found["network"] = dataclasses.asdict(network)
+            found["network"] = network
         return found
 
     async def start(self) -> None:

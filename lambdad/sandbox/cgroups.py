@@ -125,6 +125,8 @@ class CgroupManager:
         if missing:
             return None, f"cgroup v1 controllers missing: {', '.join(missing)}"
         parents = {c: mounts[c] / own[c].lstrip("/") / tag for c in CONTROLLERS}
+        for parent in parents.values():
+            _remove_stale_siblings(parent)
         try:
             for parent in parents.values():
                 parent.mkdir(exist_ok=True)
@@ -154,3 +156,19 @@ class CgroupManager:
 def _write(path: Path, value: str) -> None:
     with open(path, "w") as handle:
         handle.write(value)
+
+
+def _remove_stale_siblings(parent: Path) -> None:
+    """Remove `lambdad-<pid>` cgroups of servers that died without cleaning up (pid gone)."""
+    if not parent.parent.is_dir():
+        return
+    for stale in parent.parent.glob("lambdad-*"):
+        pid = stale.name.removeprefix("lambdad-")
+        if stale == parent or not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        for child in stale.iterdir():
+            if child.is_dir():
+                with contextlib.suppress(OSError):  # still has processes: leave it
+                    child.rmdir()
+        with contextlib.suppress(OSError):
+            stale.rmdir()

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import os
 import secrets
 import signal
@@ -38,10 +40,12 @@ from lambdad.sandbox.base import (
 )
 from lambdad.sandbox.cgroups import CgroupManager, EnvironmentCgroup
 from lambdad.sandbox.mounts import read_only_tree
-from lambdad.sandbox.network import NetworkPool, NetworkPoolError, NetworkStatistics
+from lambdad.sandbox.network import NetworkPool, NetworkPoolError, sweep_stale_pools
 from lambdad.sandbox.prepared import PoolKey, PoolStatistics, PreparedSandbox, SandboxPool
 from lambdad.sandbox.seccomp import build_filter
 from lambdad.sandbox.zygote import Zygote
+
+log = logging.getLogger(__name__)
 
 TASK_ROOT = "/var/task"
 RUNTIME_DIR = "/var/runtime"
@@ -287,7 +291,10 @@ class NamespaceBackend(SandboxBackend):
         }
 
     async def open(self) -> None:
-        await self._network_pool()
+        """Start bringing networking up; sandboxes built meanwhile wait for it (the API is
+        served at once: on a busy host the pool can take a while)."""
+        if self._networking and self._network_start is None:
+            self._network_start = asyncio.ensure_future(self._start_network())
 
     async def _network_pool(self) -> NetworkPool | None:
         """The network pool, started on first use (None where the host cannot network)."""
@@ -302,6 +309,9 @@ class NamespaceBackend(SandboxBackend):
         if not usable:
             self._network_note = f"no outbound network (loopback only): {reason}"
             return None
+        stale = await asyncio.to_thread(sweep_stale_pools)
+        if stale:
+            log.info("removed %d network resources left by stopped lambdad servers", stale)
         last = ""
         for second_octet in range(200, 240):  # another server may hold a subnet already
             pool = NetworkPool(subnet=f"10.{second_octet}.0.0/16", target_idle=4)
@@ -315,8 +325,13 @@ class NamespaceBackend(SandboxBackend):
         self._network_note = f"no outbound network (loopback only): {last}"
         return None
 
-    def network_statistics(self) -> NetworkStatistics | None:
-        return self._network.statistics() if self._network is not None else None
+    def network_statistics(self) -> dict[str, Any] | None:
+        """The network pool's figures, {"state": "starting"} before it is up, None without."""
+        if self._network is not None:
+            return dataclasses.asdict(self._network.statistics())
+        if self._network_start is not None and not self._network_start.done():
+            return {"state": "starting"}
+        return None
 
     async def _zygote(self, interpreter: str, preload: tuple[str, str] | None) -> Zygote:
         key = (interpreter, preload)

@@ -791,3 +791,36 @@ def _attempt(what: str, step: Callable[..., object], *args: Any) -> None:
         step(*args)
     except Exception:
         log.exception("network pool: cannot %s", what)
+
+
+def _pid_alive(text: str) -> bool:
+    return text.isdigit() and Path(f"/proc/{text}").exists()
+
+
+def sweep_stale_pools() -> int:
+    """Remove namespaces, veths and tables left by lambdad servers that died without closing
+    their pool (their tag is their pid, and that pid is gone). Returns how many were removed."""
+    removed = 0
+    with _host_lock():
+        for table in _lambdad_tables():
+            tag = table.removeprefix(TABLE_PREFIX)
+            if tag.isdigit() and not _pid_alive(tag):
+                with contextlib.suppress(NetworkPoolError):
+                    _nft("-f", "-", script=f"add table inet {table}\ndelete table inet {table}\n")
+                    removed += 1
+        for path in NETNS_DIR.glob("lambdad-*-*"):
+            tag = path.name.split("-")[1]
+            if tag.isdigit() and not _pid_alive(tag):
+                _remove_namespace_file(path)
+                removed += 1
+    links = subprocess.run(
+        ["ip", "-o", "link", "show"], capture_output=True, text=True, check=False
+    ).stdout
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+        if name.startswith("lbd") and "-" in name:
+            tag = name[3:].split("-")[0]
+            if tag.isdigit() and not _pid_alive(tag):
+                subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+                removed += 1
+    return removed
