@@ -11,8 +11,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import orjson
-
 from lambdad.api.code_urls import CodeUrlSigner
 from lambdad.api.shapes import function_configuration
 from lambdad.control.arns import FunctionRef, check_reachable, parse_function_ref
@@ -297,10 +295,6 @@ async def untag_resource(services: Services, call: Call, params: Params) -> Outp
 @handles("ListTags")
 async def list_tags(services: Services, call: Call, params: Params) -> Output:
     return {"Tags": services.registry.tags(call.account_id, ref_of(services, params, "Resource"))}
-
-
-def json_dumps(document: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(document)
 
 
 # The other operation groups register themselves with @handles when imported.

@@ -14,7 +14,7 @@ import signal
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,6 @@ class LaunchSpec:
     tmp_mb: int = 512
     # Host directory holding the function's layers, merged (mounted at /opt); "" for none.
     opt_dir: str = ""
-    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
