@@ -15,7 +15,7 @@ from pathlib import Path
 CONTROLLERS = ("memory", "cpu", "pids")
 # Lambda gives one full vCPU at 1,769 MB and scales CPU linearly with memory.
 MB_PER_VCPU = 1769
-CFS_PERIOD_US = 100_000
+CFS_PERIOD_US = 10_000  # short periods: throttling delays a request by ms, not 100 ms
 MAX_PIDS = 1024
 
 
