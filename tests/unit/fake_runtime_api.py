@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 API = "/2018-06-01/runtime"
@@ -339,3 +340,55 @@ class CapturedProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def reserved_env(
+    api: FakeRuntimeAPI, handler: str, task_root: Path, **overrides: str
+) -> dict[str, str]:
+    """The reserved variables lambdad gives an environment (overrides win)."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "AWS_LAMBDA_RUNTIME_API": api.address,
+        "_HANDLER": handler,
+        "LAMBDA_TASK_ROOT": str(task_root),
+        "LAMBDA_RUNTIME_DIR": "/var/runtime",
+        "AWS_LAMBDA_FUNCTION_NAME": "fn",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
+        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/fn",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "2024/01/01/[$LATEST]abcdef",
+        "AWS_REGION": "us-east-1",
+        "TZ": ":UTC",
+    }
+    env.update(overrides)
+    return env
+
+
+class BootstrapHarness:
+    """Starts bootstrap processes, each against a fresh FakeRuntimeAPI; `close` ends them all."""
+
+    def __init__(self) -> None:
+        self.procs: list[CapturedProcess] = []
+        self.apis: list[FakeRuntimeAPI] = []
+
+    def launch(
+        self,
+        argv: list[str],
+        env_for: Callable[[FakeRuntimeAPI], dict[str, str]],
+        cwd: Path,
+        api_options: dict[str, bool] | None = None,
+    ) -> tuple[FakeRuntimeAPI, CapturedProcess]:
+        """Start `argv` with the environment `env_for(api)` built for its new Runtime API."""
+        holder: list[CapturedProcess] = []
+        api = FakeRuntimeAPI(lambda: holder[0].output() if holder else "", **(api_options or {}))
+        self.apis.append(api)
+        proc = CapturedProcess(argv, env_for(api), cwd)
+        holder.append(proc)
+        self.procs.append(proc)
+        return api, proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.close()
+        for api in self.apis:
+            api.close()

@@ -7,7 +7,6 @@ way users build them (``compile_function``), then run by ``mono lambdad-dotnet-r
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_runtime_api import CapturedProcess, FakeRuntimeAPI
+from fake_runtime_api import BootstrapHarness, CapturedProcess, FakeRuntimeAPI, reserved_env
 
 from lambdad.runtime.bootstraps.dotnet import build as dotnet_build
 
@@ -301,45 +300,25 @@ def task_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-class Harness:
+class Harness(BootstrapHarness):
     def __init__(self, root: Path) -> None:
+        super().__init__()
         self.root = root
-        self.procs: list[CapturedProcess] = []
-        self.apis: list[FakeRuntimeAPI] = []
 
     def start(
         self, handler: str, api_options: dict[str, bool] | None = None, **extra: str
     ) -> tuple[FakeRuntimeAPI, CapturedProcess]:
-        holder: list[CapturedProcess] = []
-        api = FakeRuntimeAPI(lambda: holder[0].output() if holder else "", **(api_options or {}))
-        self.apis.append(api)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "AWS_LAMBDA_RUNTIME_API": api.address,
-            "_HANDLER": handler,
-            "LAMBDA_TASK_ROOT": str(self.root),
-            "LAMBDA_RUNTIME_DIR": "/var/runtime",
-            "AWS_LAMBDA_FUNCTION_NAME": "fn",
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
-            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/fn",
-            "AWS_LAMBDA_LOG_STREAM_NAME": "2024/01/01/[$LATEST]abcdef",
-            "AWS_REGION": "us-east-1",
-            "AWS_EXECUTION_ENV": "AWS_Lambda_dotnet8",
-            "TZ": ":UTC",
-            "LANG": "en_US.UTF-8",
-            **extra,
-        }
-        proc = CapturedProcess(dotnet_build.launch_argv(), env, self.root)
-        holder.append(proc)
-        self.procs.append(proc)
-        return api, proc
-
-    def close(self) -> None:
-        for proc in self.procs:
-            proc.close()
-        for api in self.apis:
-            api.close()
+        return self.launch(
+            dotnet_build.launch_argv(),
+            lambda api: reserved_env(
+                api,
+                handler,
+                self.root,
+                **{"AWS_EXECUTION_ENV": "AWS_Lambda_dotnet8", "LANG": "en_US.UTF-8", **extra},
+            ),
+            self.root,
+            api_options,
+        )
 
 
 @pytest.fixture

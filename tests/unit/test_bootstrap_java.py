@@ -8,7 +8,6 @@ launch command the platform uses. Skipped when java, javac or Debian's Jackson j
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_runtime_api import CapturedProcess, FakeRuntimeAPI
+from fake_runtime_api import BootstrapHarness, CapturedProcess, FakeRuntimeAPI, reserved_env
 
 from lambdad.runtime.bootstraps.java import build
 
@@ -414,11 +413,10 @@ def roots(runtime: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict[
     return {"classes": classes, "lib": lib_root, "jar": jar_root, "layer": layer_root}
 
 
-class Harness:
+class Harness(BootstrapHarness):
     def __init__(self, roots: dict[str, Path]) -> None:
+        super().__init__()
         self.roots = roots
-        self.procs: list[CapturedProcess] = []
-        self.apis: list[FakeRuntimeAPI] = []
 
     def start(
         self,
@@ -431,38 +429,25 @@ class Harness:
         **extra_env: str,
     ) -> tuple[FakeRuntimeAPI, CapturedProcess]:
         root = self.roots[layout]
-        holder: list[CapturedProcess] = []
-        api = FakeRuntimeAPI(lambda: holder[0].output() if holder else "", **(api_options or {}))
-        self.apis.append(api)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "AWS_LAMBDA_RUNTIME_API": api.address,
-            "_HANDLER": handler,
-            "LAMBDA_TASK_ROOT": str(root),
-            "AWS_LAMBDA_FUNCTION_NAME": "fn",
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory),
-            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/fn",
-            "AWS_LAMBDA_LOG_STREAM_NAME": "2024/01/01/[$LATEST]abcdef",
-            "AWS_REGION": "us-east-1",
-            "AWS_EXECUTION_ENV": "AWS_Lambda_java17",
-            "TZ": ":UTC",
-            **extra_env,
-        }
         argv = build.launch_command(memory)
         if layout == "layer":  # where the sandbox mounts layers' /opt/java
             jvm_args = (*jvm_args, f"-Dlambdad.optRoot={root.parent / 'opt-java'}")
         argv[1:1] = jvm_args
-        proc = CapturedProcess(argv, env, root)
-        holder.append(proc)
-        self.procs.append(proc)
-        return api, proc
-
-    def close(self) -> None:
-        for proc in self.procs:
-            proc.close()
-        for api in self.apis:
-            api.close()
+        return self.launch(
+            argv,
+            lambda api: reserved_env(
+                api,
+                handler,
+                root,
+                **{
+                    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory),
+                    "AWS_EXECUTION_ENV": "AWS_Lambda_java17",
+                    **extra_env,
+                },
+            ),
+            root,
+            api_options,
+        )
 
 
 @pytest.fixture

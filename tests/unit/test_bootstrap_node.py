@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_runtime_api import CapturedProcess, FakeRuntimeAPI
+from fake_runtime_api import BootstrapHarness, CapturedProcess, FakeRuntimeAPI, reserved_env
 
 NODE = shutil.which("node")
 pytestmark = [
@@ -144,11 +143,10 @@ def _write(root: Path, files: dict[str, str]) -> None:
         path.write_text(textwrap.dedent(text))
 
 
-class Harness:
+class Harness(BootstrapHarness):
     def __init__(self, root: Path) -> None:
+        super().__init__()
         self.root = root
-        self.procs: list[CapturedProcess] = []
-        self.apis: list[FakeRuntimeAPI] = []
 
     def start(
         self,
@@ -158,37 +156,22 @@ class Harness:
         **extra: str,
     ) -> tuple[FakeRuntimeAPI, CapturedProcess]:
         _write(self.root, files if files is not None else {"index.js": INDEX_JS})
-        holder: list[CapturedProcess] = []
-        api = FakeRuntimeAPI(lambda: holder[0].output() if holder else "", **(api_options or {}))
-        self.apis.append(api)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "AWS_LAMBDA_RUNTIME_API": api.address,
-            "_HANDLER": handler,
-            "LAMBDA_TASK_ROOT": str(self.root),
-            "LAMBDA_RUNTIME_DIR": "/var/runtime",
-            "NODE_PATH": "/opt/nodejs/node20/node_modules:/opt/nodejs/node_modules",
-            "AWS_LAMBDA_FUNCTION_NAME": "fn",
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
-            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/fn",
-            "AWS_LAMBDA_LOG_STREAM_NAME": "2024/01/01/[$LATEST]abcdef",
-            "AWS_REGION": "us-east-1",
-            "AWS_EXECUTION_ENV": "AWS_Lambda_nodejs20.x",
-            "TZ": ":UTC",
-            **extra,
-        }
         assert NODE is not None
-        proc = CapturedProcess([NODE, str(BOOTSTRAP)], env, self.root)
-        holder.append(proc)
-        self.procs.append(proc)
-        return api, proc
-
-    def close(self) -> None:
-        for proc in self.procs:
-            proc.close()
-        for api in self.apis:
-            api.close()
+        return self.launch(
+            [NODE, str(BOOTSTRAP)],
+            lambda api: reserved_env(
+                api,
+                handler,
+                self.root,
+                **{
+                    "NODE_PATH": "/opt/nodejs/node20/node_modules:/opt/nodejs/node_modules",
+                    "AWS_EXECUTION_ENV": "AWS_Lambda_nodejs20.x",
+                    **extra,
+                },
+            ),
+            self.root,
+            api_options,
+        )
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_runtime_api import CapturedProcess, FakeRuntimeAPI
+from fake_runtime_api import BootstrapHarness, CapturedProcess, FakeRuntimeAPI, reserved_env
 
 BOOTSTRAP = (
     Path(__file__).resolve().parents[2]
@@ -180,34 +180,27 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 
 def _env(api: FakeRuntimeAPI, root: Path, handler: str, **extra: str) -> dict[str, str]:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "AWS_LAMBDA_RUNTIME_API": api.address,
-        "_HANDLER": handler,
-        "LAMBDA_TASK_ROOT": str(root),
-        "LAMBDA_RUNTIME_DIR": str(BOOTSTRAP.parent),
-        "AWS_LAMBDA_FUNCTION_NAME": "fn",
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/fn",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "2024/01/01/[$LATEST]abcdef",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-        "TZ": ":UTC",
-    }
-    env.update(extra)
-    return env
+    return reserved_env(
+        api,
+        handler,
+        root,
+        **{
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "LAMBDA_RUNTIME_DIR": str(BOOTSTRAP.parent),
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            **extra,
+        },
+    )
 
 
-class Harness:
+class Harness(BootstrapHarness):
     def __init__(self, python: str, root: Path) -> None:
+        super().__init__()
         self.python = python
         self.root = root
-        self.procs: list[CapturedProcess] = []
-        self.apis: list[FakeRuntimeAPI] = []
 
     def start(
         self,
@@ -218,21 +211,12 @@ class Harness:
         **env: str,
     ) -> tuple[FakeRuntimeAPI, CapturedProcess]:
         _write(self.root, files if files is not None else {"app.py": APP})
-        holder: list[CapturedProcess] = []
-        api = FakeRuntimeAPI(lambda: holder[0].output() if holder else "", **(api_options or {}))
-        self.apis.append(api)
-        proc = CapturedProcess(
-            argv or [self.python, str(BOOTSTRAP)], _env(api, self.root, handler, **env), self.root
+        return self.launch(
+            argv or [self.python, str(BOOTSTRAP)],
+            lambda api: _env(api, self.root, handler, **env),
+            self.root,
+            api_options,
         )
-        holder.append(proc)
-        self.procs.append(proc)
-        return api, proc
-
-    def close(self) -> None:
-        for proc in self.procs:
-            proc.close()
-        for api in self.apis:
-            api.close()
 
 
 @pytest.fixture

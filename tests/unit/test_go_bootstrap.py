@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_runtime_api import CapturedProcess, FakeRuntimeAPI
+from fake_runtime_api import BootstrapHarness, CapturedProcess, FakeRuntimeAPI, reserved_env
 
 from tests.fixtures.go.build import ECHO_DIR, build_go_bootstrap, go_available
 
@@ -33,11 +33,10 @@ def code_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-class Harness:
+class Harness(BootstrapHarness):
     def __init__(self, root: Path) -> None:
+        super().__init__()
         self.root = root
-        self.procs: list[CapturedProcess] = []
-        self.apis: list[FakeRuntimeAPI] = []
 
     def start(
         self,
@@ -46,37 +45,28 @@ class Harness:
         api_options: dict[str, bool] | None = None,
         **extra: str,
     ) -> tuple[FakeRuntimeAPI, CapturedProcess]:
-        holder: list[CapturedProcess] = []
-        api = FakeRuntimeAPI(lambda: holder[0].output() if holder else "", **(api_options or {}))
-        self.apis.append(api)
-        env = {  # what a provided runtime gives the bootstrap (no AWS_EXECUTION_ENV)
-            "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
-            "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:"
-            "/var/task/lib:/opt/lib",
-            "AWS_LAMBDA_RUNTIME_API": api.address,
-            "_HANDLER": handler,
-            "LAMBDA_TASK_ROOT": str(self.root),
-            "LAMBDA_RUNTIME_DIR": "/var/runtime",
-            "AWS_LAMBDA_FUNCTION_NAME": "gofn",
-            "AWS_LAMBDA_FUNCTION_VERSION": "7",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/gofn",
-            "AWS_LAMBDA_LOG_STREAM_NAME": "2024/01/01/[7]0123456789abcdef",
-            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-            "AWS_REGION": "us-east-1",
-            "TZ": ":UTC",
-            **extra,
-        }
-        proc = CapturedProcess([str(self.root / executable)], env, self.root)
-        holder.append(proc)
-        self.procs.append(proc)
-        return api, proc
-
-    def close(self) -> None:
-        for proc in self.procs:
-            proc.close()
-        for api in self.apis:
-            api.close()
+        return self.launch(
+            [str(self.root / executable)],
+            lambda api: reserved_env(  # what a provided runtime gives (no AWS_EXECUTION_ENV)
+                api,
+                handler,
+                self.root,
+                **{
+                    "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
+                    "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:"
+                    "/var/task/lib:/opt/lib",
+                    "AWS_LAMBDA_FUNCTION_NAME": "gofn",
+                    "AWS_LAMBDA_FUNCTION_VERSION": "7",
+                    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+                    "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/gofn",
+                    "AWS_LAMBDA_LOG_STREAM_NAME": "2024/01/01/[7]0123456789abcdef",
+                    "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+                    **extra,
+                },
+            ),
+            self.root,
+            api_options,
+        )
 
 
 @pytest.fixture
