@@ -39,6 +39,7 @@ from lambdad.store.metadata import QueuedEvent
 
 MAX_SYNC_PAYLOAD = 6_291_456
 MAX_ASYNC_PAYLOAD = 1_048_576
+MAX_CLIENT_CONTEXT = 3583  # bytes of Base64 (AWS's documented limit)
 
 
 class InvocationType(StrEnum):
@@ -111,7 +112,7 @@ class Invoker:
                     # as invoked ("" for none): an alias picks its version when the event runs
                     qualifier=request.ref.qualifier or "",
                     payload=request.payload,
-                    client_context=request.client_context,
+                    client_context=None,  # AWS passes ClientContext to synchronous calls only
                     enqueued_at=time.time(),
                 )
             )
@@ -194,6 +195,10 @@ def _check_json(payload: bytes) -> None:
 def _decode_client_context(value: str | None) -> bytes | None:
     if not value:
         return None
+    if len(value) > MAX_CLIENT_CONTEXT:
+        raise InvalidParameterValueException(
+            f"Client context must be at most {MAX_CLIENT_CONTEXT} bytes of Base64-encoded data."
+        )
     try:
         decoded = base64.b64decode(value, validate=True)
         orjson.loads(decoded)

@@ -17,6 +17,7 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 from tests.conftest import Server, create_function, start_server
 
@@ -532,3 +533,14 @@ def test_queued_event_survives_a_restart(tmp_path: Path) -> None:
         assert event["timestamp"] >= restarted_at, "the event had finished before the restart"
     finally:
         second.stop()
+
+
+def test_client_context_over_3583_bytes_is_refused(lam: Any) -> None:
+    name = create_function(lam, {"app.py": "def handler(e, c):\n    return 1\n"})
+    encoded = base64.b64encode(json.dumps({"custom": {"k": "v" * 3000}}).encode()).decode()
+    assert len(encoded) > 3583
+    with pytest.raises(ClientError) as refused:
+        lam.invoke(FunctionName=name, ClientContext=encoded)
+    assert refused.value.response["Error"]["Code"] == "InvalidParameterValueException"
+    small = base64.b64encode(json.dumps({"custom": {"k": "v"}}).encode()).decode()
+    assert lam.invoke(FunctionName=name, ClientContext=small)["StatusCode"] == 200
