@@ -115,7 +115,7 @@ class Platform:
         self.app = LambdadApp(
             protocol=LambdaProtocol(),
             services=Services(self.registry, self.invoker, signer, self.layers),
-            logs_api=LogsApi(self.logs),
+            logs_api=LogsApi(self.logs, settings.region),
             signer=signer,
             authenticator=Authenticator(
                 self.accounts,

@@ -30,8 +30,9 @@ class LogsApiError(Exception):
 
 
 class LogsApi:
-    def __init__(self, store: LogStore) -> None:
+    def __init__(self, store: LogStore, region: str) -> None:
         self._store = store
+        self._region = region
         self._operations: dict[str, Callable[[str, Document], Document]] = {
             "DescribeLogGroups": self.describe_log_groups,
             "DescribeLogStreams": self.describe_log_streams,
@@ -71,7 +72,7 @@ class LogsApi:
             "logGroups": [
                 {
                     "logGroupName": g,
-                    "arn": f"arn:aws:logs:us-east-1:{account_id}:log-group:{g}:*",
+                    "arn": f"arn:aws:logs:{self._region}:{account_id}:log-group:{g}:*",
                     "storedBytes": 0,
                 }
                 for g in groups
