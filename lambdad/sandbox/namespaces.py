@@ -439,7 +439,8 @@ def _can_unshare() -> bool:
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    flags = 0x00020000 | 0x20000000 | 0x40000000 | 0x08000000 | 0x04000000
+    newns, newpid, newnet, newipc, newuts = 0x20000, 0x20000000, 0x40000000, 0x8000000, 0x4000000
+    flags = newns | newpid | newnet | newipc | newuts
     pid = os.fork()
     if pid == 0:
         os._exit(0 if libc.unshare(flags) == 0 else 1)
