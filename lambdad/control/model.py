@@ -85,11 +85,6 @@ class FunctionConfig:
     def log_group(self) -> str:
         return f"/aws/lambda/{self.name}"
 
-    @property
-    def generation(self) -> tuple[str, str]:
-        """Identity of what an execution environment was built from; changes on every update."""
-        return (self.name, self.revision_id)
-
     def evolve(self, **changes: Any) -> FunctionConfig:
         return dataclasses.replace(self, **changes)
 
