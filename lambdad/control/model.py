@@ -64,6 +64,7 @@ class FunctionConfig:
     package_type: str = "Zip"
     tracing_mode: str = "PassThrough"
     log_format: str = "Text"
+    snap_start: str = "None"  # SnapStart.ApplyOn: "PublishedVersions" snapshots published versions
     last_modified: str = field(default_factory=aws_timestamp)
     revision_id: str = field(default_factory=new_revision_id)
     state: FunctionState = FunctionState.PENDING
@@ -80,6 +81,11 @@ class FunctionConfig:
     @property
     def qualified_arn(self) -> str:
         return f"{self.arn}:{self.version}"
+
+    @property
+    def snap_start_on(self) -> bool:
+        """SnapStart's OptimizationStatus: this version runs from a snapshot of its init."""
+        return self.snap_start == "PublishedVersions" and self.version != LATEST
 
     @property
     def log_group(self) -> str:
