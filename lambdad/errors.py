@@ -10,6 +10,7 @@ Every error knows its HTTP status and how AWS spells its message field
     │   └── UntypedInvalidParameterValueException  400  (no Type; message)
     ├── InvalidRequestContentException         400  message
     ├── ResourceConflictException              409  message
+    ├── SnapStartNotReadyException             409  Message
     ├── PreconditionFailedException            412  message
     ├── RequestTooLargeException               413  message
     ├── RequestEntityTooLargeException         413  (no Type; message)
@@ -96,6 +97,13 @@ class ResourceConflictException(LambdaError):
     code = "ResourceConflictException"
     status = 409
     message_field = "message"
+
+
+class SnapStartNotReadyException(LambdaError):
+    """Invoke of a SnapStart version whose snapshot is still being taken (State Pending)."""
+
+    code = "SnapStartNotReadyException"
+    status = 409
 
 
 class PreconditionFailedException(LambdaError):

@@ -25,6 +25,7 @@ from lambdad.control.accounts import AccountRegistry
 from lambdad.control.functions import FunctionRegistry
 from lambdad.control.layers import LayerRegistry
 from lambdad.control.model import FunctionConfig
+from lambdad.control.snapshots import Snapshotter
 from lambdad.credentials import RootCredentials, load_root_credentials, server_secret
 from lambdad.invoke.async_queue import AsyncQueue
 from lambdad.invoke.invoker import Invoker
@@ -95,6 +96,8 @@ class Platform:
         )
         # Keeps provisioned concurrency's environments initialised, off the request path.
         self.provisioner = Provisioner(self.pools)
+        # Takes SnapStart versions' snapshots; None: they fail (InternalError). SNAPSTART-WIRING
+        self.snapshotter: Snapshotter | None = None
         self.registry = FunctionRegistry(
             self.store,
             self.blobs,
@@ -104,6 +107,7 @@ class Platform:
             self.limiter,
             allocator=self.provisioner,
             layers=self.layers,
+            snapshotter=self.snapshotter,
         )
         self.queue = AsyncQueue(
             self.store, settings.async_workers, settings.async_retry_delays, self.limiter
@@ -179,6 +183,7 @@ class Platform:
                 self._background.add(asyncio.ensure_future(warm_up))
 
     async def stop(self) -> None:
+        await self.registry.close()
         await self.queue.close()
         await self.provisioner.close()
         await self.pools.close()

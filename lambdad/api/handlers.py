@@ -70,6 +70,7 @@ def _settings(params: Params) -> FunctionSettings:
     environment = params.get("Environment")
     ephemeral = params.get("EphemeralStorage")
     architectures = params.get("Architectures")
+    snap_start = params.get("SnapStart")
     return FunctionSettings(
         runtime=params.get("Runtime"),
         handler=params.get("Handler"),
@@ -82,6 +83,8 @@ def _settings(params: Params) -> FunctionSettings:
         architectures=tuple(architectures) if architectures else None,
         # None: unchanged; () removes every layer (Layers=[]).
         layers=tuple(params["Layers"]) if "Layers" in params else None,
+        # SnapStart={} (no ApplyOn) is taken as ApplyOn None, the member's default.
+        snap_start=(snap_start.get("ApplyOn") or "None") if snap_start is not None else None,
     )
 
 

@@ -39,7 +39,10 @@ def function_configuration(
         "PackageType": config.package_type,
         "Architectures": list(config.architectures),
         "EphemeralStorage": {"Size": config.ephemeral_storage},
-        "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+        "SnapStart": {
+            "ApplyOn": config.snap_start,
+            "OptimizationStatus": "On" if config.snap_start_on else "Off",
+        },
         "LoggingConfig": {"LogFormat": config.log_format, "LogGroup": config.log_group},
     }
     if config.environment:

@@ -4,7 +4,8 @@ Every function version is held in memory (the invoke path reads it without touch
 written through to the MetadataStore. Code packages are validated, stored by content and
 extracted once at deploy time, so an environment's cold start never unzips anything. Aliases
 live in the AliasRegistry the function registry owns (`registry.aliases`), provisioned
-concurrency configurations in its ProvisionedConcurrency (`registry.provisioned`).
+concurrency configurations in its ProvisionedConcurrency (`registry.provisioned`), the
+snapshots of SnapStart versions in its SnapshotTasks (`registry.snapshots`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ from lambdad.control.model import (
 )
 from lambdad.control.package import CodePackage, inspect_zip
 from lambdad.control.provisioned import Allocator, NoAllocator, ProvisionedConcurrency
+from lambdad.control.snapshots import (
+    NoSnapshotter,
+    SnapshotFailure,
+    SnapshotTasks,
+    Snapshotter,
+    check_runtime,
+    settled,
+)
 from lambdad.errors import (
     InvalidParameterValueException,
     PreconditionFailedException,
@@ -76,6 +85,7 @@ class FunctionSettings:
     environment: Mapping[str, str] | None = None
     architectures: tuple[str, ...] | None = None
     layers: tuple[str, ...] | None = None  # LayerVersionArns; () removes every layer
+    snap_start: str | None = None  # SnapStart.ApplyOn: "PublishedVersions" or "None"
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,7 @@ class FunctionRegistry:
         draw: Callable[[], float] = random.random,
         allocator: Allocator | None = None,
         layers: LayerRegistry | None = None,
+        snapshotter: Snapshotter | None = None,
     ) -> None:
         self._layers = layers
         self._store = store
@@ -111,6 +122,8 @@ class FunctionRegistry:
         self.provisioned = ProvisionedConcurrency(
             store, self, self.aliases, self.limiter, allocator or NoAllocator()
         )
+        # Without a snapshotter, SnapStart versions fail (InternalError) instead of activating.
+        self.snapshots = SnapshotTasks(snapshotter or NoSnapshotter(), self._snapshot_settled)
         self._draw = draw  # uniform in [0, 1): picks the version of a weighted alias invocation
         # (account id, function name) -> $LATEST configuration
         self._functions: dict[tuple[str, str], FunctionConfig] = {}
@@ -123,8 +136,13 @@ class FunctionRegistry:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def load(self) -> None:
+        """Read every record back; SnapStart versions stored Pending (the server stopped while
+        their snapshot was taken) are snapshotted again, so call it with the loop running."""
         for record in self._store.load_functions():
-            self._remember(FunctionConfig.from_record(record))
+            config = FunctionConfig.from_record(record)
+            self._remember(config)
+            if config.snap_start_on and config.state is FunctionState.PENDING:
+                self.snapshots.start(config)
         for record in self._store.load_function_meta():
             meta = FunctionMeta.from_record(record)
             self._meta[(meta.account_id, meta.name)] = meta
@@ -254,6 +272,7 @@ class FunctionRegistry:
                     "deployment packages."
                 )
             self._check_settings(settings)
+            check_runtime(settings.runtime, settings.snap_start or "None")
             self._check_tags(tags)
             architectures = settings.architectures or ("x86_64",)
             layers = await self._resolve_layers(
@@ -279,6 +298,7 @@ class FunctionRegistry:
                 architectures=architectures,
                 tags=dict(tags),
                 layers=layers,
+                snap_start=settings.snap_start or "None",
             )
             # The package is extracted already, so the function is Active at once; the create
             # response still shows Pending, as AWS's does.
@@ -331,6 +351,9 @@ class FunctionRegistry:
             current = self._mutable(account_id, ref)
             self._check_revision(current, revision_id)
             self._check_settings(settings)
+            check_runtime(
+                settings.runtime or current.runtime, settings.snap_start or current.snap_start
+            )
             changes: dict[str, object] = {
                 field: value
                 for field, value in (
@@ -342,6 +365,7 @@ class FunctionRegistry:
                     ("memory_size", settings.memory_size),
                     ("ephemeral_storage", settings.ephemeral_storage),
                     ("architectures", settings.architectures),
+                    ("snap_start", settings.snap_start),
                 )
                 if value is not None
             }
@@ -382,7 +406,9 @@ class FunctionRegistry:
         key = (account_id, name)
         self._store.delete_function(account_id, name)
         del self._functions[key]
-        self._versions.pop(key, None)
+        for version in self._versions.pop(key, {}).values():
+            if version.snap_start_on:
+                self.snapshots.discard(version)
         self._meta.pop(key, None)
         self.aliases.forget_function(account_id, name)
         self.provisioned.forget_function(account_id, name)
@@ -403,7 +429,9 @@ class FunctionRegistry:
             )
         self.provisioned.forget_version(account_id, name, version)
         self._store.delete_function_version(account_id, name, version)
-        del self._versions[(account_id, name)][version]
+        deleted = self._versions[(account_id, name)].pop(version)
+        if deleted.snap_start_on:
+            self.snapshots.discard(deleted)
 
     # versions ------------------------------------------------------------------------------
     async def publish(
@@ -432,9 +460,21 @@ class FunctionRegistry:
         self._save_meta(meta.evolve(last_version=number, published_digest=digest))
         published = versions.snapshot(latest, number, description)
         self._save(published)
+        if published.state is FunctionState.PENDING:
+            self.snapshots.start(published)  # Active or Failed later; the answer says Pending
         # Publishing gives $LATEST a new RevisionId (recorded on AWS).
         self._save(latest.evolve(revision_id=new_revision_id()))
         return published
+
+    def _snapshot_settled(self, version: FunctionConfig, failure: SnapshotFailure | None) -> None:
+        """Record how a SnapStart version's snapshot went, unless the version went away."""
+        current = self.version(version.account_id, version.name, version.version)
+        if current is not None and current.revision_id == version.revision_id:
+            self._save(settled(current, failure))
+
+    async def close(self) -> None:
+        """Stop background work (snapshots in progress are taken again at the next start)."""
+        await self.snapshots.close()
 
     # concurrency ---------------------------------------------------------------------------
     def put_concurrency(self, account_id: str, ref: FunctionRef, value: int) -> int:

@@ -16,9 +16,9 @@ _VERSION_NUMBER = re.compile(r"^[0-9]+$")
 
 
 class FunctionState(StrEnum):
-    PENDING = "Pending"  # created; its code is being prepared, invocations must wait
+    PENDING = "Pending"  # created; its code (or SnapStart snapshot) is being prepared
     ACTIVE = "Active"  # ready to be invoked
-    FAILED = "Failed"  # preparing the code failed; invocations are refused
+    FAILED = "Failed"  # preparing the code (or snapshot) failed; invocations are refused
     INACTIVE = "Inactive"  # reclaimed after long idleness (AWS); never set by lambdad yet
 
 

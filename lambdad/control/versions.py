@@ -44,8 +44,9 @@ _NOT_CONTENT = frozenset(
 
 
 def snapshot(latest: FunctionConfig, number: int, description: str | None) -> FunctionConfig:
-    """Version `number` of a function, copied from its $LATEST."""
-    return latest.evolve(
+    """Version `number` of a function, copied from its $LATEST: Active, or with SnapStart
+    Pending until its snapshot is taken (lambdad.control.snapshots)."""
+    version = latest.evolve(
         version=str(number),
         description=latest.description if description is None else description,
         tags={},
@@ -58,6 +59,13 @@ def snapshot(latest: FunctionConfig, number: int, description: str | None) -> Fu
         last_update_status_reason=None,
         last_update_status_reason_code=None,
     )
+    if version.snap_start_on:
+        return version.evolve(
+            state=FunctionState.PENDING,
+            state_reason="The function is being created.",
+            state_reason_code="Creating",
+        )
+    return version
 
 
 def digest(latest: FunctionConfig) -> str:

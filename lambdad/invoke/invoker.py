@@ -30,6 +30,7 @@ from lambdad.errors import (
     RequestTooLargeException,
     ResourceConflictException,
     ResourceNotFoundException,
+    SnapStartNotReadyException,
 )
 from lambdad.invoke.async_queue import AsyncQueue
 from lambdad.scheduler.environment import Invocation, InvocationResult
@@ -169,6 +170,11 @@ class Invoker:
         # Invoke names $LATEST in its not-found message even when no qualifier was given.
         target = replace(ref, qualifier=ref.qualifier or LATEST)
         config = self._registry.invocation_target(account_id, target)
+        if config.state is FunctionState.PENDING and config.snap_start_on:
+            raise SnapStartNotReadyException(
+                "Lambda is initializing your function. You can invoke the function when the "
+                "state of your function is Active."
+            )
         if config.state is not FunctionState.ACTIVE:
             raise ResourceConflictException(
                 "The operation cannot be performed at this time. The function is currently in "
