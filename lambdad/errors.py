@@ -11,6 +11,7 @@ Every error knows its HTTP status and how AWS spells its message field
     ├── InvalidRequestContentException         400  message
     ├── ResourceConflictException              409  message
     ├── SnapStartNotReadyException             409  Message
+    ├── SnapStartException                     400  Message
     ├── PreconditionFailedException            412  message
     ├── RequestTooLargeException               413  message
     ├── RequestEntityTooLargeException         413  (no Type; message)
@@ -104,6 +105,13 @@ class SnapStartNotReadyException(LambdaError):
 
     code = "SnapStartNotReadyException"
     status = 409
+
+
+class SnapStartException(LambdaError):
+    """Invoke whose restored environment's after-restore hooks failed."""
+
+    code = "SnapStartException"
+    status = 400
 
 
 class PreconditionFailedException(LambdaError):

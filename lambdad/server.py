@@ -39,6 +39,7 @@ from lambdad.scheduler.launcher import EnvironmentLauncher
 from lambdad.scheduler.limiter import ConcurrencyLimiter
 from lambdad.scheduler.pools import EvictionPolicy, PoolManager
 from lambdad.scheduler.provisioner import Provisioner
+from lambdad.scheduler.snapshots import SnapshotManager
 from lambdad.settings import Settings
 from lambdad.store.accounts import SqliteAccountStore
 from lambdad.store.blobs import DirectoryBlobStore
@@ -85,8 +86,10 @@ class Platform:
         launcher = EnvironmentLauncher(
             self.backend, self.catalog, self.code, self.logs, self.accounts, self.layers
         )
+        # SnapStart versions' snapshots; it starts every environment (restoring those versions').
+        self.snapshots = SnapshotManager(launcher)
         self.pools = PoolManager(
-            launcher.launch,
+            self.snapshots.launch,
             settings.keep_alive_seconds,
             settings.reap_interval_seconds,
             EvictionPolicy(
@@ -96,8 +99,7 @@ class Platform:
         )
         # Keeps provisioned concurrency's environments initialised, off the request path.
         self.provisioner = Provisioner(self.pools)
-        # Takes SnapStart versions' snapshots; None: they fail (InternalError). SNAPSTART-WIRING
-        self.snapshotter: Snapshotter | None = None
+        self.snapshotter: Snapshotter | None = self.snapshots
         self.registry = FunctionRegistry(
             self.store,
             self.blobs,
@@ -153,6 +155,7 @@ class Platform:
             "pools": {k: dataclasses.asdict(v) for k, v in self.pools.statistics().items()},
             **self._sandbox_statistics(),
             "provisioned": dataclasses.asdict(self.provisioner.statistics()),
+            "snapStart": self.snapshots.statistics(),
             "asyncQueue": dataclasses.asdict(self.queue.statistics()),
             "concurrency": {
                 account: dataclasses.asdict(self.limiter.statistics(account))
@@ -186,6 +189,7 @@ class Platform:
         await self.registry.close()
         await self.queue.close()
         await self.provisioner.close()
+        self.snapshots.close()
         await self.pools.close()
         await asyncio.sleep(0.05)
         await self.backend.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import os
 import time
@@ -30,10 +31,11 @@ from lambdad.errors import (
     RequestTooLargeException,
     ResourceConflictException,
     ResourceNotFoundException,
+    SnapStartException,
     SnapStartNotReadyException,
 )
 from lambdad.invoke.async_queue import AsyncQueue
-from lambdad.scheduler.environment import Invocation, InvocationResult
+from lambdad.scheduler.environment import Invocation, InvocationResult, RestoreFailed
 from lambdad.scheduler.limiter import ConcurrencyLimiter
 from lambdad.scheduler.pools import PoolManager
 from lambdad.store.metadata import QueuedEvent
@@ -132,7 +134,10 @@ class Invoker:
         env = pool.claim_provisioned()
         lease = self._limiter.provisioned_lease if env else self._limiter.lease_nowait
         with lease(request.account_id, config.name):
-            result = await pool.run(invocation, self._admit(config), env)
+            try:
+                result = await pool.run(invocation, self._admit(config), env)
+            except RestoreFailed as failed:
+                raise SnapStartException(_restore_failure_message(failed)) from None
         return InvokeOutcome(
             status=200,
             payload=result.payload,
@@ -157,7 +162,10 @@ class Invoker:
             client_context=_decode_client_context(event.client_context),
             trace_id=new_trace_id(),
         )
-        return await self._pools.pool_for(config).run(invocation, self._admit(config))
+        try:
+            return await self._pools.pool_for(config).run(invocation, self._admit(config))
+        except RestoreFailed as failed:  # retried like any failed event
+            return InvocationResult(failed.payload, function_error="Unhandled")
 
     def _admit(self, config: FunctionConfig) -> Callable[[], None]:
         """The scaling-rate check a cold start of this function must pass."""
@@ -181,6 +189,16 @@ class Invoker:
                 f"the following state: {config.state.value}"
             )
         return config
+
+
+def _restore_failure_message(failed: RestoreFailed) -> str:
+    """SnapStartException's message: the failed hook's error, as the runtime reported it."""
+    detail = failed.error_type
+    with contextlib.suppress(orjson.JSONDecodeError):
+        document = orjson.loads(failed.payload)
+        if isinstance(document, dict) and document.get("errorMessage"):
+            detail = f"{detail}: {document['errorMessage']}"
+    return f"Lambda couldn't restore the snapshot: an afterRestore hook failed ({detail})"
 
 
 def _invoked_arn(config: FunctionConfig, ref: FunctionRef) -> str:

@@ -51,6 +51,14 @@ class RuntimeApiHandler(Protocol):
 
     def runtime_init_error(self, error_type: str | None, body: bytes) -> tuple[int, bytes]: ...
 
+    def runtime_restore_next(self) -> tuple[int, bytes]:
+        """SnapStart: the runtime initialised (snapshot) or resumed (restored environment)."""
+        ...
+
+    def runtime_restore_error(self, error_type: str | None, body: bytes) -> tuple[int, bytes]:
+        """SnapStart: an after-restore hook failed."""
+        ...
+
     def runtime_connection_lost(self) -> None: ...
 
 
@@ -128,6 +136,12 @@ class _Connection(asyncio.Protocol):
             self._parked = True
             self._handler.runtime_next(self)
             return
+        if path == b"/runtime/restore/next":
+            if method != b"GET":
+                self._write(405, error_body("InvalidRequest", "method not allowed"))
+                return
+            self._write(*self._handler.runtime_restore_next())
+            return
         if method != b"POST":
             self._write(
                 405 if path.startswith(b"/runtime/") else 404,
@@ -136,6 +150,9 @@ class _Connection(asyncio.Protocol):
             return
         if path == b"/runtime/init/error":
             self._write(*self._handler.runtime_init_error(self._error_type(), self._joined()))
+            return
+        if path == b"/runtime/restore/error":
+            self._write(*self._handler.runtime_restore_error(self._error_type(), self._joined()))
             return
         parts = path.split(b"/")
         # b"", b"runtime", b"invocation", id, kind

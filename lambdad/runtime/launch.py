@@ -119,6 +119,9 @@ def environment_variables(plan: EnvironmentPlan, creds: SessionCredentials) -> d
             "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
         }
     )
+    if plan.initialization_type == "snap-start":
+        # AWS: "not available in Lambda SnapStart functions" (the snapshot is shared by many).
+        del env["AWS_LAMBDA_LOG_GROUP_NAME"], env["AWS_LAMBDA_LOG_STREAM_NAME"]
     if plan.layout.runtime_api_unix:  # lambdad's own bootstraps prefer it to loopback TCP
         env["LAMBDAD_RUNTIME_API_SOCKET"] = plan.layout.runtime_api_unix
     if rt.execution_env:
@@ -140,7 +143,10 @@ def environment_variables(plan: EnvironmentPlan, creds: SessionCredentials) -> d
     return env
 
 
-def launch_spec(plan: EnvironmentPlan, log_fd: int, creds: SessionCredentials) -> LaunchSpec:
+def launch_spec(
+    plan: EnvironmentPlan, log_fd: int, creds: SessionCredentials, *, snapshot: bool = False
+) -> LaunchSpec:
+    """How to start the environment; `snapshot`: it becomes a SnapStart snapshot."""
     env = environment_variables(plan, creds)
     rt = plan.runtime
     argv = _exec_argv(plan)
@@ -165,6 +171,7 @@ def launch_spec(plan: EnvironmentPlan, log_fd: int, creds: SessionCredentials) -
         code_dir=str(plan.code_dir),
         tmp_mb=plan.config.ephemeral_storage,
         opt_dir=str(plan.opt_dir or ""),
+        snapshot=snapshot,
         **zygote,
     )
 

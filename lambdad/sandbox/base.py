@@ -40,6 +40,8 @@ class LaunchSpec:
     tmp_mb: int = 512
     # Host directory holding the function's layers, merged (mounted at /opt); "" for none.
     opt_dir: str = ""
+    # SnapStart: this environment becomes a snapshot once initialised (see SandboxBackend.restore).
+    snapshot: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,11 @@ class SandboxProcess(ABC):
     def peak_memory_bytes(self) -> int:
         """Peak resident memory of the environment so far (0 if unknown)."""
 
+    async def snapshot_ready(self) -> None:
+        """SnapStart: wait until this snapshot environment can fork restored environments
+        (its runtime has initialised and handed itself over); raises OSError if it cannot."""
+        raise OSError("this environment is not a snapshot")
+
     def initialised(self, memory_mb: int) -> None:  # noqa: B027 - optional hook
         """The runtime finished its init phase: apply the steady-state CPU share."""
 
@@ -130,6 +137,11 @@ class SandboxBackend(ABC):
     @abstractmethod
     async def start(self, spec: LaunchSpec) -> SandboxProcess:
         """Start one environment's process."""
+
+    async def restore(self, snapshot: SandboxProcess, spec: LaunchSpec) -> SandboxProcess:
+        """SnapStart: start an environment as a copy of `snapshot` (a process started with
+        ``spec.snapshot`` whose runtime initialised), with `spec`'s variables and log."""
+        raise OSError(f"{type(self).__name__} cannot restore snapshots")
 
     @abstractmethod
     def isolation(self) -> IsolationReport:

@@ -73,6 +73,11 @@ class EnvironmentCgroup:
         with contextlib.suppress(OSError):  # the environment may be gone already
             _write(self.cpu / "cpu.cfs_quota_us", str(max(quota, 1000)))
 
+    def attach(self, pid: int) -> None:
+        """Move a process (and the children it forks afterwards) into these cgroups."""
+        for path in self.paths:
+            _write(path / "cgroup.procs", str(pid))
+
     _peak_fd: int = -1  # kept open: REPORT reads the peak after every invocation
 
     def peak_memory_bytes(self) -> int:

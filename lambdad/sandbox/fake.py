@@ -12,6 +12,7 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from lambdad.sandbox.base import (
     ExitStatus,
@@ -36,8 +37,10 @@ class FakeExit(Exception):
 class FakeBehaviour:
     handler: Handler
     init_error: bytes | None = None  # posted to /runtime/init/error instead of serving
+    restore_error: bytes | None = None  # SnapStart: posted to /runtime/restore/error
     peak_memory: int = 32 * 1048576
     started: list[LaunchSpec] = field(default_factory=list)
+    restored: list[LaunchSpec] = field(default_factory=list)
 
 
 async def _request(
@@ -67,23 +70,51 @@ async def _request(
 class _FakeProcess(SandboxProcess):
     _pids = iter(range(10_000_000, 20_000_000))
 
-    def __init__(self, behaviour: FakeBehaviour, spec: LaunchSpec) -> None:
+    def __init__(self, behaviour: FakeBehaviour, spec: LaunchSpec, restored: bool = False) -> None:
         self.pid = next(self._pids)
         self._behaviour = behaviour
-        self._exited: asyncio.Future[ExitStatus] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[ExitStatus] = loop.create_future()
+        # SnapStart: resolved when this snapshot's runtime called /runtime/restore/next
+        self._ready: asyncio.Future[None] | None = loop.create_future() if spec.snapshot else None
+        self._restored = restored
         self._task = asyncio.ensure_future(self._run(spec.env["AWS_LAMBDA_RUNTIME_API"]))
+
+    async def snapshot_ready(self) -> None:
+        if self._ready is None:
+            raise OSError("this environment is not a snapshot")
+        waiters: set[asyncio.Future[Any]] = {self._ready, self._exited}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if not self._ready.done():
+            raise OSError("the snapshot ended before it could be used")
 
     async def _run(self, address: str) -> None:
         host, port = address.rsplit(":", 1)
         status = ExitStatus(code=0)
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
-            if self._behaviour.init_error is not None:
+            if self._behaviour.init_error is not None and not self._restored:
                 await _request(
                     reader, writer, "POST", "/runtime/init/error", self._behaviour.init_error
                 )
                 status = ExitStatus(code=1)
                 return
+            if self._ready is not None:  # a snapshot: initialised, then frozen until killed
+                await _request(reader, writer, "GET", "/runtime/restore/next")
+                self._ready.set_result(None)
+                await asyncio.Event().wait()
+            if self._restored:
+                await _request(reader, writer, "GET", "/runtime/restore/next")
+                if self._behaviour.restore_error is not None:
+                    await _request(
+                        reader,
+                        writer,
+                        "POST",
+                        "/runtime/restore/error",
+                        self._behaviour.restore_error,
+                    )
+                    status = ExitStatus(code=1)
+                    return
             while True:
                 _, headers, event = await _request(
                     reader, writer, "GET", "/runtime/invocation/next"
@@ -134,6 +165,13 @@ class FakeBackend(SandboxBackend):
     async def start(self, spec: LaunchSpec) -> SandboxProcess:
         self.behaviour.started.append(spec)
         process = _FakeProcess(self.behaviour, spec)
+        self.processes.append(process)
+        return process
+
+    async def restore(self, snapshot: SandboxProcess, spec: LaunchSpec) -> SandboxProcess:
+        await snapshot.snapshot_ready()
+        self.behaviour.restored.append(spec)
+        process = _FakeProcess(self.behaviour, spec, restored=True)
         self.processes.append(process)
         return process
 

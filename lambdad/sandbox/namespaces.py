@@ -23,6 +23,7 @@ import os
 import secrets
 import signal
 import socket
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,14 @@ class _JailedProcess(SandboxProcess):
         self._cgroup = cgroup
         self._peak = 0
         self._oom = False
+        # SnapStart: the snapshot's fork server, once this environment is a snapshot
+        self.forkserver: Zygote | None = None
         exited.add_done_callback(self._on_exit)
+
+    async def snapshot_ready(self) -> None:
+        if self.forkserver is None:
+            raise OSError("this environment is not a snapshot")
+        await self.forkserver.wait_ready_unless(self._exited)
 
     async def wait(self) -> ExitStatus:
         return await asyncio.shield(self._exited)
@@ -130,6 +138,8 @@ class _JailedProcess(SandboxProcess):
 
     def _on_exit(self, _: asyncio.Future[ExitStatus]) -> None:
         # Runs before anyone awaiting wait() resumes, and before the cgroup is removed.
+        if self.forkserver is not None:
+            self.forkserver.disconnect()
         self.peak_memory_bytes()
         self._oom = self._cgroup.oom_killed()
         self._cleanup = asyncio.ensure_future(self._remove_cgroup())
@@ -157,6 +167,7 @@ class NamespaceBackend(SandboxBackend):
         self._runtime_dir = runtime_dir
         self._cgroups = cgroups
         self._seccomp = seccomp
+        self._snapshot_seccomp = build_filter(snapshot=True) if seccomp is not None else None
         self._exec_interpreter = exec_interpreter
         self._zygotes: dict[tuple[str, tuple[str, str] | None], Zygote] = {}
         self._starting: dict[tuple[str, tuple[str, str] | None], asyncio.Task[Zygote]] = {}
@@ -209,12 +220,73 @@ class NamespaceBackend(SandboxBackend):
             prepared.pid, prepared.exited, prepared.cgroup, prepared.runtime_api
         )
         process.runtime_api_unix_socket = prepared.runtime_api_unix
+        if spec.snapshot:
+            process.forkserver = Zygote.adopt(prepared.channel, f"snapshot {prepared.pid}")
+        return process
+
+    async def restore(self, snapshot: SandboxProcess, spec: LaunchSpec) -> SandboxProcess:
+        """Fork a restored environment from a snapshot (guest: lambdad_jail.restore): its own
+        cgroups, and namespaces, /proc, /tmp, /dev/shm and Runtime API made by the child
+        itself inside the snapshot's user namespace; then variables and log, as an assignment."""
+        forkserver = getattr(snapshot, "forkserver", None)
+        if not isinstance(forkserver, Zygote):
+            raise OSError("not a snapshot of this backend")
+        await snapshot.snapshot_ready()
+        cgroup = self._cgroups.create(f"env-{secrets.token_hex(6)}")
+        cgroup.limit(spec.memory_mb, initialising=True)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        plan = {
+            "uid": SANDBOX_UID,
+            "gid": SANDBOX_GID,
+            "tmp_mb": spec.tmp_mb,
+            "hostname": "localhost",
+            "seccomp": self._seccomp.hex() if self._seccomp else "",
+            "runtime_api_port": RUNTIME_API_PORT,
+            "runtime_api_unix": RUNTIME_API_UNIX,
+        }
+        try:
+            _, exited = await forkserver.fork({"restore": plan}, [theirs.fileno()])
+        except BaseException:
+            ours.close()
+            cgroup.remove()
+            raise
+        finally:
+            theirs.close()
+        pid = await _receive_pid(ours, exited)
+        listeners = None
+        if pid is not None:
+            try:
+                cgroup.attach(pid)
+                # (credentials would crowd out the descriptors of the messages that follow)
+                ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
+                ours.send(b"go")
+            except OSError:
+                log.exception("moving a restored environment into its cgroups failed")
+            else:
+                listeners = await _receive_sockets(ours, exited)
+        if pid is None or listeners is None:
+            ours.close()
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            exited.add_done_callback(lambda _: cgroup.remove())
+            raise OSError("the snapshot could not be restored (see the server log)")
+        message = {"env": dict(spec.env), "cwd": TASK_ROOT}
+        try:
+            socket.send_fds(ours, [orjson.dumps(message)], [spec.log_fd])
+        finally:
+            ours.close()
+        process = _JailedProcess(pid, exited, cgroup, listeners[0])
+        process.runtime_api_unix_socket = listeners[1]
         return process
 
     def _assign(self, prepared: PreparedSandbox, spec: LaunchSpec) -> None:
         """Give a prepared sandbox its function: limits, code, /tmp size, variables, log."""
         prepared.cgroup.limit(spec.memory_mb, initialising=True)
         message: dict[str, Any] = {"env": dict(spec.env), "cwd": TASK_ROOT, "tmp_mb": spec.tmp_mb}
+        if spec.snapshot:
+            message["snapshot"] = {"seccomp": (self._snapshot_seccomp or b"").hex()}
         if spec.zygote_interpreter and not spec.exec_argv:
             message["entry"] = spec.zygote_entry
         else:
@@ -227,7 +299,8 @@ class NamespaceBackend(SandboxBackend):
         finally:
             for tree in trees:
                 os.close(tree)
-            prepared.channel.close()
+            if not spec.snapshot:  # a snapshot's channel stays: restores are asked there
+                prepared.channel.close()
 
     async def _build(self, key: PoolKey) -> PreparedSandbox | None:
         """Fork a sandbox from the key's zygote and wait until it is ready for an assignment."""
@@ -428,6 +501,37 @@ async def _receive_sockets(
     loop.add_reader(channel.fileno(), on_readable)
     waiters: set[asyncio.Future[Any]] = {received, exited}
     try:
+        await asyncio.wait(waiters, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_reader(channel.fileno())
+    return received.result() if received.done() else None
+
+
+async def _receive_pid(channel: socket.socket, exited: asyncio.Future[ExitStatus]) -> int | None:
+    """The pid (in lambdad's PID namespace) of the restored child writing on `channel`: the
+    kernel attaches it to the message because the channel has SO_PASSCRED."""
+    loop = asyncio.get_running_loop()
+    channel.setblocking(False)
+    received: asyncio.Future[int | None] = loop.create_future()
+
+    def on_readable() -> None:
+        try:
+            _, ancillary, _, _ = channel.recvmsg(16, socket.CMSG_SPACE(12))
+        except BlockingIOError:
+            return
+        except OSError:
+            ancillary = []
+        loop.remove_reader(channel.fileno())
+        pid = None
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid = struct.unpack("iII", data[:12])[0]
+        if not received.done():
+            received.set_result(pid or None)
+
+    loop.add_reader(channel.fileno(), on_readable)
+    try:
+        waiters: set[asyncio.Future[Any]] = {received, exited}
         await asyncio.wait(waiters, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     finally:
         loop.remove_reader(channel.fileno())

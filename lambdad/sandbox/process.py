@@ -10,7 +10,10 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
+
+import orjson
 
 from lambdad.sandbox.base import (
     ExitStatus,
@@ -37,10 +40,21 @@ def read_peak_rss(pid: int) -> int:
 
 
 class _Process(SandboxProcess):
-    def __init__(self, pid: int, exited: asyncio.Future[ExitStatus]) -> None:
+    def __init__(
+        self, pid: int, exited: asyncio.Future[ExitStatus], forkserver: Zygote | None = None
+    ) -> None:
         self.pid = pid
         self._exited = exited
         self._peak = 0
+        # SnapStart: the snapshot's fork server, when this environment is a snapshot
+        self.forkserver = forkserver
+        if forkserver is not None:
+            exited.add_done_callback(lambda _: forkserver.disconnect())
+
+    async def snapshot_ready(self) -> None:
+        if self.forkserver is None:
+            raise OSError("this environment is not a snapshot")
+        await self.forkserver.wait_ready_unless(self._exited)
 
     async def wait(self) -> ExitStatus:
         return await asyncio.shield(self._exited)
@@ -70,13 +84,41 @@ class ProcessBackend(SandboxBackend):
         if spec.zygote_interpreter is not None and not spec.exec_argv:
             zygote = await self._zygote(spec.zygote_interpreter, spec.zygote_preload)
             request = {"env": dict(spec.env), "cwd": spec.cwd, "entry": spec.zygote_entry}
-            pid, exited = await zygote.fork(request, [spec.log_fd])
-            return _Process(pid, exited)
+            if not spec.snapshot:
+                pid, exited = await zygote.fork(request, [spec.log_fd])
+                return _Process(pid, exited)
+            # A SnapStart snapshot: restores are asked for on a channel of its own.
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                pid, exited = await zygote.fork(request, [spec.log_fd, theirs.fileno()])
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            return _Process(pid, exited, Zygote.adopt(ours, f"snapshot {pid}"))
         # Exec'd runtimes are forked by a zygote of lambdad's own interpreter too, so they die
         # with lambdad (PDEATHSIG survives execve) even when it is killed outright.
         zygote = await self._zygote(sys.executable, None)
         request = {"env": dict(spec.env), "cwd": spec.cwd, "argv": list(spec.argv)}
         pid, exited = await zygote.fork(request, [spec.log_fd])
+        return _Process(pid, exited)
+
+    async def restore(self, snapshot: SandboxProcess, spec: LaunchSpec) -> SandboxProcess:
+        """Fork the snapshot (no isolation here either): the child takes `spec`'s variables
+        and log (guest: lambdad_jail.restore without a plan)."""
+        forkserver = getattr(snapshot, "forkserver", None)
+        if not isinstance(forkserver, Zygote):
+            raise OSError("not a snapshot of this backend")
+        await snapshot.snapshot_ready()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid, exited = await forkserver.fork({}, [theirs.fileno()])
+            message = orjson.dumps({"env": dict(spec.env), "cwd": spec.cwd})
+            socket.send_fds(ours, [message], [spec.log_fd])
+        finally:
+            theirs.close()
+            ours.close()
         return _Process(pid, exited)
 
     async def prepare(self, interpreter: str, preload: tuple[str, str] | None) -> None:

@@ -4,6 +4,11 @@ Denied system calls fail with EPERM: mounting, namespaces, tracing other process
 modules and kexec, BPF, keyrings, clock and host settings, io_uring, and clone() with any
 namespace flag. clone3() answers ENOSYS so the C library falls back to clone(), whose flags a
 classic BPF filter can inspect. x32 system calls and foreign architectures are refused.
+
+A SnapStart snapshot runs under a laxer filter (``snapshot=True``): it may unshare mount, PID,
+network, IPC and UTS namespaces, mount and set a hostname — only ever in namespaces owned by its
+own unprivileged user namespace — because each restored environment it forks builds its own
+sandbox that way; every restored environment then stacks the full filter on top.
 """
 
 from __future__ import annotations
@@ -100,17 +105,28 @@ DENIED_X86_64 = {
 }
 CLONE_X86_64 = 56
 CLONE3_X86_64 = 435
+UNSHARE_X86_64 = 272
+# What a snapshot needs to give each restored environment namespaces of its own.
+SNAPSHOT_ALLOWED = frozenset({"unshare", "mount", "sethostname"})
+# unshare() flags a snapshot may never use.
+SNAPSHOT_UNSHARE_DENIED = (
+    0x02000000  # CLONE_NEWCGROUP
+    | 0x10000000  # CLONE_NEWUSER
+    | 0x00000080  # CLONE_NEWTIME
+)
 
 
 def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("<HBBI", code, jt, jf, k)
 
 
-def build_filter(machine: str | None = None) -> bytes | None:
-    """The filter for this machine's architecture, or None where lambdad has no table."""
+def build_filter(machine: str | None = None, *, snapshot: bool = False) -> bytes | None:
+    """The filter for this machine's architecture, or None where lambdad has no table;
+    `snapshot` builds the laxer filter of a SnapStart snapshot (see above)."""
     if (machine or platform.machine()) != "x86_64":
         return None
-    denied = sorted(set(DENIED_X86_64.values()))
+    skipped = SNAPSHOT_ALLOWED if snapshot else frozenset()
+    denied = sorted({nr for name, nr in DENIED_X86_64.items() if name not in skipped})
     eperm = RET_ERRNO | errno.EPERM
     program = [
         _insn(BPF_LD_W_ABS, 0, 0, ARCH),
@@ -125,6 +141,14 @@ def build_filter(machine: str | None = None) -> bytes | None:
     for number in denied:
         program.append(_insn(BPF_JEQ_K, 0, 1, number))
         program.append(_insn(BPF_RET_K, 0, 0, eperm))
+    if snapshot:
+        program += [
+            _insn(BPF_JEQ_K, 0, 4, UNSHARE_X86_64),
+            _insn(BPF_LD_W_ABS, 0, 0, ARG0_LOW),
+            _insn(BPF_JSET_K, 0, 1, SNAPSHOT_UNSHARE_DENIED),
+            _insn(BPF_RET_K, 0, 0, eperm),
+            _insn(BPF_RET_K, 0, 0, RET_ALLOW),
+        ]
     program += [
         _insn(BPF_JEQ_K, 0, 4, CLONE_X86_64),
         _insn(BPF_LD_W_ABS, 0, 0, ARG0_LOW),

@@ -44,6 +44,34 @@ class Zygote:
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def adopt(cls, sock: socket.socket, name: str) -> Zygote:
+        """Talk the fork-server protocol over `sock` to a process lambdad did not start here
+        (a SnapStart snapshot); `wait_ready` resolves once it serves."""
+        zygote = cls(name)
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        zygote._sock = sock
+        zygote._ready = loop.create_future()
+        loop.add_reader(sock.fileno(), zygote._on_readable)
+        return zygote
+
+    async def wait_ready(self) -> int:
+        """The server's pid (in its own PID namespace) once it serves requests."""
+        if self._ready is None:
+            raise ZygoteError("zygote is not running")
+        return await asyncio.shield(self._ready)
+
+    async def wait_ready_unless(self, exited: asyncio.Future[ExitStatus]) -> None:
+        """`wait_ready`, but OSError if `exited` (the server's process ending) comes first."""
+        ready = asyncio.ensure_future(self.wait_ready())
+        waiters: set[asyncio.Future[Any]] = {ready, exited}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            raise OSError("the snapshot ended before it could be used")
+        ready.result()
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -67,7 +95,9 @@ class Zygote:
 
     @property
     def alive(self) -> bool:
-        return self._sock is not None and self._proc is not None and self._proc.poll() is None
+        if self._sock is None:
+            return False
+        return self._proc is None or self._proc.poll() is None
 
     async def fork(
         self, request: dict[str, Any], fds: list[int]
@@ -136,6 +166,11 @@ class Zygote:
         self._exits.clear()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(error)
+
+    def disconnect(self) -> None:
+        """Close the socket (an adopted server ends when it sees that)."""
+        if self._sock is not None:
+            self._on_closed()
 
     async def close(self) -> None:
         if self._sock is not None:

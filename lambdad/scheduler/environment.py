@@ -36,6 +36,27 @@ class InitializationType(StrEnum):
 
     ON_DEMAND = "on-demand"  # for an invocation waiting for it (a cold start)
     PROVISIONED = "provisioned-concurrency"  # ahead of any invocation, for provisioned concurrency
+    SNAP_START = (
+        "snap-start"  # a SnapStart version: its snapshot, or an environment restored from it
+    )
+
+
+class EnvironmentRole(StrEnum):
+    """What the environment is for (SnapStart adds two kinds besides the usual one)."""
+
+    RUNS = "runs"  # started (cold or provisioned) to run invocations
+    SNAPSHOT = "snapshot"  # SnapStart: initialised once, then only forks restored environments
+    RESTORED = "restored"  # SnapStart: forked from a snapshot, runs invocations
+
+
+class RestoreFailed(Exception):
+    """SnapStart: the environment's after-restore hooks failed (Invoke answers
+    SnapStartException)."""
+
+    def __init__(self, error_type: str, payload: bytes) -> None:
+        super().__init__(error_type)
+        self.error_type = error_type
+        self.payload = payload
 
 
 class EnvironmentLost(Exception):
@@ -95,9 +116,11 @@ class Environment:
         log: LogStream,
         on_dead: Callable[[Environment], None],
         initialization_type: InitializationType = InitializationType.ON_DEMAND,
+        role: EnvironmentRole = EnvironmentRole.RUNS,
     ) -> None:
         self.config = config
         self.initialization_type = initialization_type
+        self.role = role
         self.state = EnvironmentState.STARTING
         self.log = log
         self.api = RuntimeApiServer(self)
@@ -120,8 +143,13 @@ class Environment:
         self._init_error: bytes | None = None
         self._init_error_type: str | None = None
         self._init_duration_ms: float | None = None
-        # Init Duration goes into the first REPORT, unless init happened ahead of any request.
-        self._pending_init_report = initialization_type is InitializationType.ON_DEMAND
+        # Init Duration goes into the first REPORT, unless init happened ahead of any request;
+        # a restored environment reports its Restore Duration there instead.
+        self._pending_init_report = (
+            initialization_type is InitializationType.ON_DEMAND or role is EnvironmentRole.RESTORED
+        )
+        self._resumed_at: float | None = None  # restored: when its runtime called restore/next
+        self._billed_restore_ms = 0.0
         # resolved once: None when the runtime reached /next, else why it never will
         self._initialised: asyncio.Future[InitFailure | None] = self._loop.create_future()
         self._stopping = False  # kill() was called: whatever follows is no failure of its own
@@ -151,6 +179,8 @@ class Environment:
             return
         self._initialised.set_result(failure)
         ahead = self.initialization_type is not InitializationType.ON_DEMAND
+        if self.role is EnvironmentRole.RESTORED:
+            ahead = self.initialization_type is InitializationType.PROVISIONED
         if failure is not None and ahead and not self._stopping:
             # No invocation will answer with this error (init ran ahead of any): log it now.
             init_ms = self._init_duration_ms or (time.monotonic() - self.created) * 1000
@@ -260,7 +290,10 @@ class Environment:
     # RuntimeApiHandler ---------------------------------------------------------------------
     def runtime_next(self, reply: NextReply) -> None:
         if self.state is EnvironmentState.STARTING or self._init_duration_ms is None:
-            self._init_duration_ms = (time.monotonic() - self.created) * 1000
+            now = time.monotonic()
+            self._init_duration_ms = (now - self.created) * 1000
+            if self._resumed_at is not None:
+                self._billed_restore_ms = (now - self._resumed_at) * 1000
             if self._init_timer is not None:
                 self._init_timer.cancel()
                 self._init_timer = None
@@ -314,6 +347,32 @@ class Environment:
         if self._current is not None:
             self._fail_init()
         return ACCEPTED
+
+    def runtime_restore_next(self) -> tuple[int, bytes]:
+        if self.role is EnvironmentRole.SNAPSHOT and not self._initialised.done():
+            # Init and the before-snapshot hooks are done: this process is the snapshot now.
+            self._init_duration_ms = (time.monotonic() - self.created) * 1000
+            if self._init_timer is not None:
+                self._init_timer.cancel()
+                self._init_timer = None
+            self.state = EnvironmentState.IDLE
+            self._write_platform(f"INIT_REPORT Init Duration: {self._init_duration_ms:.2f} ms\n")
+            self.log.flush_soon()
+            self._settle_init(None)
+            return 200, b""
+        if self.role is EnvironmentRole.RESTORED and self._resumed_at is None:
+            self._resumed_at = time.monotonic()
+            return 200, b""
+        return 403, error_body(
+            "InvalidStateTransition", "State transition is not allowed: not restoring"
+        )
+
+    def runtime_restore_error(self, error_type: str | None, body: bytes) -> tuple[int, bytes]:
+        if self.role is not EnvironmentRole.RESTORED or self._resumed_at is None:
+            return 403, error_body(
+                "InvalidStateTransition", "State transition is not allowed: not restoring"
+            )
+        return self.runtime_init_error(error_type or "Runtime.AfterRestoreError", body)
 
     def runtime_connection_lost(self) -> None:
         self._parked = None
@@ -372,7 +431,10 @@ class Environment:
             f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\t"
             f"Memory Size: {self.config.memory_size} MB\tMax Memory Used: {used_mb} MB\t"
         )
-        if init_ms is not None:
+        if init_ms is not None and self.role is EnvironmentRole.RESTORED:
+            billed = max(1, math.ceil(self._billed_restore_ms))
+            line += f"Restore Duration: {init_ms:.2f} ms\tBilled Restore Duration: {billed} ms\t"
+        elif init_ms is not None:
             line += f"Init Duration: {init_ms:.2f} ms\t"
         if status:
             line += f"Status: {status}\t"
@@ -417,6 +479,9 @@ class Environment:
         inv = self._current
         assert inv is not None and self._init_error is not None
         init_ms = self._init_duration_ms or 0.0
+        if self.role is EnvironmentRole.RESTORED and self._resumed_at is not None:
+            self._fail_restore(inv)
+            return
         self._write_platform(
             f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\tStatus: error\t"
             f"Error Type: {self._init_error_type}\n"
@@ -425,6 +490,24 @@ class Environment:
         self._pending_init_report = False
         self._init_duration_ms = None
         self._finish(self._init_error, "Unhandled", status="error")
+        self.state = EnvironmentState.DEAD
+        self.kill()
+
+    def _fail_restore(self, inv: Invocation) -> None:
+        """The after-restore hooks failed: the invocation never starts (SnapStartException)."""
+        assert self._init_error is not None
+        restore_ms = self._init_duration_ms or 0.0
+        error_type = self._init_error_type or "Runtime.AfterRestoreError"
+        self._write_platform(
+            f"RESTORE_REPORT Restore Duration: {restore_ms:.2f} ms\tStatus: error\t"
+            f"Error Type: {error_type}\n"
+        )
+        self.log.flush_soon()
+        self._current = None
+        result, self._result = self._result, None
+        self._last_request_id = inv.request_id
+        if result is not None and not result.done():
+            result.set_exception(RestoreFailed(error_type, self._init_error))
         self.state = EnvironmentState.DEAD
         self.kill()
 

@@ -17,8 +17,8 @@ from lambdad.runtime.launch import (
     launch_spec,
 )
 from lambdad.runtime.runtimes import Family, RuntimeCatalog
-from lambdad.sandbox.base import SandboxBackend
-from lambdad.scheduler.environment import Environment, InitializationType
+from lambdad.sandbox.base import SandboxBackend, SandboxProcess
+from lambdad.scheduler.environment import Environment, EnvironmentRole, InitializationType
 from lambdad.store.code_cache import CodeCache
 
 
@@ -44,11 +44,17 @@ class EnvironmentLauncher:
         config: FunctionConfig,
         on_dead: Callable[[Environment], None],
         initialization_type: InitializationType = InitializationType.ON_DEMAND,
+        *,
+        role: EnvironmentRole = EnvironmentRole.RUNS,
+        snapshot: SandboxProcess | None = None,
     ) -> Environment:
+        """Start an environment of `config`; SnapStart: with `role` SNAPSHOT, one that becomes
+        the version's snapshot; with RESTORED, one forked from `snapshot` (a snapshot's
+        process)."""
         stream = new_stream_name(config.version)
         log = self.logs.open_stream(config.account_id, config.log_group, stream)
         creds = SessionCredentials.generate()
-        env = Environment(config, log, self._forgetting(creds, on_dead), initialization_type)
+        env = Environment(config, log, self._forgetting(creds, on_dead), initialization_type, role)
         runtime = self.catalog.get(config.runtime)
         if runtime is None:
             env.launch_failed(
@@ -88,8 +94,12 @@ class EnvironmentLauncher:
                     config.account_id,
                     creds.session_token,
                 )
-            spec = launch_spec(plan, write_fd, creds)
-            process = await self.backend.start(spec)
+            spec = launch_spec(plan, write_fd, creds, snapshot=role is EnvironmentRole.SNAPSHOT)
+            if role is EnvironmentRole.RESTORED:
+                assert snapshot is not None
+                process = await self.backend.restore(snapshot, spec)
+            else:
+                process = await self.backend.start(spec)
         except OSError as exc:
             os.close(read_fd)
             if runtime.family is Family.PROVIDED:

@@ -9,6 +9,7 @@ means: make the socket on a throw-away thread that has setns()'d into the slot, 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
 import errno
@@ -299,8 +300,13 @@ def conntrack_sources(address: str) -> int:
     from pyroute2.conntrack import Conntrack  # type: ignore[import-untyped]
     from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple  # type: ignore[import-untyped]
 
-    with Conntrack() as ct:
-        return len(list(ct.dump_entries(tuple_orig=NFCTAttrTuple(saddr=address))))
+    def count() -> int:
+        with Conntrack() as ct:
+            return len(list(ct.dump_entries(tuple_orig=NFCTAttrTuple(saddr=address))))
+
+    # pyroute2's synchronous API cannot run inside the test's event loop: use a thread.
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(count).result()
 
 
 @pytest.fixture(scope="module")

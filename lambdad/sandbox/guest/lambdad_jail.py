@@ -40,6 +40,7 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
@@ -49,6 +50,11 @@ _MOVE_MOUNT = {"x86_64": 429, "aarch64": 429}
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
+PR_SET_DUMPABLE = 4
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+_CAPSET = {"x86_64": 126, "aarch64": 91}
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SECCOMP_MODE_FILTER = 2
 SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
 IFF_UP, IFF_RUNNING = 0x1, 0x40
@@ -267,6 +273,14 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
         finally:
             os.close(netns)
     _check(_libc.unshare(flags), "unshare")
+    _fork_into_pid_namespace(channel)
+    _build_function_process(plan, channel)
+    return _assign(plan, channel)
+
+
+def _fork_into_pid_namespace(channel: socket.socket) -> None:
+    """After unshare(CLONE_NEWPID): this process stays outside as the shim, its child becomes
+    the namespace's PID-1 init, and only the grandchild — the function process — returns."""
     status_r, status_w = os.pipe()
     init = os.fork()
     if init:
@@ -281,8 +295,6 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
         _init(function, status_w)
     os.close(status_w)
     _die_with_parent()
-    _build_function_process(plan, channel)
-    return _assign(plan, channel)
 
 
 def _build_function_process(plan: "dict[str, Any]", channel: socket.socket) -> None:
@@ -316,25 +328,13 @@ def _move_mount(tree: int, target: str) -> None:
 def _assign(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     """Wait for lambdad's assignment and apply it (still root, inside the namespaces)."""
     message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 4)
-    channel.close()
     if not message or len(fds) not in (2, 3):
         os._exit(0)  # lambdad discarded this sandbox
     assignment: dict[str, Any] = json.loads(message)
     log_fd, code_tree = fds[0], fds[1]
     if len(fds) == 3:  # the function's layers, merged
         _move_mount(fds[2], "/opt")
-    _check(
-        _libc.syscall(
-            _MOVE_MOUNT[platform.machine()],
-            code_tree,
-            b"",
-            AT_FDCWD,
-            b"/var/task",
-            MOVE_MOUNT_F_EMPTY_PATH,
-        ),
-        "move_mount /var/task",
-    )
-    os.close(code_tree)
+    _move_mount(code_tree, "/var/task")
     uid, gid = plan["uid"], plan["gid"]
     _mount(
         "tmpfs",
@@ -346,7 +346,142 @@ def _assign(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+    snapshot = assignment.get("snapshot")
+    if snapshot is None:
+        channel.close()
+        _drop_privileges(uid, gid)
+        if plan.get("seccomp"):
+            _seccomp(bytes.fromhex(plan["seccomp"]))
+        return assignment
+    # A SnapStart snapshot: it keeps the channel, where lambdad later asks it to fork restored
+    # environments (lambdad_forkserver), and a user namespace of its own, so that each restored
+    # environment can get fresh namespaces (see restore) without any privilege on the host.
     _drop_privileges(uid, gid)
+    _own_user_namespace(uid, gid)
+    if snapshot.get("seccomp"):
+        _seccomp(bytes.fromhex(snapshot["seccomp"]))
+    assignment["env"]["LAMBDAD_SNAPSHOT_FD"] = str(channel.detach())
+    return assignment
+
+
+def _own_user_namespace(uid: int, gid: int) -> None:
+    """Enter a new user namespace mapping only our own (unprivileged) uid and gid: we keep
+    capabilities over namespaces created from now on, and nothing on the host."""
+    _prctl(PR_SET_DUMPABLE, 1)  # lets this process write its own id maps
+    _check(_libc.unshare(CLONE_NEWUSER), "unshare user namespace")
+    for name, text in (
+        ("uid_map", f"{uid} {uid} 1"),
+        ("setgroups", "deny"),
+        ("gid_map", f"{gid} {gid} 1"),
+    ):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+
+
+# --- SnapStart: a restored environment, forked from its snapshot ---------------------------
+
+
+def restore(request: "dict[str, Any]", fds: "list[int]") -> "dict[str, Any]":
+    """Runs in a child of a snapshot (lambdad_forkserver): become a restored environment in
+    sandboxes of its own and return its assignment (env, cwd). With a "restore" plan:
+      tell lambdad our pid (it moves us into the environment's cgroups), wait for "go"
+      -> unshare mount, PID, network, IPC, UTS (owned by the snapshot's user namespace)
+      -> shim / PID-1 init / function process, as in prepare
+      -> fresh /proc, /tmp (the snapshot's files beneath, copy-on-write), /dev/shm, /run/lambdad
+      -> the Runtime API listeners to lambdad -> the assignment (variables, log)
+      -> drop every capability, stack the environment's seccomp filter.
+    Without a plan (no sandbox backend) only the assignment is applied."""
+    channel = socket.socket(fileno=fds[0])
+    os.setsid()
+    _die_with_parent()
+    plan = request.get("restore")
+    if plan is None:
+        return _restored_assignment(channel)
+    channel.send(b"attach")  # SO_PASSCRED on lambdad's end tells it our pid
+    if channel.recv(16) != b"go":
+        os._exit(0)
+    _check(
+        _libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET),
+        "unshare",
+    )
+    _fork_into_pid_namespace(channel)
+    _restored_filesystems(plan)
+    _loopback_up()
+    socket.sethostname(plan.get("hostname", "localhost"))
+    _runtime_api_sockets(plan["runtime_api_port"], plan["runtime_api_unix"], plan["uid"], channel)
+    assignment = _restored_assignment(channel)
+    _drop_capabilities()
     if plan.get("seccomp"):
         _seccomp(bytes.fromhex(plan["seccomp"]))
     return assignment
+
+
+def _restored_assignment(channel: socket.socket) -> "dict[str, Any]":
+    message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 1)
+    channel.close()
+    if not message or len(fds) != 1:
+        os._exit(0)  # lambdad gave up on this environment
+    os.dup2(fds[0], 1)
+    os.dup2(fds[0], 2)
+    os.close(fds[0])
+    assignment: dict[str, Any] = json.loads(message)
+    return assignment
+
+
+def _restored_filesystems(plan: "dict[str, Any]") -> None:
+    uid, gid = plan["uid"], plan["gid"]
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    run = os.path.dirname(plan["runtime_api_unix"])
+    _mount("tmpfs", run, "tmpfs", MS_NOSUID | MS_NODEV, f"size={plan['tmp_mb']}m,mode=755")
+    if os.listdir("/tmp"):  # the snapshot's init left files: keep them, copy-on-write
+        for name in ("upper", "work"):
+            os.mkdir(f"{run}/.tmp-{name}", 0o700)
+        os.chmod(f"{run}/.tmp-upper", 0o1777)
+        _mount(
+            "overlay",
+            "/tmp",
+            "overlay",
+            MS_NOSUID | MS_NODEV,
+            f"lowerdir=/tmp,upperdir={run}/.tmp-upper,workdir={run}/.tmp-work",
+        )
+    else:
+        _mount(
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            MS_NOSUID | MS_NODEV,
+            f"size={plan['tmp_mb']}m,mode=1777,uid={uid},gid={gid}",
+        )
+    _mount(
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
+        f"size=64m,mode=1777,uid={uid},gid={gid}",
+    )
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _drop_capabilities() -> None:
+    """Give up the capabilities held in the snapshot's user namespace, for good."""
+    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient caps")
+    cap = 0
+    while _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+        cap += 1
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(
+        _libc.syscall(_CAPSET[platform.machine()], ctypes.byref(header), ctypes.byref(data)),
+        "capset",
+    )

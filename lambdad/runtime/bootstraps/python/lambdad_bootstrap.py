@@ -31,6 +31,8 @@ import sys
 import time
 import traceback
 
+import snapshot_restore_py  # type: ignore[import-not-found]  # SnapStart's hook registry: loaded before any function code
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds to import: only the type checker needs it
     from types import TracebackType
@@ -307,6 +309,18 @@ class _RuntimeClient:
 
     def post_init_error(self, body: bytes, error_type: str) -> int:
         return self._post("init/error", body, error_type=error_type)
+
+    def restore_next(self) -> None:
+        """SnapStart: say init (and the before-snapshot hooks) are done; returns once this
+        environment runs restored."""
+        prefix = f"/{_API_VERSION}/runtime"
+        head = f"GET {prefix}/restore/next HTTP/1.1\r\nHost: {self._addr}\r\n\r\n"
+        status, _, body = self._exchange(head.encode("latin-1"))
+        if status != 200:
+            raise RuntimeError(f"Runtime API /restore/next answered {status}: {body[:200]!r}")
+
+    def post_restore_error(self, body: bytes, error_type: str) -> int:
+        return self._post("restore/error", body, error_type=error_type)
 
 
 def _quote(value: str) -> str:
@@ -728,8 +742,26 @@ def _setup_sys_path(task_root: str) -> None:
         sys.path_importer_cache.pop(path, None)
 
 
-def _fail_init(client: _RuntimeClient, error: dict[str, object]) -> NoReturn:
+def _static_context(
+    env: Any,
+) -> tuple[str | None, str | None, str | None, int | None, str | None]:
+    """The LambdaContext fields that never change in an environment."""
+    memory = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    return (
+        env.get("AWS_LAMBDA_LOG_GROUP_NAME"),
+        env.get("AWS_LAMBDA_LOG_STREAM_NAME"),
+        env.get("AWS_LAMBDA_FUNCTION_NAME"),
+        int(memory) if memory and memory.isdigit() else None,
+        env.get("AWS_LAMBDA_FUNCTION_VERSION"),
+    )
+
+
+def _fail_init(
+    client: _RuntimeClient, error: dict[str, object], error_type: str | None = None
+) -> NoReturn:
     logging.warning(_LAMBDA_WARNING)
+    if error_type is not None:
+        error["errorType"] = error_type
     _log_error(error)
     _flush_stdio()
     try:
@@ -738,8 +770,56 @@ def _fail_init(client: _RuntimeClient, error: dict[str, object]) -> NoReturn:
         sys.exit(1)
 
 
+def _run_hooks(hooks: list[Any], reverse: bool) -> None:
+    while hooks:
+        func, args, kwargs = hooks.pop() if reverse else hooks.pop(0)
+        func(*args, **kwargs)
+
+
+def _snap_start(client: _RuntimeClient, snapshot_fd: str | None) -> _RuntimeClient:
+    """Run the before-snapshot hooks, hand the initialised process over as the snapshot, and
+    continue as a restored environment: after-restore hooks, then invocations. Returns the
+    Runtime API client of the environment that goes on."""
+    try:
+        _run_hooks(snapshot_restore_py.get_before_snapshot(), reverse=True)
+    except Exception as exc:
+        _fail_init(client, _error_from_exception(exc), "Runtime.BeforeSnapshotError")
+    _flush_stdio()
+    client.restore_next()
+    if snapshot_fd is not None:
+        # lambdad forks this process once per restored environment (lambdad_forkserver, loaded
+        # by the zygote): what follows runs in each of them, with its own variables.
+        forkserver = sys.modules["lambdad_forkserver"]
+        client.close()
+        assignment = forkserver.serve_snapshot(int(snapshot_fd))
+        os.environ.clear()
+        os.environ.update(assignment["env"])
+        with contextlib.suppress(OSError):
+            os.chdir(assignment.get("cwd") or os.environ.get("LAMBDA_TASK_ROOT", "/"))
+        env = os.environ
+        client = _RuntimeClient(
+            env["AWS_LAMBDA_RUNTIME_API"], env.get("LAMBDAD_RUNTIME_API_SOCKET")
+        )
+        client.restore_next()
+    try:
+        _run_hooks(snapshot_restore_py.get_after_restore(), reverse=False)
+    except Exception as exc:
+        error = _error_from_exception(exc)
+        error["errorType"] = "Runtime.AfterRestoreError"
+        _log_error(error)
+        _flush_stdio()
+        try:
+            client.post_restore_error(
+                json.dumps(error).encode("utf-8"), "Runtime.AfterRestoreError"
+            )
+        finally:
+            sys.exit(1)
+    return client
+
+
 def main() -> None:
     env = os.environ
+    snapshot_fd = env.pop("LAMBDAD_SNAPSHOT_FD", None)
     client = _RuntimeClient(env["AWS_LAMBDA_RUNTIME_API"], env.get("LAMBDAD_RUNTIME_API_SOCKET"))
     task_root = env.get("LAMBDA_TASK_ROOT") or os.getcwd()
     handler_spec = env.get("_HANDLER", "")
@@ -750,14 +830,7 @@ def main() -> None:
     sys.stderr = _line_flushed(sys.stderr)
     _setup_logging(env.get("AWS_LAMBDA_LOG_FORMAT", ""), env.get("AWS_LAMBDA_LOG_LEVEL", ""))
 
-    memory = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-    static = (
-        env.get("AWS_LAMBDA_LOG_GROUP_NAME"),
-        env.get("AWS_LAMBDA_LOG_STREAM_NAME"),
-        env.get("AWS_LAMBDA_FUNCTION_NAME"),
-        int(memory) if memory and memory.isdigit() else None,
-        env.get("AWS_LAMBDA_FUNCTION_VERSION"),
-    )
+    static = _static_context(env)
     # AWS's python3.12+ runtimes emit UTF-8; older ones escape non-ASCII characters.
     exec_env = env.get("AWS_EXECUTION_ENV", "")
     ascii_only = exec_env in {f"AWS_Lambda_python3.{minor}" for minor in range(6, 12)}
@@ -771,6 +844,9 @@ def main() -> None:
         _fail_init(client, _error_from_exception(exc))
 
     try:
+        if env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
+            client = _snap_start(client, snapshot_fd)
+            static = _static_context(os.environ)
         _serve(client, handler, static, encode)
     except (_ConnectionLost, OSError) as exc:
         # The Runtime API went away (the environment is being shut down): leave quietly.

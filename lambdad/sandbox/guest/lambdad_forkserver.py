@@ -1,0 +1,116 @@
+"""The fork-server loop shared by zygotes and SnapStart snapshots (stdlib only, python3.10+).
+
+A zygote forks environments from a freshly imported runtime; a snapshot forks *restored*
+environments from a function's initialised process. Both answer the same protocol on a
+SOCK_SEQPACKET socket (one JSON message per packet, file descriptors by SCM_RIGHTS):
+
+  lambdad -> server  {"id": n, ...request...}  with the fds the request needs
+  server -> lambdad  {"id": n, "pid": pid}  or  {"id": n, "error": "..."}
+  server -> lambdad  {"exit": pid, "code": c, "signal": s}   when a child ends
+  server -> lambdad  {"ready": pid}                           once, when the loop starts
+
+`serve` returns in each forked child with whatever the child function returned (a zygote's
+child function never returns); in the server it returns None once lambdad closes the socket.
+"""
+
+import json
+import os
+import selectors
+import signal
+import socket
+from collections.abc import Callable
+from typing import Any
+
+Child = Callable[[dict[str, Any], list[int]], Any]
+
+
+def send(control: socket.socket, message: dict[str, Any]) -> None:
+    control.send(json.dumps(message).encode())
+
+
+def _reap(control: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if os.WIFSIGNALED(status):
+            send(control, {"exit": pid, "code": None, "signal": os.WTERMSIG(status)})
+        else:
+            send(control, {"exit": pid, "code": os.WEXITSTATUS(status), "signal": None})
+
+
+class _Forked(Exception):
+    """Unwinds the server loop in a child (carries the child function's result)."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("forked")
+        self.result = result
+
+
+def _fork(
+    control: socket.socket, wake: tuple[int, int], fds_allowed: tuple[int, ...], child: Child
+) -> bool:
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(control, 1 << 20, 4)
+    except OSError:
+        return False
+    if not data:
+        return False
+    request = json.loads(data)
+    if len(fds) not in fds_allowed:
+        for fd in fds:
+            os.close(fd)
+        send(control, {"id": request.get("id"), "error": f"expected {fds_allowed} fd(s)"})
+        return True
+    pid = os.fork()
+    if pid == 0:
+        control.close()
+        os.close(wake[0])
+        os.close(wake[1])
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        raise _Forked(child(request, fds))
+    for fd in fds:
+        os.close(fd)
+    send(control, {"id": request["id"], "pid": pid})
+    return True
+
+
+def serve(control: socket.socket, child: Child, fds_allowed: tuple[int, ...] = (1,)) -> Any:
+    """Fork one child per request until lambdad closes `control`."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    previous = signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    selector = selectors.DefaultSelector()
+    selector.register(control, selectors.EVENT_READ, "control")
+    selector.register(wake_r, selectors.EVENT_READ, "wake")
+    send(control, {"ready": os.getpid()})
+    try:
+        while True:
+            for key, _ in selector.select():
+                if key.data == "wake":
+                    os.read(wake_r, 4096)
+                    _reap(control)
+                elif not _fork(control, (wake_r, wake_w), fds_allowed, child):
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, previous)
+                    return None
+    except _Forked as forked:
+        selector.close()
+        return forked.result
+
+
+def serve_snapshot(fd: int) -> "dict[str, Any]":
+    """In a SnapStart snapshot (the function's initialised process): fork a restored
+    environment per request until lambdad closes the channel, then end the snapshot. Returns
+    only in a restored environment, with its assignment ({"env": ..., "cwd": ...})."""
+    import lambdad_jail  # type: ignore[import-not-found]  # loaded by the zygote already
+
+    assignment: dict[str, Any] | None = serve(socket.socket(fileno=fd), lambdad_jail.restore)
+    if assignment is None:
+        os._exit(0)
+    return assignment

@@ -1,0 +1,225 @@
+"""SnapStart end to end: boto3 against a real `lambdad serve`, sandboxed environments.
+
+A published version of a SnapStart function is initialised once (its module-level code and its
+before-snapshot hooks run at PublishVersion); every environment of the version is then restored
+from that initialised process: module state is inherited, the after-restore hooks run, and each
+restored environment still gets its own identity (random state, /tmp, credentials).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.conftest import Server, create_function, start_server
+
+RUNTIME = "python3.12"
+
+# Init records what happened before the snapshot; the hooks record their order.
+APP = """
+import os
+import random
+import time
+import uuid
+
+from snapshot_restore_py import register_after_restore, register_before_snapshot
+
+EVENTS = []
+INIT_ID = uuid.uuid4().hex
+INIT_PID = os.getpid()
+INIT_TYPE = os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE")
+INIT_KEY = os.environ.get("AWS_ACCESS_KEY_ID")
+with open("/tmp/from-init.txt", "w") as f:
+    f.write("written at init")
+time.sleep(float(os.environ.get("INIT_SLEEP", "0")))
+
+@register_before_snapshot
+def first_registered():
+    EVENTS.append("before-1")
+
+@register_before_snapshot
+def second_registered():
+    EVENTS.append("before-2")
+
+@register_after_restore
+def after_first():
+    EVENTS.append("after-1")
+
+def after(tag):
+    EVENTS.append("after-" + tag)
+    if os.environ.get("FAIL_AFTER_RESTORE"):
+        raise ValueError("cannot reconnect")
+
+register_after_restore(after, "2")
+
+def handler(event, context):
+    if event.get("write"):
+        with open("/tmp/mine.txt", "w") as f:
+            f.write(event["write"])
+    mine = open("/tmp/mine.txt").read() if os.path.exists("/tmp/mine.txt") else None
+    time.sleep(event.get("sleep", 0))
+    return {
+        "events": EVENTS,
+        "init_id": INIT_ID,
+        "random": random.random(),
+        "uuid": uuid.uuid4().hex,
+        "init_type": INIT_TYPE,
+        "env_type": os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"),
+        "init_key": INIT_KEY,
+        "key": os.environ.get("AWS_ACCESS_KEY_ID"),
+        "from_init": open("/tmp/from-init.txt").read(),
+        "mine": mine,
+        "uid": os.getuid(),
+        "pid1": open("/proc/1/cmdline", "rb").read().split(b"\\0")[0].decode(),
+        "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "log_group": os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME"),
+        "version": context.function_version,
+    }
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("snapstart") / "data", "--keep-alive", "30")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def lam(server: Server) -> Any:
+    return server.client()
+
+
+def publish(lam: Any, environment: dict[str, str] | None = None) -> tuple[str, str]:
+    name = create_function(
+        lam,
+        {"app.py": APP},
+        runtime=RUNTIME,
+        MemorySize=256,
+        SnapStart={"ApplyOn": "PublishedVersions"},
+        Environment={"Variables": environment or {}},
+    )
+    version = lam.publish_version(FunctionName=name)
+    assert version["State"] == "Pending"
+    assert version["SnapStart"] == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "On"}
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, Qualifier=version["Version"])
+    return name, version["Version"]
+
+
+def call(lam: Any, name: str, version: str, **event: Any) -> tuple[dict[str, Any], str]:
+    response = lam.invoke(
+        FunctionName=name, Qualifier=version, Payload=json.dumps(event), LogType="Tail"
+    )
+    assert "FunctionError" not in response, response["Payload"].read()
+    log = base64.b64decode(response["LogResult"]).decode()
+    report = next(line for line in log.splitlines() if line.startswith("REPORT "))
+    return json.loads(response["Payload"].read()), report
+
+
+def test_restored_environment_inherits_init_and_runs_hooks(lam: Any) -> None:
+    name, version = publish(lam)
+    answer, report = call(lam, name, version)
+    # before-snapshot hooks in reverse registration order, after-restore in order
+    assert answer["events"] == ["before-2", "before-1", "after-1", "after-2"]
+    assert answer["init_type"] == "snap-start" and answer["env_type"] == "snap-start"
+    assert answer["from_init"] == "written at init"
+    assert answer["uid"] == 993
+    assert answer["log_group"] is None  # AWS: not available in SnapStart functions
+    assert answer["version"] == version
+    assert "Restore Duration: " in report and "Billed Restore Duration: " in report
+    assert "Init Duration" not in report
+    # the next invocation is warm: no restore reported
+    again, report = call(lam, name, version)
+    assert again["init_id"] == answer["init_id"]
+    assert "Restore Duration" not in report
+
+
+def test_restored_environments_have_their_own_identity(lam: Any) -> None:
+    name, version = publish(lam)
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(
+            lambda tag: call(lam, name, version, write=tag, sleep=1.0)[0], ["one", "two"]
+        )
+    # both come from the same snapshot ...
+    assert first["init_id"] == second["init_id"]
+    assert first["init_key"] == second["init_key"]
+    # ... yet random state, /tmp, credentials and processes are their own
+    assert first["random"] != second["random"]
+    assert first["uuid"] != second["uuid"]
+    assert {first["mine"], second["mine"]} == {"one", "two"}
+    assert first["key"] != second["key"] and first["key"] != first["init_key"]
+    assert first["pids"] == second["pids"]  # each sees only its own PID namespace
+    assert len(first["pids"]) <= 3
+
+
+def test_latest_of_a_snapstart_function_is_not_restored(lam: Any) -> None:
+    name, _ = publish(lam)
+    answer, report = call(lam, name, "$LATEST")
+    assert answer["init_type"] == "on-demand"
+    assert answer["events"] == []  # no hooks run outside SnapStart
+    assert "Init Duration" in report
+
+
+def test_init_error_fails_the_version(lam: Any) -> None:
+    name = create_function(
+        lam,
+        {"app.py": "raise RuntimeError('no database')\n\ndef handler(e, c):\n    return 1\n"},
+        runtime=RUNTIME,
+        SnapStart={"ApplyOn": "PublishedVersions"},
+    )
+    version = lam.publish_version(FunctionName=name)["Version"]
+    deadline = time.monotonic() + 30
+    while True:
+        config = lam.get_function_configuration(FunctionName=name, Qualifier=version)
+        if config["State"] != "Pending" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert config["State"] == "Failed"
+    assert config["StateReasonCode"] == "FunctionError"
+    assert (
+        "Runtime.UserCodeSyntaxError" in config["StateReason"]
+        or "no database" in config["StateReason"]
+    )
+    with pytest.raises(ClientError) as info:
+        lam.invoke(FunctionName=name, Qualifier=version, Payload=b"{}")
+    assert info.value.response["Error"]["Code"] == "ResourceConflictException"
+
+
+def test_after_restore_hook_failure_is_a_snapstart_exception(lam: Any) -> None:
+    name, version = publish(lam, {"FAIL_AFTER_RESTORE": "1"})
+    with pytest.raises(ClientError) as info:
+        lam.invoke(FunctionName=name, Qualifier=version, Payload=b"{}")
+    response = info.value.response
+    assert response["Error"]["Code"] == "SnapStartException"
+    assert "Runtime.AfterRestoreError" in response["Error"]["Message"]
+
+
+def test_snapshot_is_dropped_with_its_version(lam: Any, server: Server) -> None:
+    name, version = publish(lam)
+    call(lam, name, version)
+    before = server.status()["snapStart"]["snapshots"]
+    lam.delete_function(FunctionName=name, Qualifier=version)
+    deadline = time.monotonic() + 10
+    while server.status()["snapStart"]["snapshots"] >= before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.status()["snapStart"]["snapshots"] == before - 1
+
+
+def test_process_backend_restores_too(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "data", "--isolation", "process")
+    try:
+        lam = srv.client()
+        name, version = publish(lam)
+        answer, report = call(lam, name, version)
+        assert answer["events"] == ["before-2", "before-1", "after-1", "after-2"]
+        assert "Restore Duration" in report
+    finally:
+        srv.stop()
