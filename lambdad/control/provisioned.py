@@ -1,21 +1,26 @@
 """ProvisionedConcurrency: provisioned concurrency configurations of versions and aliases.
 
 A configuration asks for N execution environments initialised ahead of any request, for a
-published version or for an alias (then for the alias's primary version: a weighted alias's
-second version gets none — AWS splits by the weights, lambdad keeps it simple). Configurations
-are held in memory and written through to the MetadataStore; their numbers live in the
-ConcurrencyLimiter (they count against the function's reservation, or without one against the
-account's unreserved pool), and an ``Allocator`` (the scheduler's Provisioner) keeps the
-environments and reports their progress. One version has at most one configuration, directly or
-through an alias (AWS's ResourceConflictExceptions). A deleted alias, version or function takes
-its configurations with it; an alias that moves to another version moves its environments.
+published version or for an alias. An alias's environments run its version; a weighted alias's
+are split between its two versions by the weights, as AWS does (``split``: the second version
+gets N * weight rounded to the nearest whole environment, a half going to the primary version;
+the primary gets the rest, so the shares always add up to N). Configurations are held in memory
+and written through to the MetadataStore; their numbers live in the ConcurrencyLimiter (they
+count against the function's reservation, or without one against the account's unreserved
+pool), and an ``Allocator`` (the scheduler's Provisioner) keeps the environments and reports
+their progress. One version has at most one configuration, directly or through an alias (AWS's
+ResourceConflictExceptions; an alias covers both versions it routes to). A deleted alias,
+version or function takes its configurations with it; an alias whose version or weights change
+has its environments split again (IN_PROGRESS until the new shares are initialised).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from fractions import Fraction
 from typing import Any, Protocol
 
 from lambdad.control.aliases import AliasRegistry, VersionSource
@@ -28,7 +33,7 @@ from lambdad.errors import (
     ResourceNotFoundException,
 )
 from lambdad.scheduler.limiter import ConcurrencyLimiter
-from lambdad.scheduler.provisioner import Allocation, ConfigKey, ProvisionedStatus
+from lambdad.scheduler.provisioner import Allocation, ConfigKey, ProvisionedStatus, Share
 from lambdad.store.metadata import MetadataStore
 
 UNPUBLISHED = "Provisioned Concurrency Configs cannot be applied to unpublished function versions."
@@ -44,8 +49,9 @@ VERSION_UNDER_ALIAS = "Version is pointed by a Provisioned Concurrency alias"
 class Allocator(Protocol):
     """Keeps the environments of configurations (lambdad.scheduler.provisioner.Provisioner)."""
 
-    def allocate(self, key: ConfigKey, version: FunctionConfig, count: int) -> None:
-        """Keep `count` environments of `version` initialised for the configuration `key`."""
+    def allocate(self, key: ConfigKey, shares: Sequence[Share]) -> None:
+        """Keep each share's environments initialised for the configuration `key` (and none of
+        a version without a share)."""
 
     def release(self, key: ConfigKey) -> None:
         """Stop the environments of a configuration."""
@@ -58,17 +64,33 @@ class NoAllocator:
     """The shipped fake: records requests, starts nothing (every status stays IN_PROGRESS)."""
 
     def __init__(self) -> None:
-        # configuration -> (qualified ARN of its version, requested environments)
-        self.allocated: dict[ConfigKey, tuple[str, int]] = {}
+        # configuration -> qualified ARN of a version -> its requested environments
+        self.allocated: dict[ConfigKey, dict[str, int]] = {}
 
-    def allocate(self, key: ConfigKey, version: FunctionConfig, count: int) -> None:
-        self.allocated[key] = (version.qualified_arn, count)
+    def allocate(self, key: ConfigKey, shares: Sequence[Share]) -> None:
+        self.allocated[key] = {s.version.qualified_arn: s.count for s in shares}
 
     def release(self, key: ConfigKey) -> None:
         self.allocated.pop(key, None)
 
     def allocation(self, key: ConfigKey) -> Allocation:
         return Allocation(0, 0, ProvisionedStatus.IN_PROGRESS)
+
+
+def split(requested: int, primary: str, routing: Mapping[str, float]) -> dict[str, int]:
+    """Version -> environments: a configuration of a (weighted) alias divided by the weights.
+
+    The routed version gets requested * weight rounded to the nearest integer, a tie going to
+    the primary version (5 at 0.5 → 3 and 2); the primary gets the rest, so the shares add up
+    to `requested`. Weights are taken as the decimals they were written as (0.3 is 3/10, not
+    the float just under it). A version whose share is 0 is left out."""
+    shares = {primary: requested}
+    for version, weight in routing.items():
+        exact = requested * Fraction(repr(weight))
+        routed = min(math.ceil(exact - Fraction(1, 2)), shares[primary])
+        shares[primary] -= routed
+        shares[version] = routed
+    return {version: count for version, count in shares.items() if count > 0}
 
 
 def provisioned_timestamp(when: datetime | None = None) -> str:
@@ -142,9 +164,7 @@ class ProvisionedConcurrency:
             total = sum(c.requested for c in found.values())
             self._limiter.restore_provisioned(account_id, name, total)
             for config in found.values():
-                version = self._version_of(account_id, name, config.qualifier)
-                if version is not None:
-                    self._allocator.allocate(config.key, version, config.requested)
+                self._allocator.allocate(config.key, self._shares(config))
 
     # operations ------------------------------------------------------------------------------
     def put(self, account_id: str, ref: FunctionRef, requested: int) -> ProvisionedView:
@@ -165,7 +185,7 @@ class ProvisionedConcurrency:
             account_id, ref.name, target.qualifier, config.to_record()
         )
         self._configs.setdefault((account_id, ref.name), {})[target.qualifier] = config
-        self._allocator.allocate(config.key, target.version, requested)
+        self._allocator.allocate(config.key, self._shares(config))
         return self._view(config)
 
     def get(self, account_id: str, ref: FunctionRef) -> ProvisionedView:
@@ -209,12 +229,8 @@ class ProvisionedConcurrency:
             return
         if alias is None:
             self._drop(config)
-            return
-        version = self._functions.version(account_id, name, alias.function_version)
-        if version is None or version.version == LATEST:
-            self._allocator.release(config.key)
         else:
-            self._allocator.allocate(config.key, version, config.requested)
+            self._allocator.allocate(config.key, self._shares(config))
 
     # helpers ---------------------------------------------------------------------------------
     def _find(self, account_id: str, ref: FunctionRef) -> ProvisionedConfig | None:
@@ -246,26 +262,41 @@ class ProvisionedConcurrency:
 
     def _check_conflicts(self, account_id: str, name: str, target: _Target) -> None:
         """One configuration per version, directly or through an alias (AWS's 409s)."""
+        wanted = self._covered(account_id, name, target.qualifier)
         for qualifier in self._configs.get((account_id, name), {}):
             if qualifier == target.qualifier:
                 continue
-            covered = self._version_of(account_id, name, qualifier)
-            if covered is None or covered.version != target.version.version:
+            if not wanted & self._covered(account_id, name, qualifier):
                 continue
             if target.alias is not None:
                 raise ResourceConflictException(ALIAS_ON_PROVISIONED_VERSION)
             if not is_version_number(qualifier):
                 raise ResourceConflictException(VERSION_UNDER_ALIAS)
 
-    def _version_of(self, account_id: str, name: str, qualifier: str) -> FunctionConfig | None:
-        """The version a configuration's environments run (an alias's primary version)."""
-        if not is_version_number(qualifier):
+    def _covered(self, account_id: str, name: str, qualifier: str) -> frozenset[str]:
+        """The published versions a version or alias can run (an alias: both it routes to)."""
+        if is_version_number(qualifier):
+            return frozenset({qualifier})
+        alias = self._aliases.find(account_id, name, qualifier)
+        return frozenset() if alias is None else alias.versions - {LATEST}
+
+    def _shares(self, config: ProvisionedConfig) -> list[Share]:
+        """What a configuration's environments run: its version, or its alias's version —
+        a weighted alias's two versions by the weights (``split``)."""
+        account_id, name, qualifier = config.key
+        if is_version_number(qualifier):
+            counts = {qualifier: config.requested}
+        else:
             alias = self._aliases.find(account_id, name, qualifier)
             if alias is None:
-                return None
-            qualifier = alias.function_version
-        version = self._functions.version(account_id, name, qualifier)
-        return None if version is None or version.version == LATEST else version
+                return []
+            counts = split(config.requested, alias.function_version, alias.routing)
+        shares = []
+        for number, count in counts.items():
+            version = self._functions.version(account_id, name, number)
+            if version is not None and version.version != LATEST:
+                shares.append(Share(version, count))
+        return shares
 
     def _drop(self, config: ProvisionedConfig) -> None:
         account_id, name, qualifier = config.key

@@ -1,17 +1,19 @@
 """Provisioner: keeps the environments of provisioned concurrency configurations initialised.
 
-Off the request path, one task per configuration starts the requested number of environments in
-the pool of the version the configuration resolves to (AWS_LAMBDA_INITIALIZATION_TYPE
+A configuration is one or two shares: N environments of one version (a version, or an alias),
+or a weighted alias's environments split between its two versions. Off the request path, one
+task per share starts its environments in the pool of its version (AWS_LAMBDA_INITIALIZATION_TYPE
 ``provisioned-concurrency``), waits for each runtime to reach ``/next`` (initialised: counted as
-available), and replaces any that dies. The configuration's status follows::
+available), and replaces any that dies. A share's status follows::
 
     IN_PROGRESS ──all requested environments initialised──▶ READY
         │
         └──an environment failed to initialise (before READY)──▶ FAILED (nothing allocated)
 
 After READY a failed replacement is retried with a back-off; the status stays READY with fewer
-available. ``release`` stops the configuration's environments (busy ones after their
-invocation).
+available. The configuration's status is its shares': FAILED if one failed, else IN_PROGRESS
+if one is still initialising, else READY; its numbers are their sums. ``release`` stops the
+configuration's environments (busy ones after their invocation).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -56,6 +59,14 @@ class Allocation:
 
 
 @dataclass(frozen=True)
+class Share:
+    """Part of a configuration: `count` environments of one version."""
+
+    version: FunctionConfig
+    count: int
+
+
+@dataclass(frozen=True)
 class ProvisionerStatistics:
     configurations: int
     environments: int  # initialised provisioned environments of every configuration
@@ -63,7 +74,7 @@ class ProvisionerStatistics:
 
 
 class _Allocation:
-    """The environments of one configuration and the task that keeps them."""
+    """The environments of one share of a configuration and the task that keeps them."""
 
     def __init__(self, pool: EnvironmentPool, count: int) -> None:
         self.pool = pool
@@ -174,42 +185,55 @@ class _Allocation:
 class Provisioner:
     def __init__(self, pools: PoolManager) -> None:
         self._pools = pools
-        # configuration -> its environments
-        self._allocations: dict[ConfigKey, _Allocation] = {}
+        # configuration -> qualified ARN of a version -> that version's share of the environments
+        self._allocations: dict[ConfigKey, dict[str, _Allocation]] = {}
 
-    def allocate(self, key: ConfigKey, version: FunctionConfig, count: int) -> None:
-        """Keep `count` environments of `version` initialised for a configuration (returns at
-        once; the work happens in the background). A configuration moved to another version
-        (its alias changed) releases the old environments."""
-        current = self._allocations.get(key)
-        if current is not None and current.version.qualified_arn == version.qualified_arn:
-            current.resize(count)
-            return
-        if current is not None:
-            current.release()
-        self._allocations[key] = _Allocation(self._pools.pool_for(version), count)
+    def allocate(self, key: ConfigKey, shares: Sequence[Share]) -> None:
+        """Keep each share's environments initialised for a configuration (returns at once; the
+        work happens in the background). A share that grows or shrinks keeps the environments
+        it has; a version that no longer has a share (its alias changed) loses them."""
+        current = self._allocations.setdefault(key, {})
+        wanted = {s.version.qualified_arn: s for s in shares if s.count > 0}
+        for arn in [arn for arn in current if arn not in wanted]:
+            current.pop(arn).release()
+        for arn, share in wanted.items():
+            if arn in current:
+                current[arn].resize(share.count)
+            else:
+                current[arn] = _Allocation(self._pools.pool_for(share.version), share.count)
 
     def release(self, key: ConfigKey) -> None:
         """Stop a configuration's environments (it was deleted)."""
-        current = self._allocations.pop(key, None)
-        if current is not None:
-            current.release()
+        for allocation in self._allocations.pop(key, {}).values():
+            allocation.release()
 
     def allocation(self, key: ConfigKey) -> Allocation:
-        current = self._allocations.get(key)
-        if current is None:
-            return Allocation(0, 0, ProvisionedStatus.IN_PROGRESS)
-        return current.allocation()
+        """The configuration as a whole: its shares' numbers summed, the least advanced status."""
+        parts = [a.allocation() for a in self._allocations.get(key, {}).values()]
+        failed = [p for p in parts if p.status is ProvisionedStatus.FAILED]
+        if failed:
+            status, reason = ProvisionedStatus.FAILED, failed[0].reason
+        elif parts and all(p.status is ProvisionedStatus.READY for p in parts):
+            status, reason = ProvisionedStatus.READY, None
+        else:
+            status, reason = ProvisionedStatus.IN_PROGRESS, None
+        allocated = sum(p.allocated for p in parts)
+        return Allocation(allocated, sum(p.available for p in parts), status, reason)
 
     def statistics(self) -> ProvisionerStatistics:
-        found = self._allocations.values()
+        configurations = self._allocations.values()
+        shares = [a for found in configurations for a in found.values()]
         return ProvisionerStatistics(
-            configurations=len(found),
-            environments=sum(len(a.ready) for a in found),
-            failed=sum(a.status is ProvisionedStatus.FAILED for a in found),
+            configurations=len(configurations),
+            environments=sum(len(a.ready) for a in shares),
+            failed=sum(
+                any(a.status is ProvisionedStatus.FAILED for a in found.values())
+                for found in configurations
+            ),
         )
 
     async def close(self) -> None:
         allocations, self._allocations = list(self._allocations.values()), {}
-        for allocation in allocations:
-            await allocation.close()
+        for found in allocations:
+            for allocation in found.values():
+                await allocation.close()

@@ -27,7 +27,7 @@ from lambdad.scheduler.environment import Invocation
 from lambdad.scheduler.launcher import EnvironmentLauncher
 from lambdad.scheduler.limiter import ConcurrencyLimiter
 from lambdad.scheduler.pools import PoolManager
-from lambdad.scheduler.provisioner import ProvisionedStatus, Provisioner
+from lambdad.scheduler.provisioner import ProvisionedStatus, Provisioner, Share
 from lambdad.store.blobs import MemoryBlobStore
 from lambdad.store.code_cache import CodeCache
 from lambdad.store.metadata import MemoryMetadataStore, MetadataStore, SqliteMetadataStore
@@ -35,6 +35,7 @@ from tests.conftest import make_zip
 from tests.unit.test_scheduler import config as function_config
 
 ACCOUNT = "000000000000"
+ARN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function"
 RUNTIME = "provided.al2023"
 SETTINGS = FunctionSettings(runtime=RUNTIME, handler="x", role="arn:aws:iam::0:role/r")
 
@@ -128,7 +129,7 @@ async def test_configurations_follow_versions_and_aliases(tmp_path: Path) -> Non
     view = provisioned.put(ACCOUNT, ref("live"), 3)
     assert view.function_arn.endswith(":function:fn:live")
     assert view.allocation.status is ProvisionedStatus.IN_PROGRESS
-    assert allocator.allocated[(ACCOUNT, "fn", "live")][1] == 3
+    assert list(allocator.allocated[(ACCOUNT, "fn", "live")].values()) == [3]
     assert reg.limiter.provisioned(ACCOUNT, "fn") == 3
     with pytest.raises(ResourceConflictException, match="pointed by a Provisioned"):
         provisioned.put(ACCOUNT, ref("1"), 1)
@@ -136,7 +137,7 @@ async def test_configurations_follow_versions_and_aliases(tmp_path: Path) -> Non
     assert reg.limiter.provisioned(ACCOUNT, "fn") == 5
     # An alias moving onto a provisioned version is not refused; its environments move.
     reg.aliases.update(ACCOUNT, "fn", "live", "2", None, None, None)
-    assert allocator.allocated[(ACCOUNT, "fn", "live")][0].endswith(":fn:2")
+    assert [*allocator.allocated[(ACCOUNT, "fn", "live")]] == [f"{ARN}:fn:2"]
     reg.aliases.delete(ACCOUNT, "fn", "live")
     assert (ACCOUNT, "fn", "live") not in allocator.allocated
     assert [v.config.qualifier for v in provisioned.configs(ACCOUNT, ref())] == ["2"]
@@ -157,7 +158,10 @@ async def test_configurations_survive_a_restart(tmp_path: Path) -> None:
     reg.provisioned.put(ACCOUNT, ref("2"), 1)
     allocator = NoAllocator()
     again = registry(tmp_path, store, allocator)
-    assert {k[2]: v[1] for k, v in allocator.allocated.items()} == {"live": 2, "2": 1}
+    assert {k[2]: v for k, v in allocator.allocated.items()} == {
+        "live": {f"{ARN}:fn:1": 2},
+        "2": {f"{ARN}:fn:2": 1},
+    }
     assert again.limiter.provisioned(ACCOUNT, "fn") == 3
     await again.delete(ACCOUNT, ref())
     assert store.load_provisioned_configs() == []
@@ -194,7 +198,7 @@ async def test_environments_are_initialised_ahead_and_kept(tmp_path: Path) -> No
     pools, provisioner = platform(tmp_path, behaviour)
     version = function_config(version="1")
     key = (ACCOUNT, "fn", "1")
-    provisioner.allocate(key, version, 2)
+    provisioner.allocate(key, [Share(version, 2)])
     await until(lambda: provisioner.allocation(key).status is ProvisionedStatus.READY)
     assert provisioner.allocation(key).available == 2
     init_types = {s.env["AWS_LAMBDA_INITIALIZATION_TYPE"] for s in behaviour.started}
@@ -213,7 +217,7 @@ async def test_environments_are_initialised_ahead_and_kept(tmp_path: Path) -> No
     # Without a claim, a run takes a provisioned environment before starting one.
     await pool.run(invocation(2))
     assert pool.statistics().cold_starts == 0
-    provisioner.allocate(key, version, 1)
+    provisioner.allocate(key, [Share(version, 1)])
     await until(lambda: pool.statistics().provisioned == 1)
     provisioner.release(key)
     await until(lambda: pool.statistics().provisioned == 0)
@@ -226,7 +230,7 @@ async def test_init_failure_fails_the_allocation(tmp_path: Path) -> None:
     behaviour = FakeBehaviour(echo, init_error=b'{"errorType":"Runtime.ImportModuleError"}')
     pools, provisioner = platform(tmp_path, behaviour)
     key = (ACCOUNT, "fn", "1")
-    provisioner.allocate(key, function_config(version="1"), 2)
+    provisioner.allocate(key, [Share(function_config(version="1"), 2)])
     await until(lambda: provisioner.allocation(key).status is ProvisionedStatus.FAILED)
     allocation = provisioner.allocation(key)
     assert (allocation.available, allocation.reason) == (0, "FUNCTION_ERROR_INIT_FAILURE")
