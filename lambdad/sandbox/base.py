@@ -143,6 +143,11 @@ class SandboxBackend(ABC):
         ``spec.snapshot`` whose runtime initialised), with `spec`'s variables and log."""
         raise OSError(f"{type(self).__name__} cannot restore snapshots")
 
+    def warm_restores(  # noqa: B027 - optional hook
+        self, snapshot: SandboxProcess, memory_mb: int, tmp_mb: int
+    ) -> None:
+        """SnapStart: prepare restored environments of `snapshot` ahead of need (optional)."""
+
     @abstractmethod
     def isolation(self) -> IsolationReport:
         """What this backend enforces, for start-up messages and `lambdad doctor`."""

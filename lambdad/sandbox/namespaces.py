@@ -23,7 +23,6 @@ import os
 import secrets
 import signal
 import socket
-import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,14 @@ from lambdad.sandbox.base import (
 from lambdad.sandbox.cgroups import CgroupManager, EnvironmentCgroup
 from lambdad.sandbox.mounts import read_only_tree
 from lambdad.sandbox.network import NetworkPool, NetworkPoolError, sweep_stale_pools
-from lambdad.sandbox.prepared import PoolKey, PoolStatistics, PreparedSandbox, SandboxPool
+from lambdad.sandbox.prepared import (
+    PoolKey,
+    PoolStatistics,
+    PreparedSandbox,
+    SandboxPool,
+    receive_runtime_api,
+)
+from lambdad.sandbox.restores import RestorePool
 from lambdad.sandbox.seccomp import build_filter
 from lambdad.sandbox.zygote import Zygote
 
@@ -109,8 +115,10 @@ class _JailedProcess(SandboxProcess):
         self._cgroup = cgroup
         self._peak = 0
         self._oom = False
-        # SnapStart: the snapshot's fork server, once this environment is a snapshot
+        # SnapStart: the snapshot's fork server, once this environment is a snapshot, and
+        # its restored environments waiting to be assigned
         self.forkserver: Zygote | None = None
+        self.restores: RestorePool | None = None
         exited.add_done_callback(self._on_exit)
 
     async def snapshot_ready(self) -> None:
@@ -138,6 +146,8 @@ class _JailedProcess(SandboxProcess):
 
     def _on_exit(self, _: asyncio.Future[ExitStatus]) -> None:
         # Runs before anyone awaiting wait() resumes, and before the cgroup is removed.
+        if self.restores is not None:
+            self.restores.close()
         if self.forkserver is not None:
             self.forkserver.disconnect()
         self.peak_memory_bytes()
@@ -225,61 +235,44 @@ class NamespaceBackend(SandboxBackend):
         return process
 
     async def restore(self, snapshot: SandboxProcess, spec: LaunchSpec) -> SandboxProcess:
-        """Fork a restored environment from a snapshot (guest: lambdad_jail.restore): its own
-        cgroups, and namespaces, /proc, /tmp, /dev/shm and Runtime API made by the child
-        itself inside the snapshot's user namespace; then variables and log, as an assignment."""
-        forkserver = getattr(snapshot, "forkserver", None)
-        if not isinstance(forkserver, Zygote):
-            raise OSError("not a snapshot of this backend")
-        await snapshot.snapshot_ready()
-        cgroup = self._cgroups.create(f"env-{secrets.token_hex(6)}")
-        cgroup.limit(spec.memory_mb, initialising=True)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        plan = {
-            "uid": SANDBOX_UID,
-            "gid": SANDBOX_GID,
-            "tmp_mb": spec.tmp_mb,
-            "hostname": "localhost",
-            "seccomp": self._seccomp.hex() if self._seccomp else "",
-            "runtime_api_port": RUNTIME_API_PORT,
-            "runtime_api_unix": RUNTIME_API_UNIX,
-        }
-        try:
-            _, exited = await forkserver.fork({"restore": plan}, [theirs.fileno()])
-        except BaseException:
-            ours.close()
-            cgroup.remove()
-            raise
-        finally:
-            theirs.close()
-        pid = await _receive_pid(ours, exited)
-        listeners = None
-        if pid is not None:
-            try:
-                cgroup.attach(pid)
-                # (credentials would crowd out the descriptors of the messages that follow)
-                ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
-                ours.send(b"go")
-            except OSError:
-                log.exception("moving a restored environment into its cgroups failed")
-            else:
-                listeners = await _receive_sockets(ours, exited)
-        if pid is None or listeners is None:
-            ours.close()
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            exited.add_done_callback(lambda _: cgroup.remove())
-            raise OSError("the snapshot could not be restored (see the server log)")
+        """An environment restored from `snapshot`: a pre-forked one when its pool has one
+        (see sandbox/restores.py), given `spec`'s variables and log."""
+        pool = self._restore_pool(snapshot, spec.memory_mb, spec.tmp_mb)
+        restored = await pool.take()
         message = {"env": dict(spec.env), "cwd": TASK_ROOT}
         try:
-            socket.send_fds(ours, [orjson.dumps(message)], [spec.log_fd])
+            socket.send_fds(restored.channel, [orjson.dumps(message)], [spec.log_fd])
+        except BaseException:
+            restored.discard()
+            raise
         finally:
-            ours.close()
-        process = _JailedProcess(pid, exited, cgroup, listeners[0])
-        process.runtime_api_unix_socket = listeners[1]
+            restored.channel.close()
+        process = _JailedProcess(
+            restored.pid, restored.exited, restored.cgroup, restored.runtime_api
+        )
+        process.runtime_api_unix_socket = restored.runtime_api_unix
         return process
+
+    def warm_restores(self, snapshot: SandboxProcess, memory_mb: int, tmp_mb: int) -> None:
+        self._restore_pool(snapshot, memory_mb, tmp_mb).fill()
+
+    def _restore_pool(self, snapshot: SandboxProcess, memory_mb: int, tmp_mb: int) -> RestorePool:
+        if not isinstance(snapshot, _JailedProcess) or snapshot.forkserver is None:
+            raise OSError("not a snapshot of this backend")
+        if snapshot.restores is None:
+            plan = {
+                "uid": SANDBOX_UID,
+                "gid": SANDBOX_GID,
+                "tmp_mb": tmp_mb,
+                "hostname": "localhost",
+                "seccomp": self._seccomp.hex() if self._seccomp else "",
+                "runtime_api_port": RUNTIME_API_PORT,
+                "runtime_api_unix": RUNTIME_API_UNIX,
+            }
+            snapshot.restores = RestorePool(
+                snapshot, snapshot.forkserver, self._cgroups, plan, memory_mb
+            )
+        return snapshot.restores
 
     def _assign(self, prepared: PreparedSandbox, spec: LaunchSpec) -> None:
         """Give a prepared sandbox its function: limits, code, /tmp size, variables, log."""
@@ -325,7 +318,7 @@ class NamespaceBackend(SandboxBackend):
             theirs.close()
         if network is not None and slot is not None:
             exited.add_done_callback(lambda _: network.release(slot))
-        listeners = await _receive_sockets(ours, exited)
+        listeners = await receive_runtime_api(ours, exited)
         if listeners is None:
             ours.close()
             with contextlib.suppress(ProcessLookupError):
@@ -471,71 +464,6 @@ class NamespaceBackend(SandboxBackend):
             await self._network.close()
         await asyncio.sleep(0.05)
         self._cgroups.cleanup()
-
-
-async def _receive_sockets(
-    channel: socket.socket, exited: asyncio.Future[ExitStatus]
-) -> tuple[socket.socket, socket.socket] | None:
-    """The Runtime API listeners (TCP, Unix) the sandbox made inside (None if it died)."""
-    loop = asyncio.get_running_loop()
-    channel.setblocking(False)
-    received: asyncio.Future[tuple[socket.socket, socket.socket] | None] = loop.create_future()
-
-    def on_readable() -> None:
-        try:
-            _, fds, _, _ = socket.recv_fds(channel, 64, 2)
-        except BlockingIOError:
-            return
-        except OSError:
-            fds = []
-        loop.remove_reader(channel.fileno())
-        if received.done():
-            return
-        if len(fds) == 2:
-            received.set_result((socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1])))
-        else:
-            for fd in fds:
-                os.close(fd)
-            received.set_result(None)
-
-    loop.add_reader(channel.fileno(), on_readable)
-    waiters: set[asyncio.Future[Any]] = {received, exited}
-    try:
-        await asyncio.wait(waiters, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        loop.remove_reader(channel.fileno())
-    return received.result() if received.done() else None
-
-
-async def _receive_pid(channel: socket.socket, exited: asyncio.Future[ExitStatus]) -> int | None:
-    """The pid (in lambdad's PID namespace) of the restored child writing on `channel`: the
-    kernel attaches it to the message because the channel has SO_PASSCRED."""
-    loop = asyncio.get_running_loop()
-    channel.setblocking(False)
-    received: asyncio.Future[int | None] = loop.create_future()
-
-    def on_readable() -> None:
-        try:
-            _, ancillary, _, _ = channel.recvmsg(16, socket.CMSG_SPACE(12))
-        except BlockingIOError:
-            return
-        except OSError:
-            ancillary = []
-        loop.remove_reader(channel.fileno())
-        pid = None
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                pid = struct.unpack("iII", data[:12])[0]
-        if not received.done():
-            received.set_result(pid or None)
-
-    loop.add_reader(channel.fileno(), on_readable)
-    try:
-        waiters: set[asyncio.Future[Any]] = {received, exited}
-        await asyncio.wait(waiters, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        loop.remove_reader(channel.fileno())
-    return received.result() if received.done() else None
 
 
 def _can_unshare() -> bool:

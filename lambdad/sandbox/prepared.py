@@ -15,6 +15,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from lambdad.sandbox.base import ExitStatus
 from lambdad.sandbox.cgroups import EnvironmentCgroup
@@ -122,3 +123,37 @@ class SandboxPool:
             for prepared in idle:
                 prepared.discard()
         self._idle.clear()
+
+
+async def receive_runtime_api(
+    channel: socket.socket, exited: asyncio.Future[ExitStatus]
+) -> tuple[socket.socket, socket.socket] | None:
+    """The Runtime API listeners (TCP, Unix) the sandbox made inside (None if it died)."""
+    loop = asyncio.get_running_loop()
+    channel.setblocking(False)
+    received: asyncio.Future[tuple[socket.socket, socket.socket] | None] = loop.create_future()
+
+    def on_readable() -> None:
+        try:
+            _, fds, _, _ = socket.recv_fds(channel, 64, 2)
+        except BlockingIOError:
+            return
+        except OSError:
+            fds = []
+        loop.remove_reader(channel.fileno())
+        if received.done():
+            return
+        if len(fds) == 2:
+            received.set_result((socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1])))
+        else:
+            for fd in fds:
+                os.close(fd)
+            received.set_result(None)
+
+    loop.add_reader(channel.fileno(), on_readable)
+    waiters: set[asyncio.Future[Any]] = {received, exited}
+    try:
+        await asyncio.wait(waiters, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_reader(channel.fileno())
+    return received.result() if received.done() else None

@@ -131,6 +131,9 @@ class SnapshotManager:
             env.kill()
             return SnapshotFailure("InternalError", "the version was deleted")
         self._ready[key] = env
+        if env.process is not None:
+            backend = self._launcher.backend
+            backend.warm_restores(env.process, config.memory_size, config.ephemeral_storage)
         log.info("snapshot of %s:%s ready", config.name, config.version)
         return None
 

@@ -20,6 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import Server, create_function, start_server
+from tests.e2e.test_isolation import PROBE
 
 RUNTIME = "python3.12"
 
@@ -223,3 +224,98 @@ def test_process_backend_restores_too(tmp_path: Path) -> None:
         assert "Restore Duration" in report
     finally:
         srv.stop()
+
+
+# A snapshot's process keeps capabilities over namespaces it creates itself (each restore needs
+# them); these are what its init code may and may not do with that, and what a restored
+# environment may do (nothing privileged).
+SNAPSHOT_PROBE = (
+    PROBE
+    + r"""
+def at_init():
+    found = {}
+    found["mount_tmp"] = attempt(lambda: call(libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)))
+    found["new_user_ns"] = attempt(lambda: call(libc.unshare(0x10000000)))
+    found["new_cgroup_ns"] = attempt(lambda: call(libc.unshare(0x02000000)))
+    found["setns"] = attempt(
+        lambda: call(libc.setns(os.open("/proc/self/ns/net", os.O_RDONLY), 0))
+    )
+    found["read_shadow"] = attempt(lambda: open("/etc/shadow").read())
+    return found
+
+
+AT_INIT = at_init()
+_attack_handler = handler
+
+
+def handler(event, context):
+    if event["attack"] == "at_init":
+        return AT_INIT
+    if event["attack"] == "caps":
+        status = open("/proc/self/status").read().splitlines()
+        return {line.split(":")[0]: line.split(":")[1].strip() for line in status
+                if line.startswith("Cap") or line.startswith("Seccomp")}
+    return _attack_handler(event, context)
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def restored_probe(lam: Any, server: Server) -> tuple[str, str]:
+    if server.status()["isolation"]["backend"] != "namespaces":
+        pytest.skip("namespace sandbox unavailable here")
+    name = create_function(
+        lam,
+        {"app.py": SNAPSHOT_PROBE},
+        runtime=RUNTIME,
+        MemorySize=512,
+        Timeout=10,
+        SnapStart={"ApplyOn": "PublishedVersions"},
+    )
+    version = lam.publish_version(FunctionName=name)["Version"]
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, Qualifier=version)
+    return name, version
+
+
+def probe(lam: Any, target: tuple[str, str], attack: str, **extra: Any) -> Any:
+    name, version = target
+    response = lam.invoke(
+        FunctionName=name, Qualifier=version, Payload=json.dumps({"attack": attack, **extra})
+    )
+    assert "FunctionError" not in response
+    return json.loads(response["Payload"].read())
+
+
+def test_snapshot_init_gets_no_privilege_over_the_sandbox(
+    lam: Any, restored_probe: tuple[str, str]
+) -> None:
+    found = probe(lam, restored_probe, "at_init")
+    for attack in ("mount_tmp", "new_user_ns", "new_cgroup_ns", "setns", "read_shadow"):
+        assert found[attack]["ok"] is False, (attack, found[attack])
+    assert found["read_shadow"]["errno"] in (2, 13)
+
+
+@pytest.mark.parametrize("attack", ["mount", "unshare", "setns"])
+def test_restored_environment_is_unprivileged(
+    lam: Any, restored_probe: tuple[str, str], attack: str
+) -> None:
+    found = probe(lam, restored_probe, attack)
+    assert found["ok"] is False and found["errno"] == 1  # EPERM
+
+
+def test_restored_environment_has_no_capabilities_and_full_seccomp(
+    lam: Any, restored_probe: tuple[str, str]
+) -> None:
+    status = probe(lam, restored_probe, "caps")
+    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(status[field], 16) == 0, (field, status[field])
+    assert status["Seccomp"] == "2"
+    assert int(status["Seccomp_filters"]) >= 2  # the snapshot's, then the environment's
+
+
+def test_restored_environment_cannot_reach_the_host(
+    lam: Any, restored_probe: tuple[str, str], server: Server
+) -> None:
+    port = int(server.endpoint.rsplit(":", 1)[1])
+    found = probe(lam, restored_probe, "connect", host="127.0.0.1", port=port)
+    assert found["ok"] is False

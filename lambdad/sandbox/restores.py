@@ -1,0 +1,178 @@
+"""RestorePool: a SnapStart snapshot's restored environments, forked ahead of need.
+
+Restoring has a slow half — moving the forked child into its cgroups waits for an RCU grace
+period (5-20 ms here), then the child makes its namespaces, mounts and Runtime API socket — and a
+fast half: its variables and log, then the runtime's after-restore hooks. As with prepared
+sandboxes (prepared.py), the slow half is done before any request: each snapshot keeps a few
+restored children waiting for an assignment (guest: lambdad_jail.restore), refilled in the
+background. Their identity arrives with the assignment, and random state was reseeded by the fork.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import struct
+from typing import Any
+
+from lambdad.sandbox.base import ExitStatus, SandboxProcess
+from lambdad.sandbox.cgroups import CgroupManager, EnvironmentCgroup
+from lambdad.sandbox.prepared import PreparedSandbox, receive_runtime_api
+from lambdad.sandbox.zygote import Zygote
+
+log = logging.getLogger(__name__)
+
+
+class RestorePool:
+    def __init__(
+        self,
+        snapshot: SandboxProcess,
+        forkserver: Zygote,
+        cgroups: CgroupManager,
+        plan: dict[str, Any],
+        memory_mb: int,
+        target: int = 2,
+    ) -> None:
+        self._snapshot = snapshot
+        self._forkserver = forkserver
+        self._cgroups = cgroups
+        self._plan = plan
+        self._memory_mb = memory_mb
+        self._target = target
+        self._idle: list[PreparedSandbox] = []
+        self._filling: asyncio.Task[None] | None = None
+        self._closed = False
+        self.taken_warm = 0
+        self.built = 0
+
+    async def take(self) -> PreparedSandbox:
+        """A restored child waiting for its assignment: pre-forked if one is ready."""
+        while self._idle:
+            restored = self._idle.pop(0)
+            if restored.alive:
+                self.taken_warm += 1
+                self.fill()
+                return restored
+            restored.discard()
+        built = await self._build()
+        self.fill()
+        if built is None:
+            raise OSError("the snapshot could not be restored (see the server log)")
+        return built
+
+    def fill(self) -> None:
+        """Top the pool up to its target, in the background."""
+        if self._closed or (self._filling is not None and not self._filling.done()):
+            return
+        self._filling = asyncio.ensure_future(self._fill())
+
+    async def _fill(self) -> None:
+        failures = 0
+        while len(self._idle) < self._target and failures < 3 and not self._closed:
+            try:
+                restored = await self._build()
+            except Exception:  # a task boundary: log and back off
+                log.exception("pre-forking a restored environment failed")
+                restored = None
+            if restored is None:
+                failures += 1
+                await asyncio.sleep(0.1 * failures)
+                continue
+            if self._closed:
+                restored.discard()
+                return
+            self._idle.append(restored)
+
+    async def _build(self) -> PreparedSandbox | None:
+        await self._snapshot.snapshot_ready()
+        cgroup = self._cgroups.create(f"env-{secrets.token_hex(6)}")
+        cgroup.limit(self._memory_mb, initialising=True)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        try:
+            _, exited = await self._forkserver.fork({"restore": self._plan}, [theirs.fileno()])
+        except BaseException:
+            ours.close()
+            cgroup.remove()
+            raise
+        finally:
+            theirs.close()
+        pid = await _receive_pid(ours, exited)
+        listeners = None
+        if pid is not None:
+            try:
+                cgroup.attach(pid)
+                # (credentials would crowd out the descriptors of the messages that follow)
+                ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
+                ours.send(b"go")
+            except OSError:
+                log.exception("moving a restored environment into its cgroups failed")
+            else:
+                listeners = await receive_runtime_api(ours, exited)
+        if pid is None or listeners is None:
+            ours.close()
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            exited.add_done_callback(lambda _: cgroup.remove())
+            return None
+        exited.add_done_callback(lambda _: _remove_later(cgroup))
+        self.built += 1
+        return PreparedSandbox(pid, exited, cgroup, ours, *listeners)
+
+    def close(self) -> None:
+        """Stop pre-forking; the waiting children end (they die with the snapshot anyway)."""
+        self._closed = True
+        if self._filling is not None:
+            self._filling.cancel()
+        for restored in self._idle:
+            restored.discard()
+        self._idle.clear()
+
+
+def _remove_later(cgroup: EnvironmentCgroup, attempts: int = 50) -> None:
+    """Remove a restored child's cgroups once it has ended — a second after, so that the
+    environment's own exit handling (which reads the peak memory first) goes before."""
+    loop = asyncio.get_running_loop()
+
+    def attempt(left: int) -> None:
+        if not cgroup.remove() and left > 0:
+            loop.call_later(0.2, attempt, left - 1)
+
+    loop.call_later(1.0, attempt, attempts)
+
+
+async def _receive_pid(channel: socket.socket, exited: asyncio.Future[ExitStatus]) -> int | None:
+    """The pid (in lambdad's PID namespace) of the restored child writing on `channel`: the
+    kernel attaches it to the message because the channel has SO_PASSCRED."""
+    loop = asyncio.get_running_loop()
+    channel.setblocking(False)
+    received: asyncio.Future[int | None] = loop.create_future()
+
+    def on_readable() -> None:
+        try:
+            _, ancillary, _, _ = channel.recvmsg(16, socket.CMSG_SPACE(12))
+        except BlockingIOError:
+            return
+        except OSError:
+            ancillary = []
+        loop.remove_reader(channel.fileno())
+        pid = None
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid = struct.unpack("iII", data[:12])[0]
+        if not received.done():
+            received.set_result(pid or None)
+
+    loop.add_reader(channel.fileno(), on_readable)
+    try:
+        waiters: set[asyncio.Future[Any]] = {received, exited}
+        await asyncio.wait(waiters, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_reader(channel.fileno())
+    return received.result() if received.done() else None
