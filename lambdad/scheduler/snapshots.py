@@ -21,6 +21,8 @@ import orjson
 
 from lambdad.control.model import FunctionConfig
 from lambdad.control.snapshots import SnapshotFailure
+from lambdad.runtime.launch import EXEC_WRAPPER
+from lambdad.runtime.runtimes import Family
 from lambdad.scheduler.environment import Environment, EnvironmentRole, InitializationType
 from lambdad.scheduler.launcher import EnvironmentLauncher
 
@@ -110,6 +112,9 @@ class SnapshotManager:
     # taking a snapshot ---------------------------------------------------------------------
     async def _take(self, config: FunctionConfig) -> SnapshotFailure | None:
         key = _key(config)
+        unsupported = self._unsupported(config)
+        if unsupported is not None:
+            return SnapshotFailure("InvalidRuntime", unsupported)
         env = await self._launcher.launch(
             config, self._lost, InitializationType.SNAP_START, role=EnvironmentRole.SNAPSHOT
         )
@@ -118,7 +123,7 @@ class SnapshotManager:
             if failure is None and env.process is not None:
                 try:
                     await env.process.snapshot_ready()
-                except OSError as exc:
+                except Exception as exc:  # OSError, or the fork server's channel closed
                     env.kill()
                     return SnapshotFailure("InternalError", f"SnapStart: {exc}")
         except BaseException:
@@ -135,6 +140,19 @@ class SnapshotManager:
             backend = self._launcher.backend
             backend.warm_restores(env.process, config.memory_size, config.ephemeral_storage)
         log.info("snapshot of %s:%s ready", config.name, config.version)
+        return None
+
+    def _unsupported(self, config: FunctionConfig) -> str | None:
+        """Why lambdad cannot snapshot this version (None: it can). A snapshot is a forked
+        process, and only lambdad's own Python bootstrap (loaded in a zygote) can be forked."""
+        runtime = self._launcher.catalog.get(config.runtime)
+        if runtime is None or runtime.family is not Family.PYTHON:
+            return (
+                f"lambdad cannot snapshot {config.runtime}: SnapStart restores by forking the "
+                "initialised process, which only its Python runtimes support"
+            )
+        if EXEC_WRAPPER in config.environment:
+            return f"lambdad cannot snapshot a runtime started through {EXEC_WRAPPER}"
         return None
 
     def _lost(self, env: Environment) -> None:

@@ -319,3 +319,22 @@ def test_restored_environment_cannot_reach_the_host(
     port = int(server.endpoint.rsplit(":", 1)[1])
     found = probe(lam, restored_probe, "connect", host="127.0.0.1", port=port)
     assert found["ok"] is False
+
+
+def test_a_version_lambdad_cannot_fork_fails_with_the_reason(lam: Any) -> None:
+    name = create_function(
+        lam,
+        {"app.py": APP},
+        runtime=RUNTIME,
+        SnapStart={"ApplyOn": "PublishedVersions"},
+        Environment={"Variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/var/task/wrapper"}},
+    )
+    version = lam.publish_version(FunctionName=name)["Version"]
+    deadline = time.monotonic() + 30
+    while True:
+        config = lam.get_function_configuration(FunctionName=name, Qualifier=version)
+        if config["State"] != "Pending" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert (config["State"], config["StateReasonCode"]) == ("Failed", "InvalidRuntime")
+    assert "AWS_LAMBDA_EXEC_WRAPPER" in config["StateReason"]
