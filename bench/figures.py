@@ -152,9 +152,13 @@ def spawn_once(interpreter: str) -> float:
     return (time.perf_counter_ns() - start) / 1e6
 
 
+def tail_log(reply: Reply) -> str:
+    """The log tail of an Invoke with `X-Amz-Log-Type: Tail` (empty without one)."""
+    return base64.b64decode(reply.headers.get("x-amz-log-result", "")).decode(errors="replace")
+
+
 def init_duration(reply: Reply) -> float | None:
-    tail = base64.b64decode(reply.headers.get("x-amz-log-result", "")).decode(errors="replace")
-    match = INIT_DURATION.search(tail)
+    match = INIT_DURATION.search(tail_log(reply))
     return float(match.group(1)) if match else None
 
 

@@ -143,14 +143,18 @@ def function_zip(source: str = NOOP_HANDLER) -> bytes:
     return buffer.getvalue()
 
 
-def create_function(lam: Any, name: str, code: bytes) -> None:
-    """CreateFunction (python3.11, app.handler) and wait until the function is Active."""
+def create_function(
+    lam: Any, name: str, code: bytes, runtime: str = "python3.11", **settings: Any
+) -> None:
+    """CreateFunction (app.handler; `settings`: further CreateFunction parameters) and wait
+    until the function is Active."""
     lam.create_function(
         FunctionName=name,
-        Runtime="python3.11",
+        Runtime=runtime,
         Role=ROLE,
         Handler="app.handler",
         Code={"ZipFile": code},
+        **settings,
     )
     lam.get_waiter("function_active_v2").wait(FunctionName=name)
 
@@ -171,8 +175,10 @@ def runtime_executable(status: Mapping[str, Any], runtime: str) -> str:
     raise RuntimeError(f"lambdad reports no executable for {runtime}")
 
 
-def invoke_path(function_name: str) -> str:
-    return f"/2015-03-31/functions/{function_name}/invocations"
+def invoke_path(function_name: str, qualifier: str | None = None) -> str:
+    """Invoke's path; a qualifier (version or alias) goes in the query, which SigV4 signs too."""
+    path = f"/2015-03-31/functions/{function_name}/invocations"
+    return path if qualifier is None else f"{path}?Qualifier={qualifier}"
 
 
 @dataclass(frozen=True)

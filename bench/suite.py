@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from rich.console import Console
 
-from bench import figures
+from bench import figures, snapstart
 from bench.harness import (
     KeepAliveClient,
     ManagedProcess,
@@ -51,12 +51,20 @@ class Plan:
     cold_functions: int  # cold starts (and as many spawns of the bare interpreter)
     prefer_wrk: bool = True  # False: the Python load generator even where wrk is installed
     languages: LanguagePlan | None = None  # the per-language figures (None: skipped)
+    snapstart: snapstart.SnapStartPlan | None = None  # the SnapStart figure (None: skipped)
 
     @classmethod
-    def for_mode(cls, quick: bool, prefer_wrk: bool = True, languages: bool | None = None) -> Plan:
+    def for_mode(
+        cls,
+        quick: bool,
+        prefer_wrk: bool = True,
+        languages: bool | None = None,
+        with_snapstart: bool = True,
+    ) -> Plan:
         """`languages`: None means the mode's default (in the full run, not with --quick)."""
         with_languages = not quick if languages is None else languages
         language_plan = LanguagePlan.for_mode(quick) if with_languages else None
+        snapstart_plan = snapstart.SnapStartPlan.for_mode(quick) if with_snapstart else None
         if quick:
             return cls(
                 blocks=4,
@@ -67,6 +75,7 @@ class Plan:
                 cold_functions=20,
                 prefer_wrk=prefer_wrk,
                 languages=language_plan,
+                snapstart=snapstart_plan,
             )
         return cls(
             blocks=8,
@@ -77,6 +86,7 @@ class Plan:
             cold_functions=50,
             prefer_wrk=prefer_wrk,
             languages=language_plan,
+            snapstart=snapstart_plan,
         )
 
 
@@ -125,10 +135,12 @@ def measure(plan: Plan, work_dir: Path, console: Console) -> Results:
         _step(console, "idle environment memory")
         memory = figures.measure_idle_memory(lambdad, NOOP_FUNCTION)
         _step(console, f"cold starts: {plan.cold_functions} fresh functions vs bare spawns")
-        interpreter = runtime_executable(server_status(lambdad), "python3.11")
+        status = server_status(lambdad)
+        interpreter = runtime_executable(status, "python3.11")
         cold = figures.measure_cold_starts(
             lambdad, lam, invoke_client, code, plan.cold_functions, interpreter
         )
+        snap = _measure_snapstart(plan, lambdad, lam, invoke_client, status, console)
         languages = None
         if plan.languages is not None:
             _step(console, f"per language: echo handlers at {MEMORY_MB} MB, warm then cold")
@@ -144,7 +156,29 @@ def measure(plan: Plan, work_dir: Path, console: Console) -> Results:
             )
         echo_client.close()
         invoke_client.close()
-    return Results(round_trips, throughput, memory, cold, languages)
+    return Results(round_trips, throughput, memory, cold, languages, snap)
+
+
+def _measure_snapstart(
+    plan: Plan,
+    lambdad: ManagedProcess,
+    lam: Any,
+    client: KeepAliveClient,
+    status: dict[str, Any],
+    console: Console,
+) -> snapstart.SnapStartResults | None:
+    if plan.snapstart is None:
+        return None
+    listed = {entry.get("runtime") for entry in status.get("runtimes", [])}
+    if snapstart.RUNTIME not in listed:
+        _step(console, f"snapstart: skipped, lambdad does not list {snapstart.RUNTIME}")
+        return None
+    _step(
+        console,
+        f"snapstart: {plan.snapstart.restores} restores of fresh versions vs "
+        f"{plan.snapstart.on_demand} on-demand cold starts, init >= 500 ms",
+    )
+    return snapstart.measure_snapstart(lambdad, lam, client, plan.snapstart)
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
@@ -174,9 +208,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="cold and warm invoke per language beside Python (default: on in the full run, "
         "off with --quick; --quick --languages takes few samples)",
     )
+    parser.add_argument(
+        "--snapstart",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="SnapStart: first invoke of a restored environment beside an on-demand cold start",
+    )
     args = parser.parse_args(argv)
     console = _console()
-    plan = Plan.for_mode(args.quick, prefer_wrk=not args.python_loadgen, languages=args.languages)
+    plan = Plan.for_mode(
+        args.quick,
+        prefer_wrk=not args.python_loadgen,
+        languages=args.languages,
+        with_snapstart=args.snapstart,
+    )
     started = time.monotonic()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="lambdad-bench-") as tmp:
