@@ -304,6 +304,8 @@ class NamespaceBackend(SandboxBackend):
         cgroup = self._cgroups.create(f"env-{secrets.token_hex(6)}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         plan = self._plan(cgroup, interpreter)
+        if preload is not None:
+            plan["warm"] = f"{preload[1]}:warm_up"
         if slot is not None:
             plan["network"] = slot.path
         try:

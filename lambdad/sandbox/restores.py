@@ -110,6 +110,8 @@ class RestorePool:
                 # (credentials would crowd out the descriptors of the messages that follow)
                 ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
                 ours.send(b"go")
+            except ProcessLookupError:
+                pass  # it died first: its snapshot is being discarded
             except OSError:
                 log.exception("moving a restored environment into its cgroups failed")
             else:

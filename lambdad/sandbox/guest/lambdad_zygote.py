@@ -92,7 +92,10 @@ def main() -> None:
     forkserver = importlib.import_module("lambdad_forkserver")
     if len(sys.argv) > 3:
         sys.path.insert(0, sys.argv[2])
-        importlib.import_module(sys.argv[3])  # pay the imports once, before any fork
+        preloaded = importlib.import_module(sys.argv[3])  # pay the imports once, before any fork
+        warm_up = getattr(preloaded, "warm_up", None)
+        if warm_up is not None:  # and its first runs (specialised bytecode is then shared)
+            warm_up()
     gc.collect()
     gc.freeze()
     forkserver.serve(control, _child, (1, 2))

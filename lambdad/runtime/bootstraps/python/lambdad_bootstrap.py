@@ -861,81 +861,128 @@ def _serve(
     static: tuple[str | None, str | None, str | None, int | None, str | None],
     encode: Any,
 ) -> NoReturn:
-    global _current_request_id
-    env = os.environ
-    dump_error = json.dumps
     headers, body = client.next_invocation()
     while True:
-        request_id = headers.get("lambda-runtime-aws-request-id", "")
-        _current_request_id = request_id
-        trace_id = headers.get("lambda-runtime-trace-id")
-        if trace_id:
-            env["_X_AMZN_TRACE_ID"] = trace_id
-        elif "_X_AMZN_TRACE_ID" in env:
-            del env["_X_AMZN_TRACE_ID"]
+        request_id, payload, payload_type, error_type = _invoke(
+            headers, body, handler, static, encode
+        )
+        _flush_stdio()
+        headers, body = client.finish_and_next(request_id, payload, payload_type, error_type)
 
-        error: dict[str, object] | None = None
+
+def _invoke(
+    headers: dict[str, str],
+    body: bytes,
+    handler: Any,
+    static: tuple[str | None, str | None, str | None, int | None, str | None],
+    encode: Any,
+) -> tuple[str, bytes, str, str | None]:
+    """Run one invocation: (request id, payload, content type, error type or None)."""
+    global _current_request_id
+    env = os.environ
+    request_id = headers.get("lambda-runtime-aws-request-id", "")
+    _current_request_id = request_id
+    trace_id = headers.get("lambda-runtime-trace-id")
+    if trace_id:
+        env["_X_AMZN_TRACE_ID"] = trace_id
+    elif "_X_AMZN_TRACE_ID" in env:
+        del env["_X_AMZN_TRACE_ID"]
+    try:
         try:
+            deadline = int(headers.get("lambda-runtime-deadline-ms") or 0)
+        except ValueError:
+            deadline = 0
+        raw = headers.get("lambda-runtime-client-context")
+        client_context = None
+        if raw:
+            data = _parse_json_header(raw, "Client Context")
+            if isinstance(data, dict):
+                client_context = ClientContext(data)
+        raw = headers.get("lambda-runtime-cognito-identity")
+        identity = CognitoIdentity(
+            _parse_json_header(raw, "Cognito Identity") if raw else None  # type: ignore[arg-type]
+        )
+        context = LambdaContext(
+            request_id,
+            deadline,
+            headers.get("lambda-runtime-invoked-function-arn"),
+            client_context,
+            identity,
+            headers.get("lambda-runtime-aws-tenant-id"),
+            static,
+        )
+        content_type = headers.get("content-type", "application/json")
+        if content_type.startswith("application/json"):
             try:
-                deadline = int(headers.get("lambda-runtime-deadline-ms") or 0)
-            except ValueError:
-                deadline = 0
-            raw = headers.get("lambda-runtime-client-context")
-            client_context = None
-            if raw:
-                data = _parse_json_header(raw, "Client Context")
-                if isinstance(data, dict):
-                    client_context = ClientContext(data)
-            raw = headers.get("lambda-runtime-cognito-identity")
-            identity = CognitoIdentity(
-                _parse_json_header(raw, "Cognito Identity") if raw else None  # type: ignore[arg-type]
-            )
-            context = LambdaContext(
-                request_id,
-                deadline,
-                headers.get("lambda-runtime-invoked-function-arn"),
-                client_context,
-                identity,
-                headers.get("lambda-runtime-aws-tenant-id"),
-                static,
-            )
-            content_type = headers.get("content-type", "application/json")
-            if content_type.startswith("application/json"):
-                try:
-                    event = json.loads(body)
-                except Exception as e:
-                    raise _Fault(
-                        "Runtime.UnmarshalError", f"Unable to unmarshal input: {e}"
-                    ) from None
-            else:
-                event = body
-            result = handler(event, context)
-            if isinstance(result, bytes):
-                payload, payload_type = result, "application/unknown"
-            else:
-                try:
-                    payload = encode(result).encode("utf-8")
-                except Exception as e:
-                    raise _Fault(
-                        "Runtime.MarshalError", f"Unable to marshal response: {e}"
-                    ) from None
-                payload_type = "application/json"
-        except _Fault as fault:
-            error = _make_error(fault.msg, fault.error_type, fault.trace, request_id)
-        except Exception as exc:
-            error = _error_from_exception(exc, request_id)
-
-        if error is None:
-            _flush_stdio()
-            headers, body = client.finish_and_next(request_id, payload, payload_type)
+                event = json.loads(body)
+            except Exception as e:
+                raise _Fault("Runtime.UnmarshalError", f"Unable to unmarshal input: {e}") from None
         else:
-            _log_error(error)
-            _flush_stdio()
-            headers, body = client.finish_and_next(
-                request_id,
-                dump_error(error).encode("utf-8"),
-                error_type=str(error["errorType"]),
-            )
+            event = body
+        result = handler(event, context)
+        if isinstance(result, bytes):
+            return request_id, result, "application/unknown", None
+        try:
+            return request_id, encode(result).encode("utf-8"), "application/json", None
+        except Exception as e:
+            raise _Fault("Runtime.MarshalError", f"Unable to marshal response: {e}") from None
+    except _Fault as fault:
+        error = _make_error(fault.msg, fault.error_type, fault.trace, request_id)
+    except Exception as exc:
+        error = _error_from_exception(exc, request_id)
+    _log_error(error)
+    return (
+        request_id,
+        json.dumps(error).encode("utf-8"),
+        "application/json",
+        str(error["errorType"]),
+    )
+
+
+def warm_up() -> None:
+    """Run this module's per-environment code once, against an in-memory Runtime API, before
+    any function is assigned (lambdad calls it in zygotes and in prepared sandboxes). A forked
+    process pays copy-on-write faults and the interpreter's first-run specialisation on first
+    use of each code path; paid here, they stay off the cold-start path. Leaves no state."""
+    global _current_request_id
+    saved = sys.stdout, sys.stderr, os.environ.get("_X_AMZN_TRACE_ID")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    ours, theirs = socket.socketpair()
+    client = _RuntimeClient("127.0.0.1:9001")
+    client._sock = ours
+    try:
+        event = b'{"warm":true,"n":[1,2.5,"x"]}'
+        next_reply = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Lambda-Runtime-Aws-Request-Id: warm-up\r\nLambda-Runtime-Deadline-Ms: 0\r\n"
+            b"Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:warm\r\n"
+            b"Lambda-Runtime-Trace-Id: Root=1-0-0\r\nContent-Length: %d\r\n\r\n%s"
+        ) % (len(event), event)
+        accepted = b'HTTP/1.1 202 Accepted\r\nContent-Length: 16\r\n\r\n{"status":"OK"}'
+        theirs.sendall(next_reply + accepted + next_reply)
+        sys.stdout = _line_flushed(sys.stdout)
+        sys.stderr = _line_flushed(sys.stderr)
+        _setup_logging("", "")
+        static = _static_context({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128"})
+        encode = json.JSONEncoder(ensure_ascii=False, default=_json_default).encode
+        headers, body = client.next_invocation()
+        request_id, payload, payload_type, error_type = _invoke(
+            headers, body, lambda event, context: {"event": event, "left": 1}, static, encode
+        )
+        client.finish_and_next(request_id, payload, payload_type, error_type)
+    finally:
+        client._sock = None
+        ours.close()
+        theirs.close()
+        sys.stdout, sys.stderr = saved[0], saved[1]
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        _current_request_id = ""
+        if saved[2] is None:
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        else:
+            os.environ["_X_AMZN_TRACE_ID"] = saved[2]
 
 
 if __name__ == "__main__":
