@@ -214,6 +214,7 @@ class RuntimeApiServer:
     def __init__(self, handler: RuntimeApiHandler) -> None:
         self._handler = handler
         self._servers: list[asyncio.Server] = []
+        self._adopted: list[asyncio.BaseTransport] = []
         self.address = ""
 
     async def start(self, host: str = "127.0.0.1") -> str:
@@ -238,7 +239,19 @@ class RuntimeApiServer:
             server = await loop.create_server(factory, sock=sock)
         self._servers.append(server)
 
+    async def adopt(self, sock: socket.socket) -> None:
+        """Serve one connection made elsewhere: the sandbox hands lambdad one end of a
+        connected pair and its runtime starts on the other, with no connect or accept."""
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        factory = lambda: _Connection(self._handler)  # noqa: E731
+        transport, _ = await loop.connect_accepted_socket(factory, sock=sock)
+        self._adopted.append(transport)
+
     def close(self) -> None:
         for server in self._servers:
             server.close()
         self._servers = []
+        for transport in self._adopted:
+            transport.close()
+        self._adopted = []

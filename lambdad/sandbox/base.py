@@ -78,6 +78,8 @@ class SandboxProcess(ABC):
     runtime_api_socket: socket.socket | None = None
     # The same API on a Unix socket (lambdad's own bootstraps use it when offered).
     runtime_api_unix_socket: socket.socket | None = None
+    # lambdad's end of a Runtime API connection already made for the runtime, if any.
+    runtime_api_connection: socket.socket | None = None
 
     @abstractmethod
     async def wait(self) -> ExitStatus:

@@ -61,10 +61,7 @@ class EnvironmentCgroup:
             _write(self.memory / "memory.memsw.limit_in_bytes", limit)
         with contextlib.suppress(OSError):
             _write(self.memory / "memory.max_usage_in_bytes", "0")
-        _write(self.cpu / "cpu.cfs_period_us", str(CFS_PERIOD_US))
-        if initialising:
-            _write(self.cpu / "cpu.cfs_quota_us", str(CFS_PERIOD_US * self.cpus))
-        else:
+        if not initialising:  # (`create` set the init phase's period and quota already)
             self.throttle_cpu(memory_mb)
 
     def throttle_cpu(self, memory_mb: int) -> None:
@@ -140,11 +137,15 @@ class CgroupManager:
         return cls(parents, os.cpu_count() or 1), ""
 
     def create(self, name: str) -> EnvironmentCgroup:
-        """Empty cgroups with the process limit only; `limit` sets memory and CPU later."""
+        """Empty cgroups with the process limit and the init phase's CPU quota; `limit` sets
+        memory (and the steady CPU quota) later."""
         paths = {c: self._parents[c] / name for c in CONTROLLERS}
         for path in paths.values():
             path.mkdir()
         _write(paths["pids"] / "pids.max", str(MAX_PIDS))
+        # The init phase's CPU (every core, as AWS boosts init), set ahead of the assignment.
+        _write(paths["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+        _write(paths["cpu"] / "cpu.cfs_quota_us", str(CFS_PERIOD_US * self._cpus))
         return EnvironmentCgroup(tuple(paths.values()), paths["memory"], paths["cpu"], self._cpus)
 
     def cleanup(self) -> None:

@@ -230,6 +230,7 @@ class NamespaceBackend(SandboxBackend):
             prepared.pid, prepared.exited, prepared.cgroup, prepared.runtime_api
         )
         process.runtime_api_unix_socket = prepared.runtime_api_unix
+        process.runtime_api_connection = prepared.runtime_api_connection
         if spec.snapshot:
             process.forkserver = Zygote.adopt(prepared.channel, f"snapshot {prepared.pid}")
         return process
@@ -251,6 +252,7 @@ class NamespaceBackend(SandboxBackend):
             restored.pid, restored.exited, restored.cgroup, restored.runtime_api
         )
         process.runtime_api_unix_socket = restored.runtime_api_unix
+        process.runtime_api_connection = restored.runtime_api_connection
         return process
 
     def warm_restores(self, snapshot: SandboxProcess, memory_mb: int, tmp_mb: int) -> None:
@@ -304,8 +306,9 @@ class NamespaceBackend(SandboxBackend):
         cgroup = self._cgroups.create(f"env-{secrets.token_hex(6)}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         plan = self._plan(cgroup, interpreter)
-        if preload is not None:
+        if preload is not None:  # lambdad's own bootstrap: warm it up, pre-connect it
             plan["warm"] = f"{preload[1]}:warm_up"
+            plan["runtime_api_connected"] = True
         if slot is not None:
             plan["network"] = slot.path
         try:

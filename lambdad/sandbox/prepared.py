@@ -33,6 +33,8 @@ class PreparedSandbox:
     channel: socket.socket  # where the assignment is sent
     runtime_api: socket.socket  # listening inside the sandbox's network namespace
     runtime_api_unix: socket.socket  # the same API on a Unix socket, for lambdad's bootstraps
+    # lambdad's end of a connection made inside for lambdad's own bootstrap (Python), if any
+    runtime_api_connection: socket.socket | None = None
 
     @property
     def alive(self) -> bool:
@@ -43,6 +45,8 @@ class PreparedSandbox:
         self.channel.close()
         self.runtime_api.close()
         self.runtime_api_unix.close()
+        if self.runtime_api_connection is not None:
+            self.runtime_api_connection.close()
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
 
@@ -125,17 +129,21 @@ class SandboxPool:
         self._idle.clear()
 
 
+RuntimeApiSockets = tuple[socket.socket, socket.socket, socket.socket | None]
+
+
 async def receive_runtime_api(
     channel: socket.socket, exited: asyncio.Future[ExitStatus]
-) -> tuple[socket.socket, socket.socket] | None:
-    """The Runtime API listeners (TCP, Unix) the sandbox made inside (None if it died)."""
+) -> RuntimeApiSockets | None:
+    """The Runtime API listeners (TCP, Unix) the sandbox made inside, and lambdad's end of a
+    connection its runtime will use, if it made one (None if the sandbox died)."""
     loop = asyncio.get_running_loop()
     channel.setblocking(False)
-    received: asyncio.Future[tuple[socket.socket, socket.socket] | None] = loop.create_future()
+    received: asyncio.Future[RuntimeApiSockets | None] = loop.create_future()
 
     def on_readable() -> None:
         try:
-            _, fds, _, _ = socket.recv_fds(channel, 64, 2)
+            _, fds, _, _ = socket.recv_fds(channel, 64, 3)
         except BlockingIOError:
             return
         except OSError:
@@ -143,8 +151,9 @@ async def receive_runtime_api(
         loop.remove_reader(channel.fileno())
         if received.done():
             return
-        if len(fds) == 2:
-            received.set_result((socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1])))
+        if len(fds) in (2, 3):
+            sockets = [socket.socket(fileno=fd) for fd in fds]
+            received.set_result((sockets[0], sockets[1], sockets[2] if len(fds) == 3 else None))
         else:
             for fd in fds:
                 os.close(fd)

@@ -118,6 +118,8 @@ class EnvironmentLauncher:
             await env.api.serve(process.runtime_api_socket)
         if process.runtime_api_unix_socket is not None:
             await env.api.serve(process.runtime_api_unix_socket)
+        if process.runtime_api_connection is not None:
+            await env.api.adopt(process.runtime_api_connection)
         env.attach(process, read_fd)
         return env
 

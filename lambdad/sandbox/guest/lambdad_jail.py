@@ -193,10 +193,14 @@ def _loopback_up() -> None:
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP | IFF_RUNNING))
 
 
-def _runtime_api_sockets(port: int, unix_path: str, uid: int, reply: socket.socket) -> None:
+def _runtime_api_sockets(
+    port: int, unix_path: str, uid: int, reply: socket.socket, connected: bool = False
+) -> "int | None":
     """Listen inside the sandbox — on 127.0.0.1:port (what AWS_LAMBDA_RUNTIME_API names) and on
     a Unix socket (lambdad's own bootstraps prefer it: cheaper than loopback TCP) — and hand
-    both listeners to lambdad, which serves the Runtime API on them."""
+    both listeners to lambdad, which serves the Runtime API on them. With `connected`, also a
+    connected pair: lambdad gets one end, and the fd of the other is returned for the runtime
+    (its first request then needs no connect or accept)."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
@@ -209,12 +213,20 @@ def _runtime_api_sockets(port: int, unix_path: str, uid: int, reply: socket.sock
     os.chown(name, uid, -1)
     os.chdir("/")
     local.listen(64)
+    fds = [listener.fileno(), local.fileno()]
+    pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) if connected else None
+    if pair is not None:
+        fds.append(pair[1].fileno())
     try:
-        socket.send_fds(reply, [b"runtime-api"], [listener.fileno(), local.fileno()])
+        socket.send_fds(reply, [b"runtime-api"], fds)
     except OSError:  # lambdad stopped or discarded this sandbox before it was ready
         os._exit(0)
     listener.close()
     local.close()
+    if pair is None:
+        return None
+    pair[1].close()
+    return pair[0].detach()
 
 
 def _pivot(root: str) -> None:
@@ -243,10 +255,15 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def _seccomp(program: bytes) -> None:
+def _seccomp_program(program: bytes) -> "tuple[_SockFprog, Any]":
+    """The filter as the kernel takes it (the array is returned too: it must stay alive)."""
     count = len(program) // 8
     filters = (_SockFilter * count).from_buffer_copy(program)
-    prog = _SockFprog(count, filters)
+    return _SockFprog(count, filters), filters
+
+
+def _seccomp(program: "bytes | tuple[_SockFprog, Any]") -> None:
+    prog, _filters = _seccomp_program(program) if isinstance(program, bytes) else program
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
 
 
@@ -276,6 +293,8 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     _check(_libc.unshare(flags), "unshare")
     _fork_into_pid_namespace(channel)
     _build_function_process(plan, channel)
+    if plan.get("seccomp"):  # decoded now: the assignment only loads it
+        plan["seccomp"] = _seccomp_program(bytes.fromhex(plan["seccomp"]))
     _warm_up(plan.get("warm"))
     return _assign(plan, channel)
 
@@ -317,8 +336,12 @@ def _build_function_process(plan: "dict[str, Any]", channel: socket.socket) -> N
     nofile = plan.get("nofile", 1024)
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     # The Unix socket's file is made while the new root is still writable.
-    _runtime_api_sockets(
-        plan["runtime_api_port"], root + plan["runtime_api_unix"], plan["uid"], channel
+    plan["runtime_api_fd"] = _runtime_api_sockets(
+        plan["runtime_api_port"],
+        root + plan["runtime_api_unix"],
+        plan["uid"],
+        channel,
+        connected=bool(plan.get("runtime_api_connected")),
     )
     _pivot(root)
 
@@ -359,12 +382,13 @@ def _assign(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+    _hand_over_connection(plan.get("runtime_api_fd"), assignment)
     snapshot = assignment.get("snapshot")
     if snapshot is None:
         channel.close()
         _drop_privileges(uid, gid)
         if plan.get("seccomp"):
-            _seccomp(bytes.fromhex(plan["seccomp"]))
+            _seccomp(plan["seccomp"])
         return assignment
     # A SnapStart snapshot: it keeps the channel, where lambdad later asks it to fork restored
     # environments (lambdad_forkserver), and a user namespace of its own, so that each restored
@@ -375,6 +399,17 @@ def _assign(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
         _seccomp(bytes.fromhex(snapshot["seccomp"]))
     assignment["env"]["LAMBDAD_SNAPSHOT_FD"] = str(channel.detach())
     return assignment
+
+
+def _hand_over_connection(fd: "int | None", assignment: "dict[str, Any]") -> None:
+    """Give the runtime its end of the pre-connected Runtime API pair — only lambdad's own
+    bootstrap, run in this process, knows it; an exec'd runtime never sees the fd."""
+    if fd is None:
+        return
+    if "argv" in assignment:
+        os.close(fd)
+    else:
+        assignment["env"]["LAMBDAD_RUNTIME_API_FD"] = str(fd)
 
 
 def _own_user_namespace(uid: int, gid: int) -> None:
@@ -421,11 +456,15 @@ def restore(request: "dict[str, Any]", fds: "list[int]") -> "dict[str, Any]":
     _restored_filesystems(plan)
     _loopback_up()
     socket.sethostname(plan.get("hostname", "localhost"))
-    _runtime_api_sockets(plan["runtime_api_port"], plan["runtime_api_unix"], plan["uid"], channel)
+    connection = _runtime_api_sockets(
+        plan["runtime_api_port"], plan["runtime_api_unix"], plan["uid"], channel, connected=True
+    )
+    seccomp = _seccomp_program(bytes.fromhex(plan["seccomp"])) if plan.get("seccomp") else None
     assignment = _restored_assignment(channel)
+    _hand_over_connection(connection, assignment)
     _drop_capabilities()
-    if plan.get("seccomp"):
-        _seccomp(bytes.fromhex(plan["seccomp"]))
+    if seccomp is not None:
+        _seccomp(seccomp)
     return assignment
 
 

@@ -127,6 +127,19 @@ class _RuntimeClient:
         self._buf = b""
         return sock
 
+    @classmethod
+    def from_environment(cls, env: Any) -> _RuntimeClient:
+        """The client for this environment: lambdad may hand over a connection already made
+        (LAMBDAD_RUNTIME_API_FD) and offer its Unix socket (LAMBDAD_RUNTIME_API_SOCKET)."""
+        client = cls(env["AWS_LAMBDA_RUNTIME_API"], env.get("LAMBDAD_RUNTIME_API_SOCKET"))
+        fd = env.pop("LAMBDAD_RUNTIME_API_FD", None)
+        if fd is not None and fd.isdigit():
+            try:
+                client._sock = socket.socket(fileno=int(fd))
+            except OSError:  # not a socket (any more): connect as usual
+                client._sock = None
+        return client
+
     def close(self) -> None:
         sock, self._sock = self._sock, None
         self._buf = b""
@@ -796,10 +809,7 @@ def _snap_start(client: _RuntimeClient, snapshot_fd: str | None) -> _RuntimeClie
         os.environ.update(assignment["env"])
         with contextlib.suppress(OSError):
             os.chdir(assignment.get("cwd") or os.environ.get("LAMBDA_TASK_ROOT", "/"))
-        env = os.environ
-        client = _RuntimeClient(
-            env["AWS_LAMBDA_RUNTIME_API"], env.get("LAMBDAD_RUNTIME_API_SOCKET")
-        )
+        client = _RuntimeClient.from_environment(os.environ)
         client.restore_next()
     try:
         _run_hooks(snapshot_restore_py.get_after_restore(), reverse=False)
@@ -820,7 +830,7 @@ def _snap_start(client: _RuntimeClient, snapshot_fd: str | None) -> _RuntimeClie
 def main() -> None:
     env = os.environ
     snapshot_fd = env.pop("LAMBDAD_SNAPSHOT_FD", None)
-    client = _RuntimeClient(env["AWS_LAMBDA_RUNTIME_API"], env.get("LAMBDAD_RUNTIME_API_SOCKET"))
+    client = _RuntimeClient.from_environment(env)
     task_root = env.get("LAMBDA_TASK_ROOT") or os.getcwd()
     handler_spec = env.get("_HANDLER", "")
     _setup_sys_path(task_root)
