@@ -338,3 +338,26 @@ def test_a_version_lambdad_cannot_fork_fails_with_the_reason(lam: Any) -> None:
         time.sleep(0.05)
     assert (config["State"], config["StateReasonCode"]) == ("Failed", "InvalidRuntime")
     assert "AWS_LAMBDA_EXEC_WRAPPER" in config["StateReason"]
+
+
+def test_before_snapshot_hook_failure_fails_the_version(lam: Any) -> None:
+    code = (
+        "from snapshot_restore_py import register_before_snapshot\n\n"
+        "@register_before_snapshot\n"
+        "def close_pool():\n"
+        "    raise ConnectionError('pool busy')\n\n"
+        "def handler(event, context):\n"
+        "    return 1\n"
+    )
+    name = create_function(
+        lam, {"app.py": code}, runtime=RUNTIME, SnapStart={"ApplyOn": "PublishedVersions"}
+    )
+    version = lam.publish_version(FunctionName=name)["Version"]
+    deadline = time.monotonic() + 30
+    while True:
+        config = lam.get_function_configuration(FunctionName=name, Qualifier=version)
+        if config["State"] != "Pending" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert (config["State"], config["StateReasonCode"]) == ("Failed", "FunctionError")
+    assert config["StateReason"] == "Runtime.BeforeSnapshotError: pool busy"
