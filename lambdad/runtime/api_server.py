@@ -81,6 +81,9 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._parked = False
+        # answers not written yet: those to one read's requests go out in one write, and when
+        # that read ended with a parked /next (a pipelining runtime), with the event it gets
+        self._unsent: list[bytes] = []
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -94,9 +97,15 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError:
             self._write(400, error_body("InvalidRequest", "malformed HTTP request"), close=True)
+            return
+        if self._unsent and not self._parked and self._transport is not None:
+            # The runtime waits for these answers (it sent no /next after them): send them now.
+            self._transport.write(b"".join(self._unsent))
+            self._unsent.clear()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._unsent.clear()
         if self._parked:
             self._parked = False
             self._handler.runtime_connection_lost()
@@ -185,7 +194,9 @@ class _Connection(asyncio.Protocol):
             self._parked = False
             return False
         self._parked = False
-        head = [
+        # Answers held back since the runtime asked for this event go first, in one write.
+        head = self._unsent
+        head += [
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ",
             str(len(body)).encode(),
             b"\r\n",
@@ -195,16 +206,21 @@ class _Connection(asyncio.Protocol):
         head.append(b"\r\n")
         head.append(body)
         self._transport.write(b"".join(head))
+        head.clear()
         return True
 
     def _write(self, status: int, body: bytes, close: bool = False) -> None:
+        """Queue an answer; `data_received` writes it once the read's requests are handled,
+        unless they ended with a parked /next (then it leaves with the next event)."""
         if self._transport is None:
             return
-        self._transport.write(
+        self._unsent.append(
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
             % (status, _REASONS.get(status, b"Error"), len(body), body)
         )
         if close:
+            self._transport.write(b"".join(self._unsent))
+            self._unsent.clear()
             self._transport.close()
 
 

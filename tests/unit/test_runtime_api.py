@@ -1,0 +1,89 @@
+"""The Runtime API server's HTTP side: when answers are written (one write per read)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lambdad.runtime.api_server import ACCEPTED, NextReply, _Connection
+
+NEXT = b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: rt\r\n\r\n"
+
+
+def response(request_id: str, body: bytes = b"null") -> bytes:
+    return (
+        b"POST /2018-06-01/runtime/invocation/%s/response HTTP/1.1\r\nHost: rt\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (request_id.encode(), len(body), body)
+    )
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> Any:
+        return None
+
+
+class Handler:
+    def __init__(self) -> None:
+        self.parked: list[NextReply] = []
+        self.responses: list[tuple[str, bytes]] = []
+
+    def runtime_next(self, reply: NextReply) -> None:
+        self.parked.append(reply)
+
+    def runtime_response(self, request_id: str, body: bytes, too_large: bool) -> tuple[int, bytes]:
+        self.responses.append((request_id, body))
+        return ACCEPTED
+
+    def runtime_connection_lost(self) -> None:
+        self.parked.clear()
+
+
+def connection() -> tuple[_Connection, Transport, Handler]:
+    handler = Handler()
+    conn = _Connection(handler)  # type: ignore[arg-type]  # only what these tests call
+    transport = Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    return conn, transport, handler
+
+
+def test_a_response_alone_is_answered_at_once() -> None:
+    conn, transport, handler = connection()
+    conn.data_received(response("r1"))
+    assert handler.responses == [("r1", b"null")]
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 202 Accepted\r\n")
+
+
+def test_a_pipelined_response_is_answered_with_the_next_event() -> None:
+    conn, transport, handler = connection()
+    conn.data_received(response("r1") + NEXT)
+    assert handler.responses == [("r1", b"null")] and len(handler.parked) == 1
+    assert transport.writes == []  # the runtime reads the 202 only once it has the event
+    assert handler.parked[0].send([(b"Lambda-Runtime-Aws-Request-Id", b"r2")], b"{}")
+    (written,) = transport.writes
+    accepted, _, event = written.partition(b'{"status":"OK"}')
+    assert accepted.startswith(b"HTTP/1.1 202 Accepted\r\n")
+    assert event.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Lambda-Runtime-Aws-Request-Id: r2\r\n" in event
+    assert event.endswith(b"\r\n\r\n{}")
+
+
+def test_held_answers_are_dropped_with_the_connection() -> None:
+    conn, transport, handler = connection()
+    conn.data_received(response("r1") + NEXT)
+    reply = handler.parked[0]
+    conn.connection_lost(None)
+    assert handler.parked == [] and not reply.send([], b"{}")
+    assert transport.writes == []
