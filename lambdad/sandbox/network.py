@@ -2,7 +2,7 @@
 
 Lambda's default network: a function may open connections to non-local addresses (through NAT)
 but reaches nothing on the host it runs on and no other environment. Each environment joins one
-*slot*, built ahead of time by a worker thread, off the request path:
+*slot*, built ahead of time by a builder process (sandbox/netlink.py), off the request path:
 
     netns lambdad-<tag>-<n>                     host
       lo       up                                 lbd<tag>-<n>  <gateway>/30, up
@@ -27,9 +27,11 @@ the slot's address, which are deleted, and a Runtime API listener lambdad may no
 yet, which is waited for (up to RECYCLE_ATTEMPTS x RECYCLE_RETRY_S) before the slot is
 destroyed and a new one built instead.
 
-Threading: pyroute2 and nft block, and building a slot moves the worker thread into the new
-namespace for a moment (unshare/setns act on the calling thread only). Every kernel call
-therefore runs on the pool's single worker thread; the asyncio side only keeps the books.
+Processes and threads: slots are built by a process of its own (sandbox/netlink.py explains
+why), up to BUILDS_IN_FLIGHT requests queued there at once. The other kernel calls (host rules,
+recycling, removal) block and move the calling thread into a slot's namespace for a moment
+(setns acts on the calling thread only): they run on the pool's single worker thread. The
+asyncio side only keeps the books.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lambdad.sandbox.netlink import SlotBuilder
+
 __all__ = ["NetworkPool", "NetworkPoolError", "NetworkSlot", "NetworkStatistics", "PoolState"]
 
 log = logging.getLogger(__name__)
@@ -68,7 +72,6 @@ NETNS_DIR = Path("/run/netns")
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 INTERFACE_PREFIX = "lbd"  # the host side of every sandbox veth; the rules match "lbd*"
 TABLE_PREFIX = "lambdad_"
-SANDBOX_INTERFACE = "eth0"
 RECYCLE_ATTEMPTS = 40  # a released slot that still holds a listener is checked this often,
 RECYCLE_RETRY_S = 0.05  # this far apart, then destroyed and replaced
 BUILD_SAMPLES = 256  # build times kept for the median
@@ -76,6 +79,7 @@ NFT_TIMEOUT_S = 10
 NETLINK_TIMEOUT_S = 5
 SWEEP_WAIT_S = 2.0  # how long close() lets the kernel remove veths before deleting them
 MAX_IFNAME = 15
+BUILDS_IN_FLIGHT = 8  # slot requests queued at the builder process at once
 
 CLONE_NEWNET = 0x40000000
 MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
@@ -200,8 +204,9 @@ class NetworkPool:
         self._built = 0
         self._build_ms: deque[float] = deque(maxlen=BUILD_SAMPLES)
         self._last_error: BaseException | None = None
-        self._filler: asyncio.Task[None] | None = None
+        self._builds: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._builder = SlotBuilder()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"lambdad-network-{self.tag}")
         self._host = _Host(self._plan)
 
@@ -238,12 +243,13 @@ class NetworkPool:
         self._state = PoolState.RUNNING
         try:
             await self._run(self._host.open)
+            self._builder.start()
         except Exception as exc:
             await self.close()
             raise NetworkPoolError(f"cannot set up sandbox networking: {exc}") from exc
         self._top_up()
-        if self._filler is not None:
-            await asyncio.shield(self._filler)
+        while self._builds:
+            await asyncio.gather(*self._builds, return_exceptions=True)
         if len(self._idle) < self._target_idle and self._last_error is not None:
             error = self._last_error
             await self.close()
@@ -255,8 +261,8 @@ class NetworkPool:
             return
         opened, self._state = self._state is PoolState.RUNNING, PoolState.CLOSED
         self._fail_waiters(NetworkPoolError("the network pool is closed"))
-        pending = [t for t in (self._filler, *self._tasks) if t is not None]
-        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*self._builds, *self._tasks, return_exceptions=True)
+        await self._builder.close()
         if opened:
             in_use = list(self._in_use)
             self._idle.clear()
@@ -310,32 +316,38 @@ class NetworkPool:
         return len(self._waiters) + self._target_idle - ready
 
     def _top_up(self) -> None:
-        if self._state is not PoolState.RUNNING or self._deficit() <= 0:
-            return
-        if self._filler is None or self._filler.done():
-            self._filler = asyncio.ensure_future(self._fill())
-
-    async def _fill(self) -> None:
-        while self._state is PoolState.RUNNING and self._deficit() > 0:
+        """Start building slots for the deficit, at most BUILDS_IN_FLIGHT at a time."""
+        while (
+            self._state is PoolState.RUNNING
+            and self._deficit() > 0
+            and self._building < BUILDS_IN_FLIGHT
+        ):
             index = self._take_index()
             if index is None:
                 log.warning("network pool %s: subnet %s exhausted", self.tag, self._plan.subnet)
                 return
-            slot = self._plan.slot(index)
             self._building += 1
-            try:
-                elapsed_ms = await self._run(self._host.build, slot)
-            except Exception as exc:
-                log.exception("network pool %s: cannot build %s", self.tag, slot.name)
-                heapq.heappush(self._free, index)
-                self._last_error = exc
-                self._fail_waiters(NetworkPoolError(f"cannot build a network namespace: {exc}"))
-                return
-            finally:
-                self._building -= 1
-            self._built += 1
-            self._build_ms.append(elapsed_ms)
-            self._offer(slot)
+            task = asyncio.ensure_future(self._build(self._plan.slot(index)))
+            self._builds.add(task)
+            task.add_done_callback(self._builds.discard)
+
+    async def _build(self, slot: NetworkSlot) -> None:
+        try:
+            if not self._builder.alive:  # it exited (see its log): a new one
+                self._builder.start()
+            elapsed_ms = await self._builder.build(self._host.slot_plan(slot))
+        except Exception as exc:
+            log.exception("network pool %s: cannot build %s", self.tag, slot.name)
+            heapq.heappush(self._free, _index_of(slot))
+            self._last_error = exc
+            self._fail_waiters(NetworkPoolError(f"cannot build a network namespace: {exc}"))
+            return  # no new builds until the next acquire
+        finally:
+            self._building -= 1
+        self._built += 1
+        self._build_ms.append(elapsed_ms)
+        self._offer(slot)
+        self._top_up()
 
     async def _recycle(self, slot: NetworkSlot) -> None:
         try:
@@ -442,20 +454,15 @@ class _Host:
             os.close(self._home)
 
     # slots ------------------------------------------------------------------------------------
-    def build(self, slot: NetworkSlot) -> float:
-        """Create the slot's namespace and veth; return how long it took in milliseconds."""
-        started = time.perf_counter()
-        try:
-            inner = self._create_namespace(slot.path)
-            try:
-                self._add_veth(slot)
-                _configure_inside(inner, slot)
-            finally:
-                inner.close()
-        except BaseException:
-            _attempt(f"remove the half-built {slot.name}", self.destroy, slot)
-            raise
-        return (time.perf_counter() - started) * 1000
+    def slot_plan(self, slot: NetworkSlot) -> dict[str, Any]:
+        """What the builder process needs to build the slot (see sandbox/netlink.py)."""
+        return {
+            "path": slot.path,
+            "interface": slot.interface,
+            "address": slot.address,
+            "gateway": slot.gateway,
+            "mtu": self._mtu,
+        }
 
     def recycle(self, slot: NetworkSlot) -> bool:
         """Make a released slot reusable; False while something still listens inside it."""
@@ -502,45 +509,16 @@ class _Host:
                 raise
 
     # steps ------------------------------------------------------------------------------------
-    def _create_namespace(self, path: str) -> Any:
-        """A new netns bound at path; returns an IPRoute socket inside it."""
-        from pyroute2 import IPRoute
-
-        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
-        with self._inside(None):
-            _check(
-                _libc.mount(b"/proc/thread-self/ns/net", path.encode(), None, MS_BIND, None),
-                f"bind the new network namespace on {path}",
-            )
-            _write_sysctl("net/ipv6/conf/default/disable_ipv6", "1")  # eth0 arrives without v6
-            return IPRoute()
-
-    def _add_veth(self, slot: NetworkSlot) -> None:
-        namespace = os.open(slot.path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            peer = {"ifname": SANDBOX_INTERFACE, "net_ns_fd": namespace, "mtu": self._mtu}
-            self._ipr.link("add", ifname=slot.interface, kind="veth", mtu=self._mtu, peer=peer)
-        finally:
-            os.close(namespace)
-        _write_sysctl(f"net/ipv6/conf/{slot.interface}/disable_ipv6", "1")
-        (index,) = self._ipr.link_lookup(ifname=slot.interface)
-        prefix = ipaddress.IPv4Interface(slot.address).network.prefixlen
-        self._ipr.addr("add", index=index, address=slot.gateway, prefixlen=prefix)
-        self._ipr.link("set", index=index, state="up")
-
     @contextlib.contextmanager
-    def _inside(self, path: str | None) -> Iterator[None]:
-        """Run the block in the namespace at path (None: a new one) on this thread only."""
+    def _inside(self, path: str) -> Iterator[None]:
+        """Run the block in the namespace at path on this thread only."""
         if self._stranded:
             raise NetworkPoolError("the network worker thread could not return to its namespace")
-        if path is None:
-            _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
-        else:
-            target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                _check(_libc.setns(target, CLONE_NEWNET), f"setns {path}")
-            finally:
-                os.close(target)
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _check(_libc.setns(target, CLONE_NEWNET), f"setns {path}")
+        finally:
+            os.close(target)
         try:
             yield
         finally:
@@ -594,16 +572,6 @@ class _Host:
                 for link in self._ipr.link("get", index=route.get_attr("RTA_OIF")):
                     return min(1500, int(link.get_attr("IFLA_MTU")))
         return 1500
-
-
-def _configure_inside(inner: Any, slot: NetworkSlot) -> None:
-    (loopback,) = inner.link_lookup(ifname="lo")
-    inner.link("set", index=loopback, state="up")
-    (eth0,) = inner.link_lookup(ifname=SANDBOX_INTERFACE)
-    address = ipaddress.IPv4Interface(slot.address)
-    inner.addr("add", index=eth0, address=str(address.ip), prefixlen=address.network.prefixlen)
-    inner.link("set", index=eth0, state="up")
-    inner.route("add", dst="0.0.0.0/0", gateway=slot.gateway)
 
 
 def _has_listener() -> bool:
@@ -777,12 +745,6 @@ def _check(result: int, what: str) -> None:
     if result != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _write_sysctl(name: str, value: str) -> None:
-    """Write /proc/sys/<name> as seen from the calling thread's network namespace."""
-    with contextlib.suppress(FileNotFoundError):  # no IPv6 in this kernel: nothing to disable
-        Path("/proc/sys", name).write_text(value)
 
 
 def _attempt(what: str, step: Callable[..., object], *args: Any) -> None:
