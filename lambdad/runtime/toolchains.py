@@ -61,4 +61,8 @@ def build_all() -> dict[str, str]:
             outcomes["dotnet"] = f"failed: {exc}"
     else:
         outcomes["dotnet"] = "skipped: no mono/mcs"
+    from lambdad.sandbox import init_binary  # (the sandbox's, not a language's: built alike)
+
+    init = init_binary.ensure_built()
+    outcomes["sandbox init"] = f"built: {init.name}" if init else "skipped: no C compiler"
     return outcomes

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from lambdad.sandbox import mounts
+from lambdad.sandbox import init_binary, mounts
 from lambdad.sandbox.base import (
     ExitStatus,
     IsolationReport,
@@ -178,6 +178,8 @@ class NamespaceBackend(SandboxBackend):
         self._cgroups = cgroups
         self._seccomp = seccomp
         self._snapshot_seccomp = build_filter(snapshot=True) if seccomp is not None else None
+        # PID 1 of every environment: a tiny compiled program, or (None) a Python process
+        self._init_program = init_binary.ensure_built()
         self._exec_interpreter = exec_interpreter
         self._zygotes: dict[tuple[str, tuple[str, str] | None], Zygote] = {}
         self._starting: dict[tuple[str, tuple[str, str] | None], asyncio.Task[Zygote]] = {}
@@ -306,13 +308,17 @@ class NamespaceBackend(SandboxBackend):
         cgroup = self._cgroups.create(f"env-{secrets.token_hex(6)}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         plan = self._plan(cgroup, interpreter)
+        if self._init_program is not None:
+            plan["init_program"] = str(self._init_program)
         if preload is not None:  # lambdad's own bootstrap: warm it up, pre-connect it
             plan["warm"] = f"{preload[1]}:warm_up"
             plan["runtime_api_connected"] = True
         if slot is not None:
             plan["network"] = slot.path
         try:
-            pid, exited = await zygote.fork({"jail": plan}, [theirs.fileno()])
+            pid, exited = await zygote.fork(
+                {"jail": plan, "pid_namespace": True}, [theirs.fileno()]
+            )
         except BaseException:
             ours.close()
             cgroup.remove()

@@ -27,7 +27,7 @@ PoolKey = tuple[str, tuple[str, str] | None]  # (interpreter, preloaded module)
 
 @dataclass
 class PreparedSandbox:
-    pid: int  # the shim's pid (killing it tears the sandbox down)
+    pid: int  # its top process: PID 1 of its namespace, or a shim (killing it tears all down)
     exited: asyncio.Future[ExitStatus]
     cgroup: EnvironmentCgroup
     channel: socket.socket  # where the assignment is sent

@@ -13,6 +13,7 @@ SOCK_SEQPACKET socket (one JSON message per packet, file descriptors by SCM_RIGH
 child function never returns); in the server it returns None once lambdad closes the socket.
 """
 
+import ctypes
 import json
 import os
 import selectors
@@ -22,6 +23,13 @@ from collections.abc import Callable
 from typing import Any
 
 Child = Callable[[dict[str, Any], list[int]], Any]
+
+CLONE_NEWPID = 0x20000000
+_libc = ctypes.CDLL(None, use_errno=True)
+# A request with "pid_namespace" forks its child as PID 1 of a new PID namespace (no extra
+# process needed to get one). PID 1 cannot end itself by a signal, so such a child reports how
+# the environment ended on a status pipe ("code N" / "signal N"): child pid -> read end.
+_status_pipes: dict[int, int] = {}
 
 
 def send(control: socket.socket, message: dict[str, Any]) -> None:
@@ -36,6 +44,17 @@ def _reap(control: socket.socket) -> None:
             return
         if pid == 0:
             return
+        report_fd = _status_pipes.pop(pid, None)
+        if report_fd is not None:
+            try:
+                kind, _, value = os.read(report_fd, 64).decode().partition(" ")
+            except OSError:
+                kind = value = ""
+            os.close(report_fd)
+            if kind in ("code", "signal") and value.isdigit():
+                code, signum = (int(value), None) if kind == "code" else (None, int(value))
+                send(control, {"exit": pid, "code": code, "signal": signum})
+                continue
         if os.WIFSIGNALED(status):
             send(control, {"exit": pid, "code": None, "signal": os.WTERMSIG(status)})
         else:
@@ -65,6 +84,7 @@ def _fork(
             os.close(fd)
         send(control, {"id": request.get("id"), "error": f"expected {fds_allowed} fd(s)"})
         return True
+    status = _enter_pid_namespace() if request.get("pid_namespace") else None
     pid = os.fork()
     if pid == 0:
         control.close()
@@ -72,11 +92,42 @@ def _fork(
         os.close(wake[1])
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if status is not None:
+            for report_fd in _status_pipes.values():
+                os.close(report_fd)
+            _status_pipes.clear()
+            os.close(status[0])
+            request["status_fd"] = status[1]
         raise _Forked(child(request, fds))
+    if status is not None:
+        _leave_pid_namespace()
+        os.close(status[1])
+        _status_pipes[pid] = status[0]
     for fd in fds:
         os.close(fd)
     send(control, {"id": request["id"], "pid": pid})
     return True
+
+
+_own_pid_namespace = -1
+
+
+def _enter_pid_namespace() -> tuple[int, int]:
+    """Make the next child PID 1 of a new PID namespace; returns its status pipe."""
+    global _own_pid_namespace
+    if _own_pid_namespace < 0:
+        _own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    if _libc.unshare(CLONE_NEWPID) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWPID): {os.strerror(err)}")
+    return os.pipe()
+
+
+def _leave_pid_namespace() -> None:
+    """Children after this one are born in our own PID namespace again."""
+    if _libc.setns(_own_pid_namespace, CLONE_NEWPID) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns(CLONE_NEWPID): {os.strerror(err)}")
 
 
 def serve(control: socket.socket, child: Child, fds_allowed: tuple[int, ...] = (1,)) -> Any:

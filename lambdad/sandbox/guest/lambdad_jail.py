@@ -130,7 +130,7 @@ def _init(function_pid: int, status_w: int) -> None:
         except ChildProcessError:
             os._exit(1)
         if pid == function_pid:
-            with contextlib.suppress(OSError):  # the shim is gone: so is everything
+            with contextlib.suppress(OSError):  # the reader is gone: so is everything
                 os.write(status_w, _encode_status(status))
             os._exit(0)
 
@@ -280,7 +280,10 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     for cgroup in plan["cgroups"]:
         with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
             procs.write(pid)
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    # Forked as PID 1 of a new PID namespace (lambdad_forkserver), this process is the
+    # environment's init; otherwise it makes the namespace and stays outside as a shim.
+    init = plan.get("status_fd") is not None and os.getpid() == 1
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if init else CLONE_NEWPID)
     network = plan.get("network", "none")
     if network == "none":
         flags |= CLONE_NEWNET
@@ -291,12 +294,44 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
         finally:
             os.close(netns)
     _check(_libc.unshare(flags), "unshare")
-    _fork_into_pid_namespace(channel)
+    if init:
+        program = _open_init_program(plan.get("init_program"))
+        function = os.fork()
+        if function:
+            channel.close()
+            _exec_init(program, function, plan["status_fd"])
+            _init(function, plan["status_fd"])
+        if program >= 0:
+            os.close(program)
+        os.close(plan["status_fd"])
+        _die_with_parent()
+    else:
+        _fork_into_pid_namespace(channel)
     _build_function_process(plan, channel)
     if plan.get("seccomp"):  # decoded now: the assignment only loads it
         plan["seccomp"] = _seccomp_program(bytes.fromhex(plan["seccomp"]))
     _warm_up(plan.get("warm"))
     return _assign(plan, channel)
+
+
+def _open_init_program(path: "str | None") -> int:
+    """The compiled init (guest/lambdad_init.c), opened now: it is exec'd after the fork, when
+    the function process may already have replaced the root."""
+    if not path:
+        return -1
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def _exec_init(program: int, function: int, status_fd: int) -> None:
+    """Become the compiled init; returns only if that is impossible (the Python one stays)."""
+    if program < 0:
+        return
+    os.set_inheritable(status_fd, True)
+    with contextlib.suppress(OSError):
+        os.execve(program, ["lambdad-init", str(function), str(status_fd)], {})
 
 
 def _fork_into_pid_namespace(channel: socket.socket) -> None:

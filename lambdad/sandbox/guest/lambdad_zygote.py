@@ -44,7 +44,8 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
             import lambdad_jail  # type: ignore[import-not-found]
 
             channel = socket.socket(fileno=fds[0])
-            request = {**request, **lambdad_jail.prepare(request["jail"], channel)}
+            plan = {**request["jail"], "status_fd": request.get("status_fd")}
+            request = {**request, **lambdad_jail.prepare(plan, channel)}
         else:
             os.dup2(fds[0], 1)
             os.dup2(fds[0], 2)
