@@ -86,6 +86,9 @@ ETC_ALLOWED = (
     "mono",  # Mono's dllmap (/etc/mono/config: System.Native, libc) for dotnet8
 )
 ROOT_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# Fork requests a zygote has not answered yet, at most: a plan is ~4 KB and the control
+# socket's buffer ~200 KB, so a burst of cold starts must not send them all at once.
+FORKS_IN_FLIGHT = 16
 
 
 def _root_entries() -> tuple[list[list[Any]], list[list[str]]]:
@@ -188,6 +191,8 @@ class NamespaceBackend(SandboxBackend):
         self._etc = self._write_identity_files(run_dir / "etc")
         self._system_binds, self._links = _root_entries()
         self._pool = SandboxPool(self._build, pool_size)
+        # zygote key -> fork requests it may have unanswered (FORKS_IN_FLIGHT)
+        self._fork_slots: dict[PoolKey, asyncio.Semaphore] = {}
         # Outbound networking (veth + NAT) where the host allows it; loopback only otherwise.
         self._network: NetworkPool | None = None
         self._network_start: asyncio.Task[NetworkPool | None] | None = None
@@ -315,10 +320,12 @@ class NamespaceBackend(SandboxBackend):
             plan["runtime_api_connected"] = True
         if slot is not None:
             plan["network"] = slot.path
+        forks = self._fork_slots.setdefault(key, asyncio.Semaphore(FORKS_IN_FLIGHT))
         try:
-            pid, exited = await zygote.fork(
-                {"jail": plan, "pid_namespace": True}, [theirs.fileno()]
-            )
+            async with forks:
+                pid, exited = await zygote.fork(
+                    {"jail": plan, "pid_namespace": True}, [theirs.fileno()]
+                )
         except BaseException:
             ours.close()
             cgroup.remove()
