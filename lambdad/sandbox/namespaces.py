@@ -24,6 +24,7 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ ROOT_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 # Fork requests a zygote has not answered yet, at most: a plan is ~4 KB and the control
 # socket's buffer ~200 KB, so a burst of cold starts must not send them all at once.
 FORKS_IN_FLIGHT = 16
+PLAN_REFRESH_S = 5.0  # a sandbox plan's binds (allow-listed /etc entries) are looked up again
 
 
 def _root_entries() -> tuple[list[list[Any]], list[list[str]]]:
@@ -191,6 +193,8 @@ class NamespaceBackend(SandboxBackend):
         self._etc = self._write_identity_files(run_dir / "etc")
         self._system_binds, self._links = _root_entries()
         self._pool = SandboxPool(self._build, pool_size)
+        # interpreter -> (when made, the plan of its sandboxes without their cgroups)
+        self._plans: dict[str, tuple[float, dict[str, Any]]] = {}
         # zygote key -> fork requests it may have unanswered (FORKS_IN_FLIGHT)
         self._fork_slots: dict[PoolKey, asyncio.Semaphore] = {}
         # Outbound networking (veth + NAT) where the host allows it; loopback only otherwise.
@@ -346,6 +350,15 @@ class NamespaceBackend(SandboxBackend):
         return PreparedSandbox(pid, exited, cgroup, ours, *listeners)
 
     def _plan(self, cgroup: EnvironmentCgroup, interpreter: str) -> dict[str, Any]:
+        """The jail plan (see guest/lambdad_jail.py); all but the cgroups is remade only every
+        PLAN_REFRESH_S (~25 stat calls and a glob: 0.3-0.8 ms on the event loop per sandbox)."""
+        made, shared = self._plans.get(interpreter, (0.0, {}))
+        if not shared or time.monotonic() - made > PLAN_REFRESH_S:
+            shared = self._shared_plan(interpreter)
+            self._plans[interpreter] = (time.monotonic(), shared)
+        return {**shared, "cgroups": [str(p) for p in cgroup.paths]}
+
+    def _shared_plan(self, interpreter: str) -> dict[str, Any]:
         binds = [*self._system_binds]
         prefix = Path(os.path.realpath(interpreter)).parent.parent
         if not str(prefix).startswith("/usr"):
@@ -366,7 +379,6 @@ class NamespaceBackend(SandboxBackend):
             "uid": SANDBOX_UID,
             "gid": SANDBOX_GID,
             "hostname": "localhost",
-            "cgroups": [str(p) for p in cgroup.paths],
             "nofile": 1024,
             "seccomp": self._seccomp.hex() if self._seccomp else "",
             "network": "none",
