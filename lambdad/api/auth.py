@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
 
 from botocore.utils import normalize_url_path
@@ -63,6 +63,7 @@ HOST_NOT_SIGNED = "'Host' or ':authority' must be a 'SignedHeader' in the AWS Au
 _UNRESERVED = re.compile(r"[A-Za-z0-9\-_.~]*")
 _TIMESTAMP = re.compile(r"\d{8}T\d{6}Z")
 _REGION = re.compile(r"[a-z0-9-]{1,64}")
+_HEADER_FIELDS = frozenset({"Credential", "Signature", "SignedHeaders"})
 _QUERY_FIELDS = (
     "X-Amz-Algorithm",
     "X-Amz-Credential",
@@ -103,8 +104,7 @@ class Principal:
     access_key_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Claim:
+class _Claim(NamedTuple):
     """What the client says about its signature; every field is untrusted input."""
 
     access_key_id: str
@@ -206,16 +206,17 @@ def _header_claim(authorization: str, headers: dict[str, str], query: str) -> _C
             )
         params[name] = value
     timestamp = _header_timestamp(headers)
-    problems = [
-        f"Authorization header requires '{name}' parameter."
-        for name in ("Credential", "Signature", "SignedHeaders")
-        if name not in params
-    ]
-    if timestamp is None:
-        problems.append(
-            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
-        )
-    if problems or timestamp is None:
+    if timestamp is None or not _HEADER_FIELDS.issubset(params):
+        problems = [
+            f"Authorization header requires '{name}' parameter."
+            for name in ("Credential", "Signature", "SignedHeaders")
+            if name not in params
+        ]
+        if timestamp is None:
+            problems.append(
+                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' "
+                "header."
+            )
         raise IncompleteSignatureException(" ".join([*problems, f"Authorization={authorization}"]))
     if algorithm != ALGORITHM:
         raise IncompleteSignatureException(f"Unsupported AWS 'algorithm': '{algorithm}'.")
@@ -362,6 +363,7 @@ def _check_time(claim: _Claim, now: float) -> None:
         )
 
 
+@lru_cache(maxsize=256)  # a busy client signs many requests in the same second
 def _epoch(timestamp: str) -> float:
     try:
         moment = datetime(
@@ -393,20 +395,22 @@ def _span(seconds: int) -> str:
 
 
 def canonical_request(request: SignedRequest, headers: dict[str, str], claim: _Claim) -> str:
-    names = claim.signed_headers.split(";")
-    lines = [f"{name}:{_trimall(headers.get(name, ''))}" for name in names]
+    lines = [
+        f"{name}:{_trimall(headers.get(name, ''))}\n" for name in claim.signed_headers.split(";")
+    ]
     return "\n".join(
         (
             request.method.upper(),
             canonical_uri(request.raw_path),
             claim.canonical_query,
-            "\n".join(lines) + "\n",
+            "".join(lines),
             claim.signed_headers,
             _payload_hash(request.body, headers),
         )
     )
 
 
+@lru_cache(maxsize=1024)  # one path per function and operation
 def canonical_uri(raw_path: bytes) -> str:
     """The path as sent (already URI-encoded once), dot segments removed, encoded again."""
     path = raw_path.decode("latin-1")
