@@ -44,15 +44,17 @@ Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 TooLarge = Callable[[], HttpResponse]
 
 
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b"Status"
+# status -> its status line
+_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d Status\r\n" % status
 
 
 def encode_response(response: HttpResponse, keep_alive: bool) -> bytes:
-    head = [b"HTTP/1.1 %d %s\r\n" % (response.status, _reason(response.status))]
+    head = [_status_line(response.status)]
     for name, value in response.headers:
         head.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
     head.append(b"Content-Length: %d\r\n" % len(response.body))
@@ -69,6 +71,7 @@ class _Connection(asyncio.Protocol):
         self._max_body = max_body
         self._too_large = too_large
         self._parser = httptools.HttpRequestParser(self)
+        self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._client = ""
         self._url = b""
@@ -157,7 +160,7 @@ class _Connection(asyncio.Protocol):
         self._queue.append((request, keep_alive))
         if not self._busy:
             self._busy = True
-            self._task = asyncio.ensure_future(self._serve())
+            self._task = self._loop.create_task(self._serve())
 
     async def _serve(self) -> None:
         while self._queue:
