@@ -15,9 +15,8 @@ import contextlib
 import functools
 import os
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 import orjson
@@ -72,12 +71,20 @@ class InvokeOutcome:
     request_id: str | None = None
 
 
-def new_trace_id() -> bytes:
-    return b"Root=1-%08x-%s;Parent=%s;Sampled=0" % (
-        int(time.time()),
-        os.urandom(12).hex().encode(),
-        os.urandom(8).hex().encode(),
+# hex digit -> the same digit with the RFC 4122 variant bits (10xx) set
+_VARIANT = {f"{i:x}": f"{(i & 3) | 8:x}" for i in range(16)}
+
+
+def new_ids() -> tuple[str, bytes]:
+    """A request id (a random version 4 UUID, as ``str(uuid.uuid4())``) and an X-Ray trace
+    header, from one read of the system's random source."""
+    digits = os.urandom(36).hex()
+    request_id = (
+        f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-"
+        f"{_VARIANT[digits[16]]}{digits[17:20]}-{digits[20:32]}"
     )
+    trace_id = f"Root=1-{int(time.time()):08x}-{digits[32:56]};Parent={digits[56:]};Sampled=0"
+    return request_id, trace_id.encode()
 
 
 class Invoker:
@@ -105,7 +112,7 @@ class Invoker:
         client_context = _decode_client_context(request.client_context)
         if kind is InvocationType.DRY_RUN:
             return InvokeOutcome(204)
-        request_id = str(uuid.uuid4())
+        request_id, trace_id = new_ids()
         if kind is InvocationType.EVENT:
             await self._queue.put(
                 QueuedEvent(
@@ -126,7 +133,7 @@ class Invoker:
             invoked_arn=_invoked_arn(config, request.ref),
             tail=request.tail,
             client_context=client_context,
-            trace_id=new_trace_id(),
+            trace_id=trace_id,
         )
         # The reservation (and the account's pool) counts the function, whatever its version;
         # a free provisioned environment of the version runs it on capacity set aside already.
@@ -160,7 +167,7 @@ class Invoker:
             payload=event.payload,
             invoked_arn=_invoked_arn(config, ref),
             client_context=_decode_client_context(event.client_context),
-            trace_id=new_trace_id(),
+            trace_id=new_ids()[1],
         )
         try:
             return await self._pools.pool_for(config).run(invocation, self._admit(config))
@@ -176,8 +183,9 @@ class Invoker:
     def _resolve(self, account_id: str, ref: FunctionRef) -> FunctionConfig:
         check_reachable(ref, self._registry.region)
         # Invoke names $LATEST in its not-found message even when no qualifier was given.
-        target = replace(ref, qualifier=ref.qualifier or LATEST)
-        config = self._registry.invocation_target(account_id, target)
+        if ref.qualifier is None:
+            ref = FunctionRef(ref.name, LATEST, ref.account_id, ref.region)
+        config = self._registry.invocation_target(account_id, ref)
         if config.state is FunctionState.PENDING and config.snap_start_on:
             raise SnapStartNotReadyException(
                 "Lambda is initializing your function. You can invoke the function when the "
