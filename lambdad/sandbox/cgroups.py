@@ -3,20 +3,29 @@
 Paths are found from /proc/self/mounts and /proc/self/cgroup (never hard-coded): each
 controller's hierarchy is mounted somewhere, and this process sits at some path inside it;
 lambdad makes `lambdad-<pid>/<environment>` below that.
+
+Sandboxes' cgroups are made by a helper process (`make`, see sandbox/helper.py): a mkdir waits
+for the kernel-wide cgroup_mutex, which every migration holds through an RCU grace period, so
+on the event loop it took 0.8 ms a sandbox at the median and 13 ms at p90 during a burst.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from lambdad.sandbox.helper import HelperProcess, serve
 
 CONTROLLERS = ("memory", "cpu", "pids")
 # Lambda gives one full vCPU at 1,769 MB and scales CPU linearly with memory.
 MB_PER_VCPU = 1769
 CFS_PERIOD_US = 10_000  # short periods: throttling delays a request by ms, not 100 ms
 MAX_PIDS = 1024
+MAKES_IN_FLIGHT = 16  # cgroup requests queued at the helper at once
 
 
 def _controller_mounts(mounts_text: str) -> dict[str, Path]:
@@ -114,6 +123,8 @@ class CgroupManager:
     def __init__(self, parents: dict[str, Path], cpus: int) -> None:
         self._parents = parents
         self._cpus = cpus
+        self._maker = HelperProcess("lambdad.sandbox.cgroups:serve_makes")
+        self._makes: asyncio.Semaphore | None = None  # MAKES_IN_FLIGHT, made on first use
 
     @classmethod
     def detect(cls, tag: str) -> tuple[CgroupManager | None, str]:
@@ -139,14 +150,39 @@ class CgroupManager:
     def create(self, name: str) -> EnvironmentCgroup:
         """Empty cgroups with the process limit and the init phase's CPU quota; `limit` sets
         memory (and the steady CPU quota) later."""
+        cgroup, settings = self._new(name)
+        _make(cgroup.paths, settings)
+        return cgroup
+
+    async def make(self, name: str) -> EnvironmentCgroup:
+        """`create`, done by the helper process instead of the event loop."""
+        if self._makes is None:
+            self._makes = asyncio.Semaphore(MAKES_IN_FLIGHT)
+        cgroup, settings = self._new(name)
+        async with self._makes:
+            if not self._maker.alive:
+                self._maker.start()
+            await self._maker.request(
+                {"paths": [str(p) for p in cgroup.paths], "settings": settings}
+            )
+        return cgroup
+
+    def _new(self, name: str) -> tuple[EnvironmentCgroup, list[tuple[str, str]]]:
+        """The cgroups `name` and the (file, value) pairs written once they exist."""
         paths = {c: self._parents[c] / name for c in CONTROLLERS}
-        for path in paths.values():
-            path.mkdir()
-        _write(paths["pids"] / "pids.max", str(MAX_PIDS))
-        # The init phase's CPU (every core, as AWS boosts init), set ahead of the assignment.
-        _write(paths["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
-        _write(paths["cpu"] / "cpu.cfs_quota_us", str(CFS_PERIOD_US * self._cpus))
-        return EnvironmentCgroup(tuple(paths.values()), paths["memory"], paths["cpu"], self._cpus)
+        cgroup = EnvironmentCgroup(tuple(paths.values()), paths["memory"], paths["cpu"], self._cpus)
+        settings = [
+            (str(paths["pids"] / "pids.max"), str(MAX_PIDS)),
+            # The init phase's CPU (every core, as AWS boosts init), set ahead of the assignment.
+            (str(paths["cpu"] / "cpu.cfs_period_us"), str(CFS_PERIOD_US)),
+            (str(paths["cpu"] / "cpu.cfs_quota_us"), str(CFS_PERIOD_US * self._cpus)),
+        ]
+        return cgroup, settings
+
+    async def close(self) -> None:
+        """Stop the helper, then `cleanup`."""
+        await self._maker.close()
+        self.cleanup()
 
     def cleanup(self) -> None:
         """Remove leftover environment cgroups and the parents (at shutdown)."""
@@ -157,6 +193,23 @@ class CgroupManager:
                         child.rmdir()
             with contextlib.suppress(OSError):
                 parent.rmdir()
+
+
+def _make(paths: tuple[Path, ...], settings: list[tuple[str, str]]) -> None:
+    for path in paths:
+        path.mkdir()
+    for file, value in settings:
+        _write(Path(file), value)
+
+
+def serve_makes(fd: int) -> None:
+    """The helper process that makes sandboxes' cgroups (see sandbox/helper.py)."""
+
+    def make(request: dict[str, Any]) -> dict[str, Any]:
+        _make(tuple(Path(p) for p in request["paths"]), request["settings"])
+        return {}
+
+    serve(fd, make)
 
 
 def _write(path: Path, value: str) -> None:

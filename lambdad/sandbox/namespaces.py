@@ -314,7 +314,12 @@ class NamespaceBackend(SandboxBackend):
         zygote = await self._zygote(interpreter, preload)
         network = await self._network_pool()
         slot = await network.acquire() if network is not None else None
-        cgroup = self._cgroups.create(f"env-{secrets.token_hex(6)}")
+        try:
+            cgroup = await self._cgroups.make(f"env-{secrets.token_hex(6)}")
+        except BaseException:
+            if network is not None and slot is not None:
+                network.release(slot)
+            raise
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         plan = self._plan(cgroup, interpreter)
         if self._init_program is not None:
@@ -493,7 +498,7 @@ class NamespaceBackend(SandboxBackend):
             await asyncio.sleep(0.1)  # let the killed sandboxes' exits release their slots
             await self._network.close()
         await asyncio.sleep(0.05)
-        self._cgroups.cleanup()
+        await self._cgroups.close()
 
 
 def _can_unshare() -> bool:

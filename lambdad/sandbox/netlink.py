@@ -1,4 +1,4 @@
-"""Network slots built by a process of their own, with raw rtnetlink (stdlib only).
+"""Network slots built by a helper process of their own, with raw rtnetlink (stdlib only).
 
 A slot (see sandbox/network.py) is built in these steps, all in the host's network namespace
 except the first:
@@ -10,41 +10,32 @@ except the first:
     -> inside: lo up; eth0 addressed and up; default route via the gateway
 
 Why a process: lambdad's event loop is busiest exactly when slots are wanted (a burst of cold
-starts), and a worker *thread* of lambdad re-takes the GIL after every system call, waiting up
-to the switch interval (5 ms) each time: a slot took 20-28 ms there, against ~2.5 ms here. The
-builder (`python -I -S netlink.py FD`) has an interpreter of its own and sends only one small
-message per slot back. Raw requests, batched per namespace, also avoid pyroute2's per-message
-cost (6.5 ms a slot on an idle host, with pyroute2 on a thread).
+starts), and a worker thread of lambdad waits for the GIL after every system call (see
+sandbox/helper.py): a slot took 20-28 ms there, against ~2.5 ms in the builder. Raw requests,
+batched per namespace, also avoid pyroute2's per-message cost (6.5 ms a slot on an idle host).
 
-Protocol on the SOCK_SEQPACKET socket FD (one JSON message per packet):
-  lambdad -> builder  {"id": n, "path": "/run/netns/...", "interface": "lbd...", "mtu": 1500,
-                       "address": "10.200.0.2/30", "gateway": "10.200.0.1"}
-  builder -> lambdad  {"id": n, "ms": build time} or {"id": n, "error": "..."} (nothing of a
-                      failed slot is left behind)
-The builder exits when lambdad closes the socket, and dies with lambdad (PDEATHSIG).
+Requests (sandbox/helper.py's protocol): {"path": "/run/netns/...", "interface": "lbd...",
+"mtu": 1500, "address": "10.200.0.2/30", "gateway": "10.200.0.1"}; reply {"ms": build time}.
+Nothing of a slot that failed is left behind.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import errno
 import itertools
-import json
 import os
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 from typing import Any
+
+from lambdad.sandbox.helper import serve
 
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
 MNT_DETACH = 2
-PR_SET_PDEATHSIG = 1
 SANDBOX_INTERFACE = "eth0"
 LOOPBACK_INDEX = 1  # the kernel numbers a namespace's loopback 1
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 18, 20, 24
@@ -163,10 +154,6 @@ class SlotMaker:
         self._host = _Netlink()
         self.stranded = False
 
-    def close(self) -> None:
-        self._host.close()
-        os.close(self._home)
-
     def build(self, plan: dict[str, Any]) -> float:
         """Create the slot `plan` describes; its build time in ms. Removes what it made if it
         fails."""
@@ -239,107 +226,13 @@ class SlotMaker:
         )
 
 
-class SlotBuilder:
-    """lambdad's side of the builder process: `build` sends a slot's plan and waits for it."""
-
-    def __init__(self) -> None:
-        self._sock: socket.socket | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._ids = itertools.count(1)
-        # request id -> future of the build time in ms
-        self._pending: dict[int, asyncio.Future[float]] = {}
-
-    @property
-    def alive(self) -> bool:
-        return self._sock is not None
-
-    def start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", os.path.abspath(__file__), str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
-            env={},
-            cwd="/",
-            stdin=subprocess.DEVNULL,
-        )
-        theirs.close()
-        ours.setblocking(False)
-        self._sock = ours
-        asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
-
-    async def build(self, plan: dict[str, Any]) -> float:
-        """Build one slot; its build time in ms. OSError if the builder could not."""
-        if self._sock is None:
-            raise OSError("the network slot builder is not running")
-        request_id = next(self._ids)
-        reply: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = reply
-        try:
-            self._sock.send(json.dumps({**plan, "id": request_id}).encode())
-        except OSError:
-            self._pending.pop(request_id, None)
-            raise
-        return await reply
-
-    def _on_readable(self) -> None:
-        assert self._sock is not None
-        while True:
-            try:
-                data = self._sock.recv(4096)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._closed()
-                return
-            message = json.loads(data)
-            reply = self._pending.pop(message["id"], None)
-            if reply is None or reply.done():
-                continue
-            if "error" in message:
-                reply.set_exception(OSError(message["error"]))
-            else:
-                reply.set_result(float(message["ms"]))
-
-    def _closed(self) -> None:
-        if self._sock is not None:
-            asyncio.get_running_loop().remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
-        for reply in self._pending.values():
-            if not reply.done():
-                reply.set_exception(OSError("the network slot builder exited"))
-        self._pending.clear()
-
-    async def close(self) -> None:
-        self._closed()
-        if self._proc is not None:
-            proc, self._proc = self._proc, None
-            try:
-                await asyncio.to_thread(proc.wait, 5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                await asyncio.to_thread(proc.wait)
-
-
-def serve(control: socket.socket) -> None:
-    """The builder's loop: one slot per request, in order, until lambdad closes the socket."""
+def serve_slots(fd: int) -> None:
+    """The builder process (see sandbox/helper.py): one slot per request, in order."""
     maker = SlotMaker()
-    try:
-        while request := control.recv(4096):
-            plan = json.loads(request)
-            try:
-                reply: dict[str, Any] = {"id": plan["id"], "ms": maker.build(plan)}
-            except OSError as exc:
-                reply = {"id": plan["id"], "error": str(exc)}
-            control.send(json.dumps(reply).encode())
-            if maker.stranded:
-                return
-    finally:
-        maker.close()
 
+    def build(plan: dict[str, Any]) -> dict[str, Any]:
+        if maker.stranded:  # a thread stuck in a slot's namespace: lambdad starts a new builder
+            os._exit(1)
+        return {"ms": maker.build(plan)}
 
-if __name__ == "__main__":
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    serve(socket.socket(fileno=int(sys.argv[1])))
+    serve(fd, build)

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lambdad.sandbox.netlink import SlotBuilder
+from lambdad.sandbox.helper import HelperProcess
 
 __all__ = ["NetworkPool", "NetworkPoolError", "NetworkSlot", "NetworkStatistics", "PoolState"]
 
@@ -206,7 +206,7 @@ class NetworkPool:
         self._last_error: BaseException | None = None
         self._builds: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._builder = SlotBuilder()
+        self._builder = HelperProcess("lambdad.sandbox.netlink:serve_slots")
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"lambdad-network-{self.tag}")
         self._host = _Host(self._plan)
 
@@ -335,7 +335,7 @@ class NetworkPool:
         try:
             if not self._builder.alive:  # it exited (see its log): a new one
                 self._builder.start()
-            elapsed_ms = await self._builder.build(self._host.slot_plan(slot))
+            built = await self._builder.request(self._host.slot_plan(slot))
         except Exception as exc:
             log.exception("network pool %s: cannot build %s", self.tag, slot.name)
             heapq.heappush(self._free, _index_of(slot))
@@ -345,7 +345,7 @@ class NetworkPool:
         finally:
             self._building -= 1
         self._built += 1
-        self._build_ms.append(elapsed_ms)
+        self._build_ms.append(float(built["ms"]))
         self._offer(slot)
         self._top_up()
 
