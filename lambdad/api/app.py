@@ -19,7 +19,7 @@ from lambdad.api.code_urls import PATH_PREFIX, CodeUrlSigner
 from lambdad.api.handlers import HANDLERS, REQUEST_ID_KEY, Call, Services
 from lambdad.api.http_server import HttpRequest, HttpResponse
 from lambdad.api.logs_api import LogsApi
-from lambdad.api.protocol import LambdaProtocol, Response
+from lambdad.api.protocol import LambdaProtocol
 from lambdad.errors import (
     LambdaError,
     RequestEntityTooLargeException,
@@ -58,24 +58,19 @@ class LambdadApp:
         self._authenticator = authenticator
         self._status = status
 
-    async def handle(self, http: HttpRequest) -> HttpResponse:
-        """Answer one complete HTTP request (the lean server calls this)."""
-        response = await self._respond(http)
-        return HttpResponse(response.status, response.headers, response.body)
-
     def too_large(self) -> HttpResponse:
         """The answer to a request body over MAX_REQUEST_BYTES (never read in full)."""
-        error = self._protocol.serialize_error(
+        return self._protocol.serialize_error(
             RequestEntityTooLargeException(
                 f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the "
                 "CreateFunction operation"
             )
         )
-        return HttpResponse(error.status, error.headers, error.body)
 
-    async def _respond(self, http: HttpRequest) -> Response:
+    async def handle(self, http: HttpRequest) -> HttpResponse:
+        """Answer one complete HTTP request (the lean server calls this)."""
         headers, body, raw_path = http.headers, http.body, http.raw_path
-        query = parse_qs(http.query_string, keep_blank_values=True)
+        query = parse_qs(http.query_string, keep_blank_values=True) if http.query_string else {}
         if raw_path.startswith(PATH_PREFIX):  # presigned by us (own HMAC): no SigV4
             return self._download(unquote(raw_path[len(PATH_PREFIX) :]), query)
         target = headers.get("x-amz-target")
@@ -94,7 +89,7 @@ class LambdadApp:
             return self._protocol.serialize_error(error)
         if target is not None:
             status, payload = self._logs.handle(principal.account_id, target, body)
-            return Response(status, [("content-type", "application/x-amz-json-1.1")], payload)
+            return HttpResponse(status, [("content-type", "application/x-amz-json-1.1")], payload)
         if raw_path == STATUS_PATH and self._status is not None:
             return self._status_document(principal)
         call = Call(principal.account_id, f"http://{headers.get('host', '')}")
@@ -119,23 +114,23 @@ class LambdadApp:
         # Hashing a large body (a zipped CreateFunction) would hold up every other request.
         return await asyncio.to_thread(self._authenticator.authenticate, request, services)
 
-    def _status_document(self, principal: Principal) -> Response:
+    def _status_document(self, principal: Principal) -> HttpResponse:
         assert self._status is not None
         document = {**self._status(), "accountId": principal.account_id}
-        return Response(200, [("content-type", "application/json")], orjson.dumps(document))
+        return HttpResponse(200, [("content-type", "application/json")], orjson.dumps(document))
 
-    def _download(self, key: str, query: dict[str, list[str]]) -> Response:
+    def _download(self, key: str, query: dict[str, list[str]]) -> HttpResponse:
         expires = query.get("Expires", [""])[0]
         signature = query.get("Signature", [""])[0]
         if not self._signer.verify(key, expires, signature):
-            return Response(
+            return HttpResponse(
                 403, [("content-type", "text/plain")], b"Request has expired or is not signed"
             )
         try:
             data = self._services.registry.code_blob(key)
         except (KeyError, ValueError):
-            return Response(404, [("content-type", "text/plain")], b"NoSuchKey")
-        return Response(200, [("content-type", "application/zip")], data)
+            return HttpResponse(404, [("content-type", "text/plain")], b"NoSuchKey")
+        return HttpResponse(200, [("content-type", "application/zip")], data)
 
 
 def _services(target: str | None, raw_path: str) -> frozenset[str]:
@@ -144,13 +139,13 @@ def _services(target: str | None, raw_path: str) -> frozenset[str]:
     return STATUS_SERVICES if raw_path == STATUS_PATH else LAMBDA_SERVICES
 
 
-def _json_1_1_error(error: LambdaError) -> Response:
+def _json_1_1_error(error: LambdaError) -> HttpResponse:
     """An error in the AWS JSON 1.1 shape (the CloudWatch Logs endpoint)."""
     headers = [
         ("content-type", "application/x-amz-json-1.1"),
         ("x-amzn-ErrorType", error.code),
         ("x-amzn-RequestId", str(uuid.uuid4())),
     ]
-    return Response(
+    return HttpResponse(
         error.status, headers, orjson.dumps({"__type": error.code, "message": error.message})
     )

@@ -26,7 +26,6 @@ import hmac
 import re
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -85,19 +84,17 @@ class KeyResolver(Protocol):
         """The key with this id and the account it acts for, if it exists."""
 
 
-@dataclass(frozen=True)
-class SignedRequest:
+class SignedRequest(NamedTuple):
     """A request as the edge received it: nothing decoded that the signature covers."""
 
     method: str
     raw_path: bytes
     query_string: bytes
-    headers: Sequence[tuple[bytes, bytes]]  # as ASGI gives them, in order, duplicates kept
+    headers: Sequence[tuple[bytes, bytes]]  # as received, in order, duplicates kept
     body: bytes
 
 
-@dataclass(frozen=True)
-class Principal:
+class Principal(NamedTuple):
     """Who signed the request: the account every call of this request acts in."""
 
     account_id: str

@@ -10,20 +10,23 @@ requests (answered in order), `Expect: 100-continue` and a request size limit ar
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from http import HTTPStatus
-from typing import cast
+from typing import NamedTuple, cast
 
 import httptools
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class HttpRequest:
+# Records made per request are named tuples: immutable like frozen dataclasses, built in a
+# third of the time.
+
+
+class HttpRequest(NamedTuple):
     method: str
     raw_path: str  # still percent-encoded
     query_string: str
@@ -33,8 +36,7 @@ class HttpRequest:
     client: str = ""
 
 
-@dataclass(frozen=True)
-class HttpResponse:
+class HttpResponse(NamedTuple):
     status: int
     headers: list[tuple[str, str]]
     body: bytes
@@ -81,9 +83,11 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._oversized = False
         # complete requests waiting for their turn (answered strictly in order)
-        self._queue: list[tuple[HttpRequest, bool]] = []
-        self._busy = False
-        self._task: asyncio.Future[None] | None = None
+        self._queue: collections.deque[tuple[HttpRequest, bool]] = collections.deque()
+        # One task answers the connection's requests, started by the first; between requests
+        # it waits for this future (cheaper than a task per request).
+        self._task: asyncio.Task[None] | None = None
+        self._idle: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
@@ -95,6 +99,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._wake()  # the task ends once it has answered what was queued
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -158,20 +163,31 @@ class _Connection(asyncio.Protocol):
             self._send(self._too_large(), keep_alive=False)
             return
         self._queue.append((request, keep_alive))
-        if not self._busy:
-            self._busy = True
+        if self._task is None:
             self._task = self._loop.create_task(self._serve())
+        else:
+            self._wake()
+
+    def _wake(self) -> None:
+        idle, self._idle = self._idle, None
+        if idle is not None and not idle.done():
+            idle.set_result(None)
 
     async def _serve(self) -> None:
-        while self._queue:
-            request, keep_alive = self._queue.pop(0)
-            try:
-                response = await self._handler(request)
-            except Exception:  # the connection boundary: answer 500, keep the trace
-                log.exception("unhandled error serving %s %s", request.method, request.raw_path)
-                response = HttpResponse(500, [], b"")
-            self._send(response, keep_alive)
-        self._busy = False
+        queue = self._queue
+        while True:
+            while queue:
+                request, keep_alive = queue.popleft()
+                try:
+                    response = await self._handler(request)
+                except Exception:  # the connection boundary: answer 500, keep the trace
+                    log.exception("unhandled error serving %s %s", request.method, request.raw_path)
+                    response = HttpResponse(500, [], b"")
+                self._send(response, keep_alive)
+            if self._transport is None:
+                return
+            self._idle = self._loop.create_future()
+            await self._idle
 
     def _send(self, response: HttpResponse, keep_alive: bool) -> None:
         if self._transport is None or self._transport.is_closing():

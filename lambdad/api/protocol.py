@@ -40,6 +40,7 @@ from botocore.loaders import Loader
 from botocore.model import ServiceModel
 from botocore.utils import parse_timestamp
 
+from lambdad.api.http_server import HttpResponse
 from lambdad.api.validation import InputValidator
 from lambdad.errors import (
     InvalidParameterValueException,
@@ -61,11 +62,8 @@ STATUS_OVERRIDES: dict[str, int] = {
 _JSON_PREFIX = "Could not parse request body into json: Could not parse payload into json: "
 
 
-@dataclass(frozen=True)
-class Response:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
+# What the protocol renders is what the HTTP server writes.
+Response = HttpResponse
 
 
 @functools.cache
