@@ -10,7 +10,8 @@ work in order; lambdad awaits its answers on the event loop.
 
 Protocol on a SOCK_SEQPACKET pair, one JSON message per packet:
   lambdad -> helper  {"id": n, ...request}
-  helper -> lambdad  {"id": n, ...reply} or {"id": n, "error": "..."}
+  helper -> lambdad  {"id": n, ...reply} or {"id": n, "error": "..."}; file descriptors a
+                     reply carries (SCM_RIGHTS) become its "fds", owned by the requester
 The helper exits when lambdad closes its end, and dies with lambdad (PDEATHSIG).
 """
 
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
+MAX_FDS = 4  # file descriptors one reply may carry
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # the directory holding lambdad/
 
 
@@ -93,18 +95,24 @@ class HelperProcess:
         assert self._sock is not None
         while True:
             try:
-                data = self._sock.recv(65536)
+                data, fds, _, _ = socket.recv_fds(
+                    self._sock, 65536, MAX_FDS, socket.MSG_CMSG_CLOEXEC
+                )
             except BlockingIOError:
                 return
             except OSError:
-                data = b""
+                data, fds = b"", []
             if not data:
                 self.close_nowait()
                 return
             message = json.loads(data)
             reply = self._pending.pop(message.pop("id"), None)
             if reply is None or reply.done():
+                for fd in fds:
+                    os.close(fd)
                 continue
+            if fds:
+                message["fds"] = fds
             if "error" in message:
                 reply.set_exception(HelperError(message["error"]))
             else:
@@ -140,7 +148,8 @@ class HelperProcess:
 
 def serve(fd: int, handle: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
     """The helper's loop (runs in the helper): answer each request with handle(request), or
-    with the OSError it raised, until lambdad closes the socket."""
+    with the OSError it raised, until lambdad closes the socket. A reply's "fds" are sent
+    along and closed here."""
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     control = socket.socket(fileno=fd)
     while request := control.recv(1 << 16):
@@ -149,5 +158,8 @@ def serve(fd: int, handle: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
             reply = {**handle(message), "id": message["id"]}
         except OSError as exc:
             reply = {"id": message["id"], "error": str(exc)}
-        control.send(json.dumps(reply).encode())
+        fds: list[int] = reply.pop("fds", [])
+        socket.send_fds(control, [json.dumps(reply).encode()], fds)
+        for passed in fds:
+            os.close(passed)
     os._exit(0)

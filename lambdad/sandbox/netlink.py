@@ -3,8 +3,9 @@
 A slot (see sandbox/network.py) is built in these steps, all in the host's network namespace
 except the first:
 
-    unshare(CLONE_NEWNET) on this thread, bind it at the slot's path, disable IPv6 for new
-    devices, open a NETLINK_ROUTE socket inside (it stays there), setns back home
+    unshare(CLONE_NEWNET) on this thread, open the new namespace (the file descriptor that
+    keeps it, handed to lambdad), disable IPv6 for new devices, open a NETLINK_ROUTE socket
+    inside (it stays there), setns back home
     -> veth: the host side lbd<tag>-<n>, the peer "eth0" created inside the namespace
     -> host side: IPv6 disabled, gateway address, up
     -> inside: lo up; eth0 addressed and up; default route via the gateway
@@ -14,9 +15,9 @@ starts), and a worker thread of lambdad waits for the GIL after every system cal
 sandbox/helper.py): a slot took 20-28 ms there, against ~2.5 ms in the builder. Raw requests,
 batched per namespace, also avoid pyroute2's per-message cost (6.5 ms a slot on an idle host).
 
-Requests (sandbox/helper.py's protocol): {"path": "/run/netns/...", "interface": "lbd...",
-"mtu": 1500, "address": "10.200.0.2/30", "gateway": "10.200.0.1"}; reply {"ms": build time}.
-Nothing of a slot that failed is left behind.
+Requests (sandbox/helper.py's protocol): {"interface": "lbd...", "mtu": 1500, "address":
+"10.200.0.2/30", "gateway": "10.200.0.1"}; reply {"ms": build time} carrying the namespace's
+file descriptor. Nothing of a slot that failed is left behind.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ from typing import Any
 from lambdad.sandbox.helper import serve
 
 CLONE_NEWNET = 0x40000000
-MS_BIND = 4096
-MNT_DETACH = 2
 SANDBOX_INTERFACE = "eth0"
 LOOPBACK_INDEX = 1  # the kernel numbers a namespace's loopback 1
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 18, 20, 24
@@ -146,66 +145,60 @@ def _write_sysctl(name: str, value: str) -> None:
 
 
 class SlotMaker:
-    """Builds and removes slots; confined to one thread, which must stay in the host namespace
-    between calls (a failed return home leaves it `stranded`: it refuses from then on)."""
+    """Builds slots; confined to one thread, which must stay in the host namespace between
+    calls (a failed return home leaves it `stranded`: it refuses from then on)."""
 
     def __init__(self) -> None:
         self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._host = _Netlink()
         self.stranded = False
 
-    def build(self, plan: dict[str, Any]) -> float:
-        """Create the slot `plan` describes; its build time in ms. Removes what it made if it
-        fails."""
+    def build(self, plan: dict[str, Any]) -> tuple[int, float]:
+        """Create the slot `plan` describes: a file descriptor of its namespace (the caller's
+        to close) and the build time in ms. Removes what it made if it fails."""
         started = time.perf_counter()
+        namespace, inner = self._create_namespace()
         try:
-            inner = self._create_namespace(plan["path"])
-            try:
-                self._add_veth(plan)
-                self._configure_inside(inner, plan)
-            finally:
-                inner.close()
+            self._add_veth(namespace, plan)
+            self._configure_inside(inner, plan)
         except BaseException:
             with contextlib.suppress(OSError):
-                self.remove(plan)
+                self._delete_link(plan["interface"])
+            os.close(namespace)  # the namespace goes with it
             raise
-        return (time.perf_counter() - started) * 1000
+        finally:
+            inner.close()
+        return namespace, (time.perf_counter() - started) * 1000
 
-    def remove(self, plan: dict[str, Any]) -> None:
-        """Delete the veth (its peer goes with it) and the namespace's bind mount."""
+    def _delete_link(self, interface: str) -> None:
         try:
-            self._host.request((RTM_DELLINK, 0, _link() + _name(plan["interface"])))
+            self._host.request((RTM_DELLINK, 0, _link() + _name(interface)))
         except OSError as exc:
             if exc.errno != errno.ENODEV:  # never made
                 raise
-        _libc.umount2(plan["path"].encode(), MNT_DETACH)  # fails harmlessly if not mounted
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(plan["path"])
 
-    def _create_namespace(self, path: str) -> _Netlink:
+    def _create_namespace(self) -> tuple[int, _Netlink]:
+        """A new namespace's file descriptor, and a netlink socket inside it."""
         if self.stranded:
             raise OSError("the builder could not return to the host's network namespace")
-        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
         _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        namespace = -1
         try:
-            _check(
-                _libc.mount(b"/proc/thread-self/ns/net", path.encode(), None, MS_BIND, None),
-                f"bind the new network namespace on {path}",
-            )
+            namespace = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             _write_sysctl("net/ipv6/conf/default/disable_ipv6", "1")  # eth0 arrives without v6
-            return _Netlink()
+            return namespace, _Netlink()
+        except BaseException:
+            if namespace >= 0:
+                os.close(namespace)
+            raise
         finally:
             if _libc.setns(self._home, CLONE_NEWNET) != 0:
                 self.stranded = True
                 _check(-1, "setns back to the host namespace")
 
-    def _add_veth(self, plan: dict[str, Any]) -> None:
+    def _add_veth(self, namespace: int, plan: dict[str, Any]) -> None:
         interface = plan["interface"]
-        namespace = os.open(plan["path"], os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            self._host.request(_veth(interface, plan["mtu"], namespace))
-        finally:
-            os.close(namespace)
+        self._host.request(_veth(interface, plan["mtu"], namespace))
         _write_sysctl(f"net/ipv6/conf/{interface}/disable_ipv6", "1")
         index = socket.if_nametoindex(interface)
         prefixlen = int(plan["address"].split("/")[1])
@@ -233,6 +226,7 @@ def serve_slots(fd: int) -> None:
     def build(plan: dict[str, Any]) -> dict[str, Any]:
         if maker.stranded:  # a thread stuck in a slot's namespace: lambdad starts a new builder
             os._exit(1)
-        return {"ms": maker.build(plan)}
+        namespace, elapsed_ms = maker.build(plan)
+        return {"ms": elapsed_ms, "fds": [namespace]}
 
     serve(fd, build)

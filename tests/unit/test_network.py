@@ -233,7 +233,8 @@ def host_addresses() -> list[str]:
 
 
 def leftovers(tag: str) -> dict[str, list[str]]:
-    """What a pool with this tag left on the host."""
+    """What a pool with this tag left on the host (its slots' namespaces are not bound under
+    /run/netns: a live one shows as its veth, and as a descriptor in `held_namespaces`)."""
     namespaces = [line.split()[0] for line in sh("ip", "netns", "list").splitlines() if line]
     links = [link["ifname"] for link in json.loads(sh("ip", "-j", "link"))]
     tables = [line.split()[-1] for line in sh("nft", "list", "tables").splitlines() if line]
@@ -242,6 +243,18 @@ def leftovers(tag: str) -> dict[str, list[str]]:
         "links": [n for n in links if n.startswith(f"lbd{tag}-")],
         "tables": [t for t in tables if t == f"lambdad_{tag}"],
     }
+
+
+def held_namespaces() -> list[str]:
+    """Network namespaces this process holds open other than its own (pool slots)."""
+    own = os.readlink("/proc/self/ns/net")
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("net:[") and target != own:
+                held.append(target)
+    return held
 
 
 def sweep(tag: str) -> None:
@@ -324,9 +337,9 @@ def ip_of(slot: NetworkSlot) -> str:
 # without root --------------------------------------------------------------------------------
 def test_each_slot_gets_a_30_and_names_from_the_tag() -> None:
     plan = network._AddressPlan(ipaddress.IPv4Network("10.200.0.0/16"), "4242")
-    assert plan.slot(5) == NetworkSlot(
+    assert plan.slot(5, 9) == NetworkSlot(
         name="lambdad-4242-5",
-        path="/run/netns/lambdad-4242-5",
+        path=f"/proc/{os.getpid()}/fd/9",
         address="10.200.0.22/30",
         gateway="10.200.0.21",
         interface="lbd4242-5",
@@ -502,12 +515,14 @@ async def test_a_slot_whose_listener_stays_open_is_destroyed(
     async with running_pool(target_idle=0, max_idle=4) as pool:
         slot = await pool.acquire()
         with listen(socket_in(slot.path), "127.0.0.1"):
+            namespace = os.readlink(slot.path)
             pool.release(slot)
-            await wait_until(lambda: not Path(slot.path).exists())
+            await wait_until(lambda: namespace not in held_namespaces())
         assert leftovers(pool.tag)["links"] == []
         assert pool.statistics() == NetworkStatistics(0, 0, 1, pool.statistics().build_ms_p50)
         replacement = await pool.acquire()  # built anew, at the freed address
-        assert replacement == slot and Path(slot.path).exists()
+        assert (replacement.interface, replacement.address) == (slot.interface, slot.address)
+        assert os.readlink(replacement.path) != namespace
         assert pool.statistics().built == 2
 
 
@@ -552,10 +567,12 @@ async def test_close_leaves_nothing_behind_and_restores_ip_forward() -> None:
     async with running_pool(tag=tag, target_idle=3) as pool:
         slot = await pool.acquire()
         assert IP_FORWARD.read_text().strip() == "1"
-        assert all(leftovers(tag).values())
+        assert leftovers(tag)["links"] and leftovers(tag)["tables"]
+        assert os.readlink(slot.path) in held_namespaces()
+        assert len(held_namespaces()) >= 3
         await pool.close()
         assert leftovers(tag) == {"netns": [], "links": [], "tables": []}
-        assert not Path(slot.path).exists()
+        assert held_namespaces() == []
         if alone and not lambdad_tables():  # else another pool decides
             assert IP_FORWARD.read_text() == before
         with pytest.raises(NetworkPoolError, match="closed"):
@@ -593,7 +610,7 @@ async def test_start_removes_what_a_crashed_run_with_the_same_tag_left() -> None
         sh("ip", "netns", "add", f"lambdad-{tag}-9")
         sh("ip", "link", "add", f"lbd{tag}-9", "type", "veth", "peer", "name", f"lbd{tag}-9p")
         async with running_pool(tag=tag, target_idle=1):
-            assert leftovers(tag)["netns"] == [f"lambdad-{tag}-0"]
+            assert leftovers(tag)["netns"] == []
             assert leftovers(tag)["links"] == [f"lbd{tag}-0"]
     finally:
         sweep(tag)
