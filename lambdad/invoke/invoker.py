@@ -16,8 +16,8 @@ import functools
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 import orjson
 
@@ -50,8 +50,7 @@ class InvocationType(StrEnum):
     DRY_RUN = "DryRun"  # check the request only (204)
 
 
-@dataclass(frozen=True)
-class InvokeRequest:
+class InvokeRequest(NamedTuple):
     account_id: str
     ref: FunctionRef
     payload: bytes
@@ -60,8 +59,7 @@ class InvokeRequest:
     client_context: str | None = None  # base64 JSON, as the X-Amz-Client-Context header
 
 
-@dataclass(frozen=True)
-class InvokeOutcome:
+class InvokeOutcome(NamedTuple):
     status: int
     payload: bytes = b""
     function_error: str | None = None

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from lambdad.errors import (
     InvalidParameterValueException,
@@ -75,6 +76,8 @@ class _Account:
     def carved_out(self, excluding: str | None = None) -> int:
         """Capacity taken from the unreserved pool: reservations, and the provisioned
         concurrency of functions without one."""
+        if not self.provisioned and excluding is None:  # every on-demand admission asks this
+            return sum(self.reserved.values())
         reserved = sum(v for f, v in self.reserved.items() if f != excluding)
         provisioned = sum(
             v for f, v in self.provisioned.items() if f != excluding and f not in self.reserved
@@ -88,12 +91,37 @@ class _Bucket:
     stamp: float
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(NamedTuple):
     account_id: str
     function: str
     reserved: bool
     provisioned: bool = False  # runs on a provisioned environment (not throttled, not pooled)
+
+
+class _Leased:
+    """``with`` block of a lease: taken on entry, released on exit whatever happens (a class,
+    not a generator: one is entered per invocation)."""
+
+    __slots__ = ("_account_id", "_function", "_lease", "_release", "_take")
+
+    def __init__(
+        self,
+        take: Callable[[str, str], Lease],
+        release: Callable[[Lease], None],
+        account_id: str,
+        function: str,
+    ) -> None:
+        self._take = take
+        self._release = release
+        self._account_id = account_id
+        self._function = function
+
+    def __enter__(self) -> Lease:
+        self._lease = self._take(self._account_id, self._function)
+        return self._lease
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._release(self._lease)
 
 
 class ConcurrencyLimiter:
@@ -241,25 +269,18 @@ class ConcurrencyLimiter:
             if not waiter.done():
                 waiter.set_result(None)
 
-    @contextmanager
-    def lease_nowait(self, account_id: str, function: str) -> Iterator[Lease]:
-        lease = self.acquire_nowait(account_id, function)
-        try:
-            yield lease
-        finally:
-            self.release(lease)
+    def lease_nowait(self, account_id: str, function: str) -> AbstractContextManager[Lease]:
+        return _Leased(self.acquire_nowait, self.release, account_id, function)
 
-    @contextmanager
-    def provisioned_lease(self, account_id: str, function: str) -> Iterator[Lease]:
+    def provisioned_lease(self, account_id: str, function: str) -> AbstractContextManager[Lease]:
         """Count an invocation that runs on a provisioned environment (never refused: the
         capacity was set aside when the provisioned concurrency was configured)."""
+        return _Leased(self._acquire_provisioned, self.release, account_id, function)
+
+    def _acquire_provisioned(self, account_id: str, function: str) -> Lease:
         account = self._account(account_id)
         account.provisioned_in_use[function] = account.provisioned_in_use.get(function, 0) + 1
-        lease = Lease(account_id, function, function in account.reserved, provisioned=True)
-        try:
-            yield lease
-        finally:
-            self.release(lease)
+        return Lease(account_id, function, function in account.reserved, provisioned=True)
 
     async def wait_lease(self, account_id: str, function: str, recheck: float = 1.0) -> Lease:
         """Wait until the function may run (async invocations are queued, never dropped).
