@@ -102,22 +102,18 @@ class _Leased:
     """``with`` block of a lease: taken on entry, released on exit whatever happens (a class,
     not a generator: one is entered per invocation)."""
 
-    __slots__ = ("_account_id", "_function", "_lease", "_release", "_take")
+    __slots__ = ("_key", "_lease", "_release", "_take")
 
     def __init__(
         self,
         take: Callable[[str, str], Lease],
         release: Callable[[Lease], None],
-        account_id: str,
-        function: str,
+        key: tuple[str, str],  # (account id, function name)
     ) -> None:
-        self._take = take
-        self._release = release
-        self._account_id = account_id
-        self._function = function
+        self._take, self._release, self._key = take, release, key
 
     def __enter__(self) -> Lease:
-        self._lease = self._take(self._account_id, self._function)
+        self._lease = self._take(*self._key)
         return self._lease
 
     def __exit__(self, *exc_info: object) -> None:
@@ -270,12 +266,12 @@ class ConcurrencyLimiter:
                 waiter.set_result(None)
 
     def lease_nowait(self, account_id: str, function: str) -> AbstractContextManager[Lease]:
-        return _Leased(self.acquire_nowait, self.release, account_id, function)
+        return _Leased(self.acquire_nowait, self.release, (account_id, function))
 
     def provisioned_lease(self, account_id: str, function: str) -> AbstractContextManager[Lease]:
         """Count an invocation that runs on a provisioned environment (never refused: the
         capacity was set aside when the provisioned concurrency was configured)."""
-        return _Leased(self._acquire_provisioned, self.release, account_id, function)
+        return _Leased(self._acquire_provisioned, self.release, (account_id, function))
 
     def _acquire_provisioned(self, account_id: str, function: str) -> Lease:
         account = self._account(account_id)
