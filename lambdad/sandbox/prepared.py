@@ -93,19 +93,23 @@ class SandboxPool:
             self._filling[key] = asyncio.ensure_future(self._fill(key))
 
     async def _fill(self, key: PoolKey) -> None:
+        """Build what is missing all at once (the zygote forks them one after another, the
+        sandboxes get ready side by side), until the target is met or 3 builds failed."""
         idle = self._idle.setdefault(key, [])
         failures = 0
-        while len(idle) < self._target and failures < 3:
-            try:
-                prepared = await self._build_one(key)
-            except Exception:  # a task boundary: log and back off
-                log.exception("preparing a sandbox failed")
-                prepared = None
-            if prepared is None:
-                failures += 1
+        while (missing := self._target - len(idle)) > 0 and failures < 3:
+            builds = [self._build_one(key) for _ in range(missing)]
+            results = await asyncio.gather(*builds, return_exceptions=True)
+            idle.extend(r for r in results if isinstance(r, PreparedSandbox))
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, Exception):
+                    raise result  # cancelled (close() discards what was built)
+                if isinstance(result, Exception):  # a task boundary: log and back off
+                    log.error("preparing a sandbox failed", exc_info=result)
+                if not isinstance(result, PreparedSandbox):
+                    failures += 1
+            if failures:
                 await asyncio.sleep(0.1 * failures)
-                continue
-            idle.append(prepared)
 
     async def _build_one(self, key: PoolKey) -> PreparedSandbox | None:
         prepared = await self._build(key)
