@@ -73,10 +73,36 @@ class InvokeOutcome(NamedTuple):
 _VARIANT = {f"{i:x}": f"{(i & 3) | 8:x}" for i in range(16)}
 
 
+class _RandomDigits:
+    """Hex digits from the system's random source, read in batches: one getrandom() call
+    per ~100 invocations instead of one each. A forked child starts with a batch of its own."""
+
+    BATCH_BYTES = 4096
+
+    def __init__(self) -> None:
+        self._digits = ""
+        self._offset = 0
+        os.register_at_fork(after_in_child=self.discard)
+
+    def take(self, count: int) -> str:
+        """`count` hex digits (4 random bits each) never handed out before."""
+        start = self._offset
+        if start + count > len(self._digits):
+            self._digits, start = os.urandom(self.BATCH_BYTES).hex(), 0
+        self._offset = start + count
+        return self._digits[start : self._offset]
+
+    def discard(self) -> None:
+        self._digits, self._offset = "", 0
+
+
+_RANDOM = _RandomDigits()
+
+
 def new_ids() -> tuple[str, bytes]:
     """A request id (a random version 4 UUID, as ``str(uuid.uuid4())``) and an X-Ray trace
-    header, from one read of the system's random source."""
-    digits = os.urandom(36).hex()
+    header, from 36 random bytes."""
+    digits = _RANDOM.take(72)
     request_id = (
         f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-"
         f"{_VARIANT[digits[16]]}{digits[17:20]}-{digits[20:32]}"
