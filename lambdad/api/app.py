@@ -80,6 +80,8 @@ class LambdadApp:
             http.query_string.encode("latin-1"),
             http.raw_headers,
             body,
+            # the server's map is the verifier's when no header name repeats
+            headers if len(headers) == len(http.raw_headers) else None,
         )
         try:
             principal = await self._authenticate(request, _services(target, raw_path))

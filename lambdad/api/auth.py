@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -92,6 +92,9 @@ class SignedRequest(NamedTuple):
     query_string: bytes
     headers: Sequence[tuple[bytes, bytes]]  # as received, in order, duplicates kept
     body: bytes
+    # The same headers by lower-cased name, decoded as latin-1, when no name repeats (the
+    # edge has that map already); None: built here from `headers`.
+    header_map: Mapping[str, str] | None = None
 
 
 class Principal(NamedTuple):
@@ -133,7 +136,9 @@ class Authenticator:
 
     def authenticate(self, request: SignedRequest, services: Collection[str]) -> Principal:
         """The principal that signed `request` for one of `services`, or a 403 LambdaError."""
-        headers = _header_map(request.headers)
+        headers = request.header_map
+        if headers is None:
+            headers = _header_map(request.headers)
         query = request.query_string.decode("latin-1")
         authorization = headers.get("authorization")
         if authorization is not None:
@@ -188,7 +193,7 @@ def _trimall(value: str) -> str:
     return " ".join(value.split())
 
 
-def _header_claim(authorization: str, headers: dict[str, str], query: str) -> _Claim:
+def _header_claim(authorization: str, headers: Mapping[str, str], query: str) -> _Claim:
     algorithm, _, rest = authorization.strip().partition(" ")
     params: dict[str, str] = {}
     for part in rest.split(","):
@@ -229,7 +234,7 @@ def _header_claim(authorization: str, headers: dict[str, str], query: str) -> _C
     )
 
 
-def _header_timestamp(headers: dict[str, str]) -> str | None:
+def _header_timestamp(headers: Mapping[str, str]) -> str | None:
     amz_date = headers.get("x-amz-date")
     if amz_date:
         return amz_date.strip()
@@ -244,7 +249,7 @@ def _header_timestamp(headers: dict[str, str]) -> str | None:
         ) from None
 
 
-def _query_claim(query: str, headers: dict[str, str]) -> _Claim:
+def _query_claim(query: str, headers: Mapping[str, str]) -> _Claim:
     params: dict[str, str] = {}
     for part in query.split("&"):
         name, _, value = part.partition("=")
@@ -391,7 +396,7 @@ def _span(seconds: int) -> str:
 # -- the canonical request, as botocore's SigV4Auth builds it for non-S3 services ---------------
 
 
-def canonical_request(request: SignedRequest, headers: dict[str, str], claim: _Claim) -> str:
+def canonical_request(request: SignedRequest, headers: Mapping[str, str], claim: _Claim) -> str:
     lines = [
         f"{name}:{_trimall(headers.get(name, ''))}\n" for name in claim.signed_headers.split(";")
     ]
@@ -438,7 +443,7 @@ def _reencode(component: str) -> str:
     return quote_from_bytes(unquote_to_bytes(component), safe="-_.~")
 
 
-def _payload_hash(body: bytes, headers: dict[str, str]) -> str:
+def _payload_hash(body: bytes, headers: Mapping[str, str]) -> str:
     """The body's SHA-256 (botocore's presigned URLs too: their body moved to the query)."""
     declared = headers.get("x-amz-content-sha256")
     if declared is not None and declared.strip() == UNSIGNED_PAYLOAD:

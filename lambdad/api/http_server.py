@@ -56,15 +56,14 @@ def _status_line(status: int) -> bytes:
 
 
 def encode_response(response: HttpResponse, keep_alive: bool) -> bytes:
-    head = [_status_line(response.status)]
-    for name, value in response.headers:
-        head.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
-    head.append(b"Content-Length: %d\r\n" % len(response.body))
-    if not keep_alive:
-        head.append(b"Connection: close\r\n")
-    head.append(b"\r\n")
-    head.append(response.body)
-    return b"".join(head)
+    fields = "".join([f"{name}: {value}\r\n" for name, value in response.headers])
+    return b"%s%sContent-Length: %d\r\n%s\r\n%s" % (
+        _status_line(response.status),
+        fields.encode("latin-1"),
+        len(response.body),
+        b"" if keep_alive else b"Connection: close\r\n",
+        response.body,
+    )
 
 
 class _Connection(asyncio.Protocol):
@@ -128,13 +127,15 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._raw_headers.append((name, value))
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        previous = self._headers.get(key)
-        self._headers[key] = text if previous is None else f"{previous},{text}"
 
     def on_headers_complete(self) -> None:
-        if self._headers.get("expect", "").lower() == "100-continue" and self._transport:
+        headers = self._headers
+        for name, value in self._raw_headers:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            previous = headers.get(key)
+            headers[key] = text if previous is None else f"{previous},{text}"
+        if headers.get("expect", "").lower() == "100-continue" and self._transport:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:

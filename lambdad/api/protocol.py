@@ -464,6 +464,7 @@ class _OpPlan:
         "out_payload_raw",
         "out_prefix_headers",
         "out_status_member",
+        "out_typed",
         "payload",
         "payload_codec",
         "payload_raw",
@@ -501,6 +502,10 @@ class _OpPlan:
         self.out_body_codec: _StructCodec | None = None
         if op.output_shape is not None:
             self._plan_output(op.output_shape, codecs)
+        # whether an output member can set the Content-Type header itself
+        self.out_typed = bool(self.out_prefix_headers) or any(
+            wire.lower() == "content-type" for _, wire, _ in self.out_headers
+        )
 
     def _plan_input(self, shape: Any, codecs: _CodecCompiler) -> None:
         for name, member in shape.members.items():
@@ -716,7 +721,7 @@ class LambdaProtocol:
             body = orjson.dumps(plan.out_body_codec.encode(output))
         elif status != 204:
             body = b"{}"
-        if body and not any(k.lower() == "content-type" for k, _ in headers):
+        if body and not (plan.out_typed and any(k.lower() == "content-type" for k, _ in headers)):
             headers.append(("Content-Type", JSON_CONTENT_TYPE))
         headers.append(("x-amzn-RequestId", request_id or str(uuid.uuid4())))
         return Response(status=status, headers=headers, body=body)
