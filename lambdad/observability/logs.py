@@ -68,7 +68,7 @@ class LogStream:
         if self._file is None:
             return
         ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
-        self._file.write(orjson.dumps([ts, message]) + b"\n")
+        self._file.write(orjson.dumps([ts, message], option=orjson.OPT_APPEND_NEWLINE))
 
     def flush(self) -> None:
         if self._flush_handle is not None:

@@ -18,6 +18,7 @@ import httptools
 import orjson
 
 PREFIX = b"/2018-06-01"
+ERROR_TYPE_HEADER = b"lambda-runtime-function-error-type"
 # The Runtime API accepts response bodies up to this size (AWS: 6 MB + 100 bytes of framing).
 MAX_RESPONSE_BYTES = 6_291_556
 
@@ -77,7 +78,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._url = b""
-        self._headers: dict[bytes, bytes] = {}
+        self._error_type_header: bytes | None = None  # the one header the Runtime API reads
         self._body: list[bytes] = []
         self._body_size = 0
         self._parked = False
@@ -113,7 +114,7 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = {}
+        self._error_type_header = None
         self._body = []
         self._body_size = 0
 
@@ -121,7 +122,8 @@ class _Connection(asyncio.Protocol):
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.lower()] = value
+        if len(name) == len(ERROR_TYPE_HEADER) and name.lower() == ERROR_TYPE_HEADER:
+            self._error_type_header = value
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -179,7 +181,7 @@ class _Connection(asyncio.Protocol):
         self._write(404, error_body("InvalidRequest", "not found"))
 
     def _error_type(self) -> str | None:
-        value = self._headers.get(b"lambda-runtime-function-error-type")
+        value = self._error_type_header
         return value.decode("utf-8", "replace") if value else None
 
     def _joined(self) -> bytes:
