@@ -65,7 +65,8 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
                 os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
         module_name, function_name = request["entry"].split(":")
         entry = getattr(importlib.import_module(module_name), function_name)
-        gc.unfreeze()
+        # The zygote's objects stay frozen (gc.freeze) in the environment too: a collection
+        # that walked them would copy every page they live on (copy-on-write) and pause for it.
         entry()
         code = 0
     except SystemExit as exc:
