@@ -43,9 +43,12 @@ class Server:
     process: subprocess.Popen[bytes]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    # clients made by `client`, closed by `stop` (a pooled connection to a stopped server that
+    # is only garbage-collected later warns about an unclosed socket in whatever test runs then)
+    clients: list[Any] = field(default_factory=list)
 
     def client(self, service: str = "lambda", **config: Any) -> Any:
-        return boto3.client(
+        client = boto3.client(
             service,
             endpoint_url=self.endpoint,
             region_name="us-east-1",
@@ -53,6 +56,8 @@ class Server:
             aws_secret_access_key=self.env["LAMBDAD_ROOT_SECRET_ACCESS_KEY"],
             config=Config(retries={"max_attempts": 1}, read_timeout=120, **config),
         )
+        self.clients.append(client)
+        return client
 
     def cli_env(self) -> dict[str, str]:
         """Environment for the AWS CLI and `lambdad` subcommands talking to this server."""
@@ -82,6 +87,9 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.clients.clear()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
