@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Mapping
@@ -237,9 +239,20 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    _raise_open_file_limit()
     platform = Platform(settings, os.environ)
     print(banner(platform), file=sys.stderr, flush=True)
     uvloop.run(_run(platform))
+
+
+def _raise_open_file_limit() -> None:
+    """Use the hard limit on open files: lambdad holds ~7 descriptors per environment (log
+    pipe, Runtime API sockets, cgroup files), so the usual soft 1,024 would stop it near 140."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 async def _run(platform: Platform) -> None:
