@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import select
 import socket
 import sys
 import time
@@ -174,10 +175,17 @@ class _RuntimeClient:
     def _read_response(self, sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
         buf = self._buf
         recv = sock.recv
+        readable = None
         while True:
             end = buf.find(b"\r\n\r\n")
             if end >= 0:
                 break
+            if readable is None:
+                readable = select.poll()
+                readable.register(sock, select.POLLIN)
+            # Wait in poll(), which only input wakes: a thread blocked in recv() is also woken
+            # when the server reads what this one sent (a wasted context switch per invocation).
+            readable.poll()
             try:
                 chunk = recv(65536)
             except (ConnectionResetError, ConnectionAbortedError):
