@@ -78,6 +78,7 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._decoded = 0
         self._body: list[bytes] = []
         self._size = 0
         self._oversized = False
@@ -118,6 +119,7 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._headers = {}
         self._raw_headers = []
+        self._decoded = 0  # raw headers already in the map
         self._body = []
         self._size = 0
         self._oversized = False
@@ -129,13 +131,8 @@ class _Connection(asyncio.Protocol):
         self._raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        headers = self._headers
-        for name, value in self._raw_headers:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            previous = headers.get(key)
-            headers[key] = text if previous is None else f"{previous},{text}"
-        if headers.get("expect", "").lower() == "100-continue" and self._transport:
+        self._decode_headers()
+        if self._headers.get("expect", "").lower() == "100-continue" and self._transport:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -146,7 +143,19 @@ class _Connection(asyncio.Protocol):
         elif not self._oversized:
             self._body.append(body)
 
+    def _decode_headers(self) -> None:
+        """Add the headers received since the last call to the map (trailers come late)."""
+        headers = self._headers
+        for name, value in self._raw_headers[self._decoded :]:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            previous = headers.get(key)
+            headers[key] = text if previous is None else f"{previous},{text}"
+        self._decoded = len(self._raw_headers)
+
     def on_message_complete(self) -> None:
+        if self._decoded < len(self._raw_headers):
+            self._decode_headers()
         url = self._url.decode("latin-1")
         path, _, query = url.partition("?")
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
@@ -176,19 +185,24 @@ class _Connection(asyncio.Protocol):
 
     async def _serve(self) -> None:
         queue = self._queue
-        while True:
-            while queue:
-                request, keep_alive = queue.popleft()
-                try:
-                    response = await self._handler(request)
-                except Exception:  # the connection boundary: answer 500, keep the trace
-                    log.exception("unhandled error serving %s %s", request.method, request.raw_path)
-                    response = HttpResponse(500, [], b"")
-                self._send(response, keep_alive)
-            if self._transport is None:
-                return
-            self._idle = self._loop.create_future()
-            await self._idle
+        try:
+            while True:
+                while queue:
+                    request, keep_alive = queue.popleft()
+                    try:
+                        response = await self._handler(request)
+                    except Exception:  # the connection boundary: answer 500, keep the trace
+                        log.exception(
+                            "unhandled error serving %s %s", request.method, request.raw_path
+                        )
+                        response = HttpResponse(500, [], b"")
+                    self._send(response, keep_alive)
+                if self._transport is None:
+                    return
+                self._idle = self._loop.create_future()
+                await self._idle
+        finally:  # also when cancelled: the next request starts another task
+            self._task = self._idle = None
 
     def _send(self, response: HttpResponse, keep_alive: bool) -> None:
         if self._transport is None or self._transport.is_closing():

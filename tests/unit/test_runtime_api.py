@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from lambdad.runtime.api_server import ACCEPTED, NextReply, _Connection
+from tests.unit.fake_transport import RecordingTransport
 
 NEXT = b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: rt\r\n\r\n"
 
@@ -14,24 +13,6 @@ def response(request_id: str, body: bytes = b"null") -> bytes:
         b"POST /2018-06-01/runtime/invocation/%s/response HTTP/1.1\r\nHost: rt\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (request_id.encode(), len(body), body)
     )
-
-
-class Transport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def get_extra_info(self, name: str) -> Any:
-        return None
 
 
 class Handler:
@@ -50,10 +31,10 @@ class Handler:
         self.parked.clear()
 
 
-def connection() -> tuple[_Connection, Transport, Handler]:
+def connection() -> tuple[_Connection, RecordingTransport, Handler]:
     handler = Handler()
     conn = _Connection(handler)  # type: ignore[arg-type]  # only what these tests call
-    transport = Transport()
+    transport = RecordingTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]
     return conn, transport, handler
 
