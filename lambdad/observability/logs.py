@@ -47,7 +47,10 @@ class StreamInfo:
 
 
 class LogStream:
-    """The writer of one stream. Not thread-safe: used from the event loop only."""
+    """The writer of one stream. Not thread-safe: used from the event loop only.
+
+    Its file is created at the first flush, not when the stream is opened: opening one is part
+    of starting an environment, and creating a file there would be on the cold-start path."""
 
     def __init__(
         self,
@@ -61,19 +64,31 @@ class LogStream:
         self.name = name
         self._store_forget = forget
         self._flush_handle: asyncio.TimerHandle | None = None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: BinaryIO | None = open(path, "ab")  # noqa: SIM115 - lives as long as the stream
+        self._file: BinaryIO | None = None
+        self._pending: bytearray | None = bytearray()  # before the file exists; None once closed
 
     def write(self, message: str, timestamp_ms: int | None = None) -> None:
-        if self._file is None:
-            return
         ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
-        self._file.write(orjson.dumps([ts, message], option=orjson.OPT_APPEND_NEWLINE))
+        line = orjson.dumps([ts, message], option=orjson.OPT_APPEND_NEWLINE)
+        if self._file is not None:
+            self._file.write(line)
+        elif self._pending is not None:
+            self._pending += line
+
+    def _create(self) -> None:
+        if self._pending is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the stream
+        self._file.write(self._pending)
+        self._pending = None
 
     def flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._file is None:
+            self._create()
         if self._file is not None:
             self._file.flush()
 
@@ -81,13 +96,14 @@ class LogStream:
         """Flush within FLUSH_DELAY seconds (one write for a burst of invocations).
 
         Readers through the LogStore flush first, so they never miss an event."""
-        if self._flush_handle is None and self._file is not None:
+        if self._flush_handle is None and (self._file is not None or self._pending is not None):
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(FLUSH_DELAY, self.flush)
 
     def close(self) -> None:
         self.flush()
         self._store_forget(self)
+        self._pending = None
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -119,6 +135,8 @@ class LogStore:
         return stream
 
     def groups(self, account_id: str) -> list[str]:
+        for stream in list(self._open.values()):  # their files (and groups) may not exist yet
+            stream.flush()
         base = self.root / account_id
         if not base.is_dir():
             return []
@@ -126,9 +144,9 @@ class LogStore:
 
     def streams(self, account_id: str, group: str) -> list[StreamInfo]:
         directory = self._group_dir(account_id, group)
+        self._flush_open(directory)
         if not directory.is_dir():
             return []
-        self._flush_open(directory)
         infos = []
         for path in directory.glob("*.jsonl"):
             stat = path.stat()

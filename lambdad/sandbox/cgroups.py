@@ -58,20 +58,32 @@ class EnvironmentCgroup:
     memory: Path
     cpu: Path
     cpus: int
+    memory_mb: int = 0  # the memory limit set so far (0: none)
 
     def limit(self, memory_mb: int, *, initialising: bool = False) -> None:
         """Memory = MemorySize (no swap), CPU quota proportional to it; resets the peak.
 
         While `initialising`, the CPU quota is every core (AWS boosts CPU during the init
-        phase); `throttle_cpu` applies the proportional quota once init is done."""
+        phase); `throttle_cpu` applies the proportional quota once init is done. A limit
+        already in place is not written again (a prepared sandbox gets the likely one ahead)."""
+        if not initialising:
+            self.throttle_cpu(memory_mb)
+        if memory_mb == self.memory_mb:
+            return
+        raising = 0 < self.memory_mb < memory_mb  # (0: still unlimited: this lowers it)
+        self.memory_mb = memory_mb
         limit = str(memory_mb * 1048576)
-        _write(self.memory / "memory.limit_in_bytes", limit)
-        with contextlib.suppress(OSError):  # needs swap accounting; absent on some kernels
-            _write(self.memory / "memory.memsw.limit_in_bytes", limit)
+        # memory.limit_in_bytes may never exceed memsw.limit_in_bytes: raise memsw first
+        names = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+        for name in reversed(names) if raising else names:
+            try:
+                _write(self.memory / name, limit)
+            except OSError:
+                if name == names[0]:
+                    raise
+                # memsw needs swap accounting; absent on some kernels
         with contextlib.suppress(OSError):
             _write(self.memory / "memory.max_usage_in_bytes", "0")
-        if not initialising:  # (`create` set the init phase's period and quota already)
-            self.throttle_cpu(memory_mb)
 
     def throttle_cpu(self, memory_mb: int) -> None:
         """CPU quota proportional to memory: 1,769 MB = one vCPU, at most every core."""

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 TASK_ROOT = "/var/task"
 RUNTIME_DIR = "/var/runtime"
 RUNTIME_API_PORT = 9001
+DEFAULT_MEMORY_MB = 128  # AWS's default MemorySize
 # lambdad's own bootstraps reach the Runtime API here (cheaper than loopback TCP).
 RUNTIME_API_UNIX = "/run/lambdad/runtime-api.sock"
 SANDBOX_UID = 993  # AWS runs functions as sbx_user1051 (uid 993)
@@ -183,6 +184,8 @@ class NamespaceBackend(SandboxBackend):
         self._cgroups = cgroups
         self._seccomp = seccomp
         self._snapshot_seccomp = build_filter(snapshot=True) if seccomp is not None else None
+        # pool key -> the memory size its last assignment had (prepared cgroups get it ahead)
+        self._likely_memory_mb: dict[PoolKey, int] = {}
         # PID 1 of every environment: a tiny compiled program, or (None) a Python process
         self._init_program = init_binary.ensure_built()
         self._exec_interpreter = exec_interpreter
@@ -229,6 +232,7 @@ class NamespaceBackend(SandboxBackend):
     async def start(self, spec: LaunchSpec) -> SandboxProcess:
         interpreter = spec.zygote_interpreter or self._exec_interpreter
         preload = spec.zygote_preload if spec.zygote_interpreter else None
+        self._likely_memory_mb[(interpreter, preload)] = spec.memory_mb
         prepared = await self._pool.take((interpreter, preload))
         if prepared is None:
             raise OSError("the sandbox could not be prepared (see the server log)")
@@ -320,6 +324,8 @@ class NamespaceBackend(SandboxBackend):
             if network is not None and slot is not None:
                 network.release(slot)
             raise
+        # the memory limit its function will likely have (the last one of this pool), set now
+        cgroup.limit(self._likely_memory_mb.get(key, DEFAULT_MEMORY_MB), initialising=True)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         plan = self._plan(cgroup, interpreter)
         if self._init_program is not None:

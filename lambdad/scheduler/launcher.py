@@ -67,8 +67,8 @@ class EnvironmentLauncher:
         missing_go_binary = (
             runtime.family is Family.GO and not (code_dir / config.handler).is_file()
         )
-        no_bootstrap = not has_bootstrap(code_dir, opt_dir)
-        if (runtime.family is Family.PROVIDED and no_bootstrap) or missing_go_binary:
+        no_bootstrap = runtime.family is Family.PROVIDED and not has_bootstrap(code_dir, opt_dir)
+        if no_bootstrap or missing_go_binary:
             env.launch_failed(
                 "Runtime.InvalidEntrypoint",
                 "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]",
