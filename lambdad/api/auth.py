@@ -460,8 +460,16 @@ def signature(secret: str, claim: _Claim, canonical: str) -> str:
             hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         )
     )
-    key = signing_key(secret, claim.date, claim.region, claim.service)
-    return hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    mac = _keyed_mac(signing_key(secret, claim.date, claim.region, claim.service)).copy()
+    mac.update(string_to_sign.encode("utf-8"))
+    return mac.hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def _keyed_mac(key: bytes) -> hmac.HMAC:
+    """HMAC-SHA256 keyed with `key` and nothing hashed yet: a copy of it signs a message
+    without setting the key up again (which costs more than the hashing)."""
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 @lru_cache(maxsize=4096)
