@@ -260,6 +260,8 @@ class ConcurrencyLimiter:
 
     def _wake_waiters(self) -> None:
         """Let every wait_lease caller try again (a lease was released, a reservation changed)."""
+        if not self._waiters:  # every release asks
+            return
         waiters, self._waiters = self._waiters, set()
         for waiter in waiters:
             if not waiter.done():
