@@ -269,7 +269,6 @@ class Environment:
     def _deliver(self, reply: NextReply) -> None:
         inv = self._current
         assert inv is not None
-        self._write_platform(f"START RequestId: {inv.request_id} Version: {self.config.version}\n")
         deadline = _now_ms() + int(self._timeout_s * 1000)
         headers = [
             (b"Lambda-Runtime-Aws-Request-Id", inv.request_id.encode()),
@@ -283,8 +282,12 @@ class Environment:
             headers.append((b"Lambda-Runtime-Cognito-Identity", inv.cognito_identity))
         self.state = EnvironmentState.BUSY
         self._delivered_at = time.perf_counter()
+        sent = reply.send(headers, inv.payload or b"{}")
+        # The event goes first: the runtime need not wait for the START line and the timer (its
+        # output is read later, so START still comes first in the log).
+        self._write_platform(f"START RequestId: {inv.request_id} Version: {self.config.version}\n")
         self._timer = self._loop.call_later(self._timeout_s, self._timed_out)
-        if not reply.send(headers, inv.payload or b"{}"):
+        if not sent:
             self.kill()
 
     # RuntimeApiHandler ---------------------------------------------------------------------
