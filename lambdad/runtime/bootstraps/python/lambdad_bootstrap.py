@@ -347,7 +347,7 @@ class _RuntimeClient:
 
 
 def _quote(value: str) -> str:
-    if all(c in _URL_SAFE for c in value):
+    if _URL_SAFE.issuperset(value):  # every request id lambdad makes
         return value
     return "".join(
         c if c in _URL_SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in value
