@@ -22,7 +22,11 @@ from lambdad.sandbox.cgroups import EnvironmentCgroup
 
 log = logging.getLogger(__name__)
 
-PoolKey = tuple[str, tuple[str, str] | None]  # (interpreter, preloaded module)
+PoolKey = tuple[str, tuple[str, str] | None]
+# How long a refill waits after a sandbox was taken while others remain: building one costs
+# ~10 ms of CPU (zygote fork, jail), which on a small machine would otherwise be taken from the
+# cold start that is running in the sandbox just taken (its first milliseconds).
+REFILL_DELAY_S = 0.015  # (interpreter, preloaded module)
 
 
 @dataclass
@@ -79,7 +83,10 @@ class SandboxPool:
             prepared = idle.pop()
             if prepared.alive:
                 self._warm += 1
-                self.fill(key)
+                if idle:  # replacements wait a little: the sandbox just taken needs the CPU
+                    asyncio.get_running_loop().call_later(REFILL_DELAY_S, self.fill, key)
+                else:
+                    self.fill(key)
                 return prepared
             prepared.discard()
         self.fill(key)
