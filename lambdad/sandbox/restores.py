@@ -22,7 +22,7 @@ from typing import Any
 
 from lambdad.sandbox.base import ExitStatus, SandboxProcess
 from lambdad.sandbox.cgroups import CgroupManager, EnvironmentCgroup
-from lambdad.sandbox.prepared import PreparedSandbox, receive_runtime_api
+from lambdad.sandbox.prepared import REFILL_DELAY_S, PreparedSandbox, receive_runtime_api
 from lambdad.sandbox.zygote import Zygote
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,10 @@ class RestorePool:
             restored = self._idle.pop(0)
             if restored.alive:
                 self.taken_warm += 1
-                self.fill()
+                if self._idle:  # as prepared.py's pool: not during the restore just begun
+                    asyncio.get_running_loop().call_later(REFILL_DELAY_S, self.fill)
+                else:
+                    self.fill()
                 return restored
             restored.discard()
         built = await self._build()
