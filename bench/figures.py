@@ -146,6 +146,12 @@ class ColdStarts:
     create_s: float  # wall time to create (and wait Active for) all the functions
 
 
+# Each cold-start sample (and each spawn) starts this long after the previous one: a sample
+# measures one cold start, not back-to-back ones competing with the previous sample's
+# background work (the spawned interpreter's exit, the replacement sandbox lambdad builds).
+COLD_SETTLE_S = 0.05
+
+
 def spawn_once(interpreter: str) -> float:
     start = time.perf_counter_ns()
     subprocess.run([interpreter, "-I", "-S", "-c", "pass"], check=True)
@@ -196,7 +202,9 @@ def measure_cold_starts(
     gc.disable()
     try:
         for request in requests[1:]:
+            time.sleep(COLD_SETTLE_S)
             spawns.append(spawn_once(interpreter))
+            time.sleep(COLD_SETTLE_S)
             elapsed, reply = client.timed_post(request)
             check_ok(reply)
             rounds.append(elapsed)

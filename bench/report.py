@@ -16,7 +16,7 @@ from rich.table import Table
 
 import lambdad
 from bench import languages as per_language
-from bench.figures import ColdStarts, IdleMemory, RoundTrips, Throughput
+from bench.figures import COLD_SETTLE_S, ColdStarts, IdleMemory, RoundTrips, Throughput
 from bench.loadgen import LoadResult
 from bench.procfs import TreeCpu
 from bench.snapstart import SETTLE_S, SnapStartResults
@@ -392,7 +392,9 @@ def _cold_notes(cold: ColdStarts) -> list[str]:
     return [
         f"cold start: {cold.interpreter} (the python3.11 runtime's interpreter); "
         f"{cold.client.count} fresh functions created in {cold.create_s:.1f} s; "
-        f"{cold.not_cold} first invocations lacked Init Duration",
+        f"{cold.not_cold} first invocations lacked Init Duration; every spawn and every cold "
+        f"invoke starts {COLD_SETTLE_S * 1000:.0f} ms after the previous sample (one cold start "
+        "at a time, not back to back with the previous one's background work)",
     ]
 
 
