@@ -115,6 +115,18 @@ def publish(lam: Any, environment: dict[str, str] | None = None) -> tuple[str, s
     return name, version["Version"]
 
 
+def settled(lam: Any, name: str, version: str, timeout: float = 30) -> dict[str, Any]:
+    """The version's configuration once it is no longer Pending (its snapshot settled)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        config: dict[str, Any] = lam.get_function_configuration(
+            FunctionName=name, Qualifier=version
+        )
+        if config["State"] != "Pending" or time.monotonic() > deadline:
+            return config
+        time.sleep(0.05)
+
+
 def call(lam: Any, name: str, version: str, **event: Any) -> tuple[dict[str, Any], str]:
     response = lam.invoke(
         FunctionName=name, Qualifier=version, Payload=json.dumps(event), LogType="Tail"
@@ -177,12 +189,7 @@ def test_init_error_fails_the_version(lam: Any) -> None:
         SnapStart={"ApplyOn": "PublishedVersions"},
     )
     version = lam.publish_version(FunctionName=name)["Version"]
-    deadline = time.monotonic() + 30
-    while True:
-        config = lam.get_function_configuration(FunctionName=name, Qualifier=version)
-        if config["State"] != "Pending" or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    config = settled(lam, name, version)
     assert config["State"] == "Failed"
     assert config["StateReasonCode"] == "FunctionError"
     assert (
@@ -330,12 +337,7 @@ def test_a_version_lambdad_cannot_fork_fails_with_the_reason(lam: Any) -> None:
         Environment={"Variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/var/task/wrapper"}},
     )
     version = lam.publish_version(FunctionName=name)["Version"]
-    deadline = time.monotonic() + 30
-    while True:
-        config = lam.get_function_configuration(FunctionName=name, Qualifier=version)
-        if config["State"] != "Pending" or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    config = settled(lam, name, version)
     assert (config["State"], config["StateReasonCode"]) == ("Failed", "InvalidRuntime")
     assert "AWS_LAMBDA_EXEC_WRAPPER" in config["StateReason"]
 
@@ -353,11 +355,6 @@ def test_before_snapshot_hook_failure_fails_the_version(lam: Any) -> None:
         lam, {"app.py": code}, runtime=RUNTIME, SnapStart={"ApplyOn": "PublishedVersions"}
     )
     version = lam.publish_version(FunctionName=name)["Version"]
-    deadline = time.monotonic() + 30
-    while True:
-        config = lam.get_function_configuration(FunctionName=name, Qualifier=version)
-        if config["State"] != "Pending" or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    config = settled(lam, name, version)
     assert (config["State"], config["StateReasonCode"]) == ("Failed", "FunctionError")
     assert config["StateReason"] == "Runtime.BeforeSnapshotError: pool busy"
