@@ -51,7 +51,7 @@ from lambdad.sandbox.prepared import (
 )
 from lambdad.sandbox.restores import RestorePool
 from lambdad.sandbox.seccomp import build_filter
-from lambdad.sandbox.zygote import Zygote
+from lambdad.sandbox.zygote import Zygote, Zygotes
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +189,7 @@ class NamespaceBackend(SandboxBackend):
         # PID 1 of every environment: a tiny compiled program, or (None) a Python process
         self._init_program = init_binary.ensure_built()
         self._exec_interpreter = exec_interpreter
-        self._zygotes: dict[tuple[str, tuple[str, str] | None], Zygote] = {}
-        self._starting: dict[tuple[str, tuple[str, str] | None], asyncio.Task[Zygote]] = {}
+        self._zygotes = Zygotes()
         self._root = run_dir / "sandbox-root"
         self._root.mkdir(parents=True, exist_ok=True)
         self._etc = self._write_identity_files(run_dir / "etc")
@@ -315,7 +314,7 @@ class NamespaceBackend(SandboxBackend):
     async def _build(self, key: PoolKey) -> PreparedSandbox | None:
         """Fork a sandbox from the key's zygote and wait until it is ready for an assignment."""
         interpreter, preload = key
-        zygote = await self._zygote(interpreter, preload)
+        zygote = await self._zygotes.get(interpreter, preload)
         network = await self._network_pool()
         slot = await network.acquire() if network is not None else None
         try:
@@ -440,26 +439,9 @@ class NamespaceBackend(SandboxBackend):
             return {"state": "starting"}
         return None
 
-    async def _zygote(self, interpreter: str, preload: tuple[str, str] | None) -> Zygote:
-        key = (interpreter, preload)
-        zygote = self._zygotes.get(key)
-        if zygote is not None and zygote.alive:
-            return zygote
-        task = self._starting.get(key)
-        if task is None or task.done():
-            task = asyncio.ensure_future(self._start_zygote(interpreter, preload))
-            self._starting[key] = task
-        return await asyncio.shield(task)
-
-    async def _start_zygote(self, interpreter: str, preload: tuple[str, str] | None) -> Zygote:
-        zygote = Zygote(interpreter, preload)
-        await zygote.start()
-        self._zygotes[(interpreter, preload)] = zygote
-        return zygote
-
     async def prepare(self, interpreter: str, preload: tuple[str, str] | None) -> None:
         """Start the interpreter's zygote and fill its pool (plus the exec pool, once)."""
-        await self._zygote(interpreter, preload)
+        await self._zygotes.get(interpreter, preload)
         self._pool.fill((interpreter, preload))
         self._pool.fill((self._exec_interpreter, None))
 
@@ -497,9 +479,7 @@ class NamespaceBackend(SandboxBackend):
 
     async def close(self) -> None:
         await self._pool.close()
-        for zygote in self._zygotes.values():
-            await zygote.close()
-        self._zygotes.clear()
+        await self._zygotes.close()
         if self._network is not None:
             await asyncio.sleep(0.1)  # let the killed sandboxes' exits release their slots
             await self._network.close()

@@ -19,10 +19,11 @@ from typing import Any
 
 from lambdad.sandbox.base import ExitStatus
 from lambdad.sandbox.cgroups import EnvironmentCgroup
+from lambdad.sandbox.zygote import ZygoteKey
 
 log = logging.getLogger(__name__)
 
-PoolKey = tuple[str, tuple[str, str] | None]
+PoolKey = ZygoteKey  # a pool per zygote
 # How long a refill waits after a sandbox was taken while others remain: building one costs
 # ~10 ms of CPU (zygote fork, jail), which on a small machine would otherwise be taken from the
 # cold start that is running in the sandbox just taken (its first milliseconds).

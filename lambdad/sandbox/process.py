@@ -22,9 +22,7 @@ from lambdad.sandbox.base import (
     SandboxBackend,
     SandboxProcess,
 )
-from lambdad.sandbox.zygote import Zygote
-
-ZygoteKey = tuple[str, tuple[str, str] | None]
+from lambdad.sandbox.zygote import Zygote, Zygotes
 
 
 def read_peak_rss(pid: int) -> int:
@@ -76,13 +74,11 @@ class ProcessBackend(SandboxBackend):
     def __init__(self, reason: str = "") -> None:
         # Why the stronger backend is not in use (shown at start-up and by `lambdad doctor`).
         self._reason = reason
-        # (interpreter path, preloaded module) -> its zygote (started on first use)
-        self._zygotes: dict[ZygoteKey, Zygote] = {}
-        self._zygote_starts: dict[ZygoteKey, asyncio.Task[Zygote]] = {}
+        self._zygotes = Zygotes()
 
     async def start(self, spec: LaunchSpec) -> SandboxProcess:
         if spec.zygote_interpreter is not None and not spec.exec_argv:
-            zygote = await self._zygote(spec.zygote_interpreter, spec.zygote_preload)
+            zygote = await self._zygotes.get(spec.zygote_interpreter, spec.zygote_preload)
             request = {"env": dict(spec.env), "cwd": spec.cwd, "entry": spec.zygote_entry}
             if not spec.snapshot:
                 pid, exited = await zygote.fork(request, [spec.log_fd])
@@ -99,7 +95,7 @@ class ProcessBackend(SandboxBackend):
             return _Process(pid, exited, Zygote.adopt(ours, f"snapshot {pid}"))
         # Exec'd runtimes are forked by a zygote of lambdad's own interpreter too, so they die
         # with lambdad (PDEATHSIG survives execve) even when it is killed outright.
-        zygote = await self._zygote(sys.executable, None)
+        zygote = await self._zygotes.get(sys.executable, None)
         request = {"env": dict(spec.env), "cwd": spec.cwd, "argv": list(spec.argv)}
         pid, exited = await zygote.fork(request, [spec.log_fd])
         return _Process(pid, exited)
@@ -123,24 +119,7 @@ class ProcessBackend(SandboxBackend):
 
     async def prepare(self, interpreter: str, preload: tuple[str, str] | None) -> None:
         """Start an interpreter's zygote ahead of its first environment."""
-        await self._zygote(interpreter, preload)
-
-    async def _zygote(self, interpreter: str, preload: tuple[str, str] | None) -> Zygote:
-        key = (interpreter, preload)
-        zygote = self._zygotes.get(key)
-        if zygote is not None and zygote.alive:
-            return zygote
-        task = self._zygote_starts.get(key)
-        if task is None or task.done():
-            task = asyncio.ensure_future(self._start_zygote(interpreter, preload))
-            self._zygote_starts[key] = task
-        return await asyncio.shield(task)
-
-    async def _start_zygote(self, interpreter: str, preload: tuple[str, str] | None) -> Zygote:
-        zygote = Zygote(interpreter, preload)
-        await zygote.start()
-        self._zygotes[(interpreter, preload)] = zygote
-        return zygote
+        await self._zygotes.get(interpreter, preload)
 
     def isolation(self) -> IsolationReport:
         return IsolationReport(
@@ -160,6 +139,4 @@ class ProcessBackend(SandboxBackend):
         )
 
     async def close(self) -> None:
-        for zygote in self._zygotes.values():
-            await zygote.close()
-        self._zygotes.clear()
+        await self._zygotes.close()

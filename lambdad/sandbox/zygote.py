@@ -179,3 +179,37 @@ class Zygote:
             self._proc.kill()
             await asyncio.to_thread(self._proc.wait)
             self._proc = None
+
+
+ZygoteKey = tuple[str, tuple[str, str] | None]  # (interpreter, preloaded module)
+
+
+class Zygotes:
+    """A backend's zygotes: one per (interpreter, preload), started on first use (concurrent
+    callers share one start) and again if it died."""
+
+    def __init__(self) -> None:
+        self._running: dict[ZygoteKey, Zygote] = {}
+        self._starting: dict[ZygoteKey, asyncio.Task[Zygote]] = {}
+
+    async def get(self, interpreter: str, preload: tuple[str, str] | None) -> Zygote:
+        key = (interpreter, preload)
+        zygote = self._running.get(key)
+        if zygote is not None and zygote.alive:
+            return zygote
+        task = self._starting.get(key)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._start(key))
+            self._starting[key] = task
+        return await asyncio.shield(task)
+
+    async def _start(self, key: ZygoteKey) -> Zygote:
+        zygote = Zygote(*key)
+        await zygote.start()
+        self._running[key] = zygote
+        return zygote
+
+    async def close(self) -> None:
+        for zygote in self._running.values():
+            await zygote.close()
+        self._running.clear()
