@@ -76,6 +76,7 @@ class SandboxPool:
         self._built = 0
         self._warm = 0
         self._on_demand = 0
+        self._closed = False
 
     async def take(self, key: PoolKey) -> PreparedSandbox | None:
         """A ready sandbox: from the pool if one is waiting, else built now."""
@@ -97,6 +98,8 @@ class SandboxPool:
     def fill(self, key: PoolKey) -> None:
         """Top the pool of `key` up to its target, in the background."""
         task = self._filling.get(key)
+        if self._closed:  # (a delayed refill may come after close)
+            return
         if self._target > 0 and (task is None or task.done()):
             self._filling[key] = asyncio.ensure_future(self._fill(key))
 
@@ -108,7 +111,12 @@ class SandboxPool:
         while (missing := self._target - len(idle)) > 0 and failures < 3:
             builds = [self._build_one(key) for _ in range(missing)]
             results = await asyncio.gather(*builds, return_exceptions=True)
-            idle.extend(r for r in results if isinstance(r, PreparedSandbox))
+            for result in results:
+                if isinstance(result, PreparedSandbox):
+                    if self._closed:
+                        result.discard()
+                    else:
+                        idle.append(result)
             for result in results:
                 if isinstance(result, BaseException) and not isinstance(result, Exception):
                     raise result  # cancelled (close() discards what was built)
@@ -130,6 +138,7 @@ class SandboxPool:
         return PoolStatistics(idle, self._built, self._warm, self._on_demand)
 
     async def close(self) -> None:
+        self._closed = True
         for task in self._filling.values():
             task.cancel()
         for task in self._filling.values():

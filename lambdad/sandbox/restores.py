@@ -22,13 +22,24 @@ from typing import Any
 
 from lambdad.sandbox.base import ExitStatus, SandboxProcess
 from lambdad.sandbox.cgroups import CgroupManager, EnvironmentCgroup
-from lambdad.sandbox.prepared import REFILL_DELAY_S, PreparedSandbox, receive_runtime_api
+from lambdad.sandbox.prepared import (
+    PoolKey,
+    PoolStatistics,
+    PreparedSandbox,
+    SandboxPool,
+    receive_runtime_api,
+)
 from lambdad.sandbox.zygote import Zygote
 
 log = logging.getLogger(__name__)
 
 
+_KEY: PoolKey = ("snapshot", None)  # a restore pool holds one kind of sandbox
+
+
 class RestorePool:
+    """The pre-forked restored children of one snapshot (a SandboxPool with a single key)."""
+
     def __init__(
         self,
         snapshot: SandboxProcess,
@@ -43,57 +54,31 @@ class RestorePool:
         self._cgroups = cgroups
         self._plan = plan
         self._memory_mb = memory_mb
-        self._target = target
-        self._idle: list[PreparedSandbox] = []
-        self._filling: asyncio.Task[None] | None = None
-        self._closed = False
-        self.taken_warm = 0
-        self.built = 0
+        self._pool = SandboxPool(lambda _: self._build(), target)
+        self._closing: asyncio.Task[None] | None = None
 
     async def take(self) -> PreparedSandbox:
         """A restored child waiting for its assignment: pre-forked if one is ready."""
-        while self._idle:
-            restored = self._idle.pop(0)
-            if restored.alive:
-                self.taken_warm += 1
-                if self._idle:  # as prepared.py's pool: not during the restore just begun
-                    asyncio.get_running_loop().call_later(REFILL_DELAY_S, self.fill)
-                else:
-                    self.fill()
-                return restored
-            restored.discard()
-        built = await self._build()
-        self.fill()
-        if built is None:
+        restored = await self._pool.take(_KEY)
+        if restored is None:
             raise OSError("the snapshot could not be restored (see the server log)")
-        return built
+        return restored
 
     def fill(self) -> None:
         """Top the pool up to its target, in the background."""
-        if self._closed or (self._filling is not None and not self._filling.done()):
-            return
-        self._filling = asyncio.ensure_future(self._fill())
+        self._pool.fill(_KEY)
 
-    async def _fill(self) -> None:
-        failures = 0
-        while len(self._idle) < self._target and failures < 3 and not self._closed:
-            try:
-                restored = await self._build()
-            except Exception:  # a task boundary: log and back off
-                log.exception("pre-forking a restored environment failed")
-                restored = None
-            if restored is None:
-                failures += 1
-                await asyncio.sleep(0.1 * failures)
-                continue
-            if self._closed:
-                restored.discard()
-                return
-            self._idle.append(restored)
+    def statistics(self) -> PoolStatistics:
+        return self._pool.statistics()
+
+    def close(self) -> None:
+        """Stop pre-forking; the waiting children end (they die with the snapshot anyway)."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._pool.close())
 
     async def _build(self) -> PreparedSandbox | None:
         await self._snapshot.snapshot_ready()
-        cgroup = self._cgroups.create(f"env-{secrets.token_hex(6)}")
+        cgroup = await self._cgroups.make(f"env-{secrets.token_hex(6)}")
         cgroup.limit(self._memory_mb, initialising=True)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -127,17 +112,7 @@ class RestorePool:
             exited.add_done_callback(lambda _: cgroup.remove())
             return None
         exited.add_done_callback(lambda _: _remove_later(cgroup))
-        self.built += 1
         return PreparedSandbox(pid, exited, cgroup, ours, *listeners)
-
-    def close(self) -> None:
-        """Stop pre-forking; the waiting children end (they die with the snapshot anyway)."""
-        self._closed = True
-        if self._filling is not None:
-            self._filling.cancel()
-        for restored in self._idle:
-            restored.discard()
-        self._idle.clear()
 
 
 def _remove_later(cgroup: EnvironmentCgroup, attempts: int = 50) -> None:
