@@ -24,7 +24,6 @@ from lambdad.sandbox.base import ExitStatus, SandboxProcess
 from lambdad.sandbox.cgroups import CgroupManager, EnvironmentCgroup
 from lambdad.sandbox.prepared import (
     PoolKey,
-    PoolStatistics,
     PreparedSandbox,
     SandboxPool,
     receive_runtime_api,
@@ -67,9 +66,6 @@ class RestorePool:
     def fill(self) -> None:
         """Top the pool up to its target, in the background."""
         self._pool.fill(_KEY)
-
-    def statistics(self) -> PoolStatistics:
-        return self._pool.statistics()
 
     def close(self) -> None:
         """Stop pre-forking; the waiting children end (they die with the snapshot anyway)."""

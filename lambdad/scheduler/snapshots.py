@@ -21,6 +21,7 @@ import orjson
 
 from lambdad.control.model import FunctionConfig
 from lambdad.control.snapshots import SnapshotFailure
+from lambdad.observability.logs import new_stream_name
 from lambdad.runtime.launch import EXEC_WRAPPER
 from lambdad.runtime.runtimes import Family
 from lambdad.scheduler.environment import Environment, EnvironmentRole, InitializationType
@@ -101,7 +102,9 @@ class SnapshotManager:
     ) -> Environment:
         env = Environment(
             config,
-            self._launcher.logs.open_stream(config.account_id, config.log_group, "snapstart"),
+            self._launcher.logs.open_stream(
+                config.account_id, config.log_group, new_stream_name(config.version)
+            ),
             on_dead,
             InitializationType.SNAP_START,
             EnvironmentRole.RESTORED,

@@ -4,15 +4,16 @@ Executed inside the zygote's child under the runtime's interpreter (python3.10+)
 ctypes for what `os` lacks there. The host side (lambdad.sandbox.namespaces) decides everything;
 this module carries the plan out in two phases, so the slow part happens before any request:
 
-*prepare* (filling the pool, off the request path):
-  attach to the environment's cgroups -> join/unshare network, unshare mount, pid, ipc, uts
-  -> fork: this process stays outside as the *shim* (waits, mirrors the exit status)
-     -> the child is PID 1 of the new PID namespace: a tiny *init* that reaps orphans
-        -> fork: the grandchild becomes the *function process*:
-           private mounts (tmpfs root, read-only binds, fresh /proc, minimal /dev)
-           -> loopback up, hostname, rlimits -> pivot_root, old root detached, root read-only
-           -> the Runtime API socket, created inside the namespace, is sent to lambdad
-              (which also means "ready") -> wait for an assignment
+*prepare* (filling the pool, off the request path), in a process the zygote forked as PID 1 of
+a new PID namespace:
+  attach to the environment's cgroups -> join/unshare network, unshare mount, ipc, uts
+  -> fork: this process stays PID 1 and execs lambdad-init (reaps orphans, reports the
+     function process's exit status on a pipe to the zygote)
+     -> the child becomes the *function process*:
+        private mounts (tmpfs root, read-only binds, fresh /proc, minimal /dev)
+        -> loopback up, hostname, rlimits -> pivot_root, old root detached, root read-only
+        -> the Runtime API sockets, created inside the namespace, are sent to lambdad
+           (which also means "ready") -> warm the runtime up -> wait for an assignment
 *assign* (on the request path, well under a millisecond):
   receive {env, cwd, tmp_mb, entry|argv} with the log fd and a detached mount of the code
   -> move the code tree onto /var/task, mount /tmp sized to EphemeralStorage
@@ -280,10 +281,12 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     for cgroup in plan["cgroups"]:
         with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
             procs.write(pid)
-    # Forked as PID 1 of a new PID namespace (lambdad_forkserver), this process is the
-    # environment's init; otherwise it makes the namespace and stays outside as a shim.
-    init = plan.get("status_fd") is not None and os.getpid() == 1
-    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if init else CLONE_NEWPID)
+    # lambdad_forkserver forked this process as PID 1 of a new PID namespace: it is the
+    # environment's init (its status pipe reports how the function process ended).
+    status_fd = plan.get("status_fd")
+    if status_fd is None or os.getpid() != 1:
+        raise JailError(errno.EINVAL, "a sandbox must be forked as PID 1 of its namespace")
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
     network = plan.get("network", "none")
     if network == "none":
         flags |= CLONE_NEWNET
@@ -294,19 +297,16 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
         finally:
             os.close(netns)
     _check(_libc.unshare(flags), "unshare")
-    if init:
-        program = _open_init_program(plan.get("init_program"))
-        function = os.fork()
-        if function:
-            channel.close()
-            _exec_init(program, function, plan["status_fd"])
-            _init(function, plan["status_fd"])
-        if program >= 0:
-            os.close(program)
-        os.close(plan["status_fd"])
-        _die_with_parent()
-    else:
-        _fork_into_pid_namespace(channel)
+    program = _open_init_program(plan.get("init_program"))
+    function = os.fork()
+    if function:
+        channel.close()
+        _exec_init(program, function, status_fd)
+        _init(function, status_fd)
+    if program >= 0:
+        os.close(program)
+    os.close(status_fd)
+    _die_with_parent()
     _build_function_process(plan, channel)
     if plan.get("seccomp"):  # decoded now: the assignment only loads it
         plan["seccomp"] = _seccomp_program(bytes.fromhex(plan["seccomp"]))
@@ -335,8 +335,9 @@ def _exec_init(program: int, function: int, status_fd: int) -> None:
 
 
 def _fork_into_pid_namespace(channel: socket.socket) -> None:
-    """After unshare(CLONE_NEWPID): this process stays outside as the shim, its child becomes
-    the namespace's PID-1 init, and only the grandchild — the function process — returns."""
+    """After unshare(CLONE_NEWPID) (a restored environment: its snapshot cannot fork it into a
+    new PID namespace directly): this process stays outside as the shim, its child becomes the
+    namespace's PID-1 init, and only the grandchild — the function process — returns."""
     status_r, status_w = os.pipe()
     init = os.fork()
     if init:
