@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,3 +200,23 @@ def create_function(
     )
     lam.get_waiter("function_active_v2").wait(FunctionName=function_name)
     return function_name
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll `condition` every 50 ms until it holds or `timeout` seconds passed; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def logged(logs: Any, name: str, pattern: str) -> list[str]:
+    """Messages (trailing whitespace stripped) of the function's log events containing
+    `pattern`; none while its log group does not exist yet."""
+    try:
+        events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}", filterPattern=pattern)
+    except logs.exceptions.ResourceNotFoundException:
+        return []
+    return [e["message"].rstrip() for e in events["events"]]

@@ -6,7 +6,6 @@ import datetime
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from tests.conftest import ROOT, Server, create_function, start_server, unique_name
+from tests.conftest import ROOT, Server, create_function, start_server, unique_name, wait_for
 
 MARKER_CODE = """
 def handler(event, context):
@@ -79,15 +78,6 @@ def signed_get(server: Server, path: str, key: str, secret: str) -> dict[str, An
 
 def root_keys(server: Server) -> tuple[str, str]:
     return server.env["LAMBDAD_ROOT_ACCESS_KEY_ID"], server.env["LAMBDAD_ROOT_SECRET_ACCESS_KEY"]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 # -- the root key, and what is refused ---------------------------------------------------------

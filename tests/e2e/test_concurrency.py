@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import Server, create_function, start_server, unique_name
+from tests.conftest import Server, create_function, logged, start_server, unique_name, wait_for
 
 ACCOUNT = "000000000000"
 RESERVED = "ReservedFunctionConcurrentInvocationLimitExceeded"
@@ -93,23 +93,6 @@ def together(lam: Any, calls: list[dict[str, Any]]) -> list[str]:
 
 def sleeping(name: str, seconds: float, **kwargs: Any) -> dict[str, Any]:
     return {"name": name, "Payload": json.dumps({"sleep": seconds}), **kwargs}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
-def logged(logs: Any, name: str, pattern: str) -> list[str]:
-    try:
-        events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}", filterPattern=pattern)
-    except logs.exceptions.ResourceNotFoundException:
-        return []
-    return [e["message"].rstrip("\n") for e in events["events"]]
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import math
 import re
 import time
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tests.conftest import Server, create_function, make_zip, start_server
+from tests.conftest import Server, create_function, make_zip, start_server, wait_for
 
 REQUEST_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 REPORT = re.compile(
@@ -82,15 +81,6 @@ def start_request_id(log: str) -> str:
     match = re.search(rf"^START RequestId: ({REQUEST_ID}) Version: \$LATEST$", log, re.M)
     assert match, log
     return match.group(1)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def isolation(server: Server) -> dict[str, Any]:

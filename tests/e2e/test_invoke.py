@@ -9,7 +9,6 @@ import re
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from tests.conftest import Server, create_function, start_server
+from tests.conftest import Server, create_function, logged, start_server, wait_for
 
 PYTHON_RUNTIMES = ("python3.10", "python3.11", "python3.12", "python3.13")
 REQUEST_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -78,24 +77,6 @@ def invoke(lam: Any, name: str, payload: bytes | None = None, **kwargs: Any) -> 
         base64.b64decode(response["LogResult"]).decode() if "LogResult" in response else ""
     )
     return response
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
-def logged(logs: Any, name: str, pattern: str) -> list[str]:
-    """Messages of the function's log events containing `pattern` (none if no log group yet)."""
-    try:
-        events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}", filterPattern=pattern)
-    except logs.exceptions.ResourceNotFoundException:
-        return []
-    return [e["message"].rstrip("\n") for e in events["events"]]
 
 
 def available_runtimes(server: Server) -> set[str]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.conftest import Server, create_function
+from tests.conftest import Server, create_function, wait_for
 
 REQUEST_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 STREAM = r"\d{4}/\d{2}/\d{2}/\[\$LATEST\][0-9a-f]{32}"
@@ -35,15 +34,6 @@ def invoke(lam: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
     response = lam.invoke(FunctionName=name, Payload=json.dumps(event))
     body: dict[str, Any] = json.loads(response["Payload"].read())
     return body
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def messages(logs: Any, group: str, stream: str) -> list[str]:

@@ -7,15 +7,13 @@ import base64
 import json
 import re
 import shutil
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import create_function, start_server
+from tests.conftest import create_function, start_server, wait_for
 
 pytestmark = [
     pytest.mark.toolchain,
@@ -71,15 +69,6 @@ def node(lam: Any, files: dict[str, str], runtime: str = "nodejs20.x", **kwargs:
     return create_function(
         lam, files, runtime=runtime, handler=kwargs.pop("handler", "index.handler"), **kwargs
     )
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def live_processes(tag: str) -> list[int]:

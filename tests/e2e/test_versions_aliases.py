@@ -11,8 +11,6 @@ import collections
 import contextlib
 import hashlib
 import json
-import re
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +19,15 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import Server, create_function, make_zip, start_server, unique_name
+from tests.conftest import (
+    Server,
+    create_function,
+    logged,
+    make_zip,
+    start_server,
+    unique_name,
+    wait_for,
+)
 
 ACCOUNT = "000000000000"
 NOT_FOUND = "ResourceNotFoundException"
@@ -688,20 +694,3 @@ def urlopen(url: str) -> Any:
     import urllib.request
 
     return urllib.request.urlopen(url, timeout=30)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
-def logged(logs: Any, name: str, pattern: str) -> list[str]:
-    try:
-        events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}", filterPattern=pattern)
-    except logs.exceptions.ResourceNotFoundException:
-        return []
-    return [re.sub(r"\s+$", "", e["message"]) for e in events["events"]]
