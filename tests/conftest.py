@@ -220,3 +220,24 @@ def logged(logs: Any, name: str, pattern: str) -> list[str]:
     except logs.exceptions.ResourceNotFoundException:
         return []
     return [e["message"].rstrip() for e in events["events"]]
+
+
+def live_processes(tag: str) -> list[int]:
+    """Host pids of live processes named `tag` (a function names itself, e.g. with
+    prctl(PR_SET_NAME) or process.title; zombies awaiting their reaper do not count)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, _, rest = stat.partition(" (")[2].rpartition(")")
+        if name == tag and rest.split()[0] not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def gone(tag: str) -> bool:
+    return not live_processes(tag)

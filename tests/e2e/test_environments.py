@@ -18,7 +18,15 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tests.conftest import Server, create_function, make_zip, start_server, wait_for
+from tests.conftest import (
+    Server,
+    create_function,
+    gone,
+    live_processes,
+    make_zip,
+    start_server,
+    wait_for,
+)
 
 REQUEST_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 REPORT = re.compile(
@@ -92,26 +100,6 @@ def isolation(server: Server) -> dict[str, Any]:
     prepared = urllib.request.Request(request.url, headers=dict(request.headers.items()))
     with urllib.request.urlopen(prepared, timeout=10) as response:
         return dict(json.loads(response.read())["isolation"])
-
-
-def live_processes(tag: str) -> list[int]:
-    """Host pids of live processes named `tag` (zombies awaiting their reaper do not count)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name, _, rest = stat.partition(" (")[2].rpartition(")")
-        if name == tag and rest.split()[0] not in ("Z", "X"):
-            found.append(int(entry.name))
-    return found
-
-
-def gone(tag: str) -> bool:
-    return not live_processes(tag)
 
 
 # -- warm reuse and REPORT ----------------------------------------------------------------------

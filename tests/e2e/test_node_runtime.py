@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import create_function, start_server, wait_for
+from tests.conftest import create_function, gone, live_processes, start_server, wait_for
 
 pytestmark = [
     pytest.mark.toolchain,
@@ -69,26 +69,6 @@ def node(lam: Any, files: dict[str, str], runtime: str = "nodejs20.x", **kwargs:
     return create_function(
         lam, files, runtime=runtime, handler=kwargs.pop("handler", "index.handler"), **kwargs
     )
-
-
-def live_processes(tag: str) -> list[int]:
-    """Host pids of live processes named `tag` (set by the function through process.title)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name, _, rest = stat.partition(" (")[2].rpartition(")")
-        if name == tag and rest.split()[0] not in ("Z", "X"):
-            found.append(int(entry.name))
-    return found
-
-
-def gone(tag: str) -> bool:
-    return not live_processes(tag)
 
 
 @pytest.mark.parametrize("runtime", ["nodejs18.x", "nodejs20.x", "nodejs22.x"])
