@@ -229,7 +229,7 @@ def measure_cold_starts(
 
 @dataclass(frozen=True)
 class EnvironmentMemory:
-    """One environment: every process of it (e.g. shim, PID 1 and the runtime), summed."""
+    """One environment: every process of it (PID 1 of its namespace and the runtime), summed."""
 
     root: int  # the environment's top process (its parent is a zygote or lambdad)
     uss: int
@@ -250,11 +250,25 @@ class EnvironmentMemory:
 
 
 @dataclass(frozen=True)
+class MemoryMerging:
+    """Samepage merging (KSM) while the environments were idle: the figure is read once ksmd
+    has stopped finding new pages to share (or after MERGE_SETTLE_MAX_S)."""
+
+    detail: str  # lambdad's status: how ksmd runs
+    settled_after_s: float  # idle seconds before the figure was read
+    unmerged: tuple[EnvironmentMemory, ...]  # the same environments 0.3 s into idleness
+    pages_sharing: int  # host-wide: pages saved by merging, when the figure was read
+    ksmd_cpu_s: float  # CPU the kernel's ksmd thread used from the bench's start to the figure
+    ksmd_wall_s: float  # ... over this many seconds
+
+
+@dataclass(frozen=True)
 class IdleMemory:
     method: str  # how the environment processes were found
     environments: tuple[EnvironmentMemory, ...]
     zygote: procfs.ProcessMemory | None  # the parent the environments were forked from
     idle_reported: int  # idle environments of the function according to /_lambdad/status
+    merging: MemoryMerging | None  # None: lambdad does not merge memory here
 
 
 def _idle_reported(status: Mapping[str, Any], function_name: str) -> int:
@@ -276,13 +290,68 @@ def _zygote_of(roots: Sequence[int], zygotes: set[int]) -> procfs.ProcessMemory 
     return procfs.memory_of(parents.pop())
 
 
-def measure_idle_memory(lambdad: ManagedProcess, function_name: str) -> IdleMemory:
-    """Find the function's environments (all their processes) and read their memory."""
+MERGE_POLL_S = 0.5
+MERGE_SETTLE_MAX_S = 20.0
+
+
+@dataclass(frozen=True)
+class KsmdClock:
+    """ksmd's CPU time from a starting point (the bench's start)."""
+
+    pid: int | None
+    cpu_s: float
+    wall_s: float
+
+    @classmethod
+    def start(cls) -> KsmdClock:
+        pid = procfs.kernel_thread("ksmd")
+        return cls(pid, procfs.cpu_seconds(pid) if pid else 0.0, time.monotonic())
+
+    def elapsed(self) -> tuple[float, float]:
+        cpu = procfs.cpu_seconds(self.pid) - self.cpu_s if self.pid else 0.0
+        return cpu, time.monotonic() - self.wall_s
+
+
+def _pages_sharing(lambdad: ManagedProcess) -> int:
+    return int(server_status(lambdad)["memoryMerge"].get("pages_sharing", 0))
+
+
+def _wait_for_merging(lambdad: ManagedProcess) -> None:
+    """Until ksmd stops finding pages to share: two polls in a row without a change."""
+    deadline = time.monotonic() + MERGE_SETTLE_MAX_S
+    last, still = _pages_sharing(lambdad), 0
+    while still < 2 and time.monotonic() < deadline:
+        time.sleep(MERGE_POLL_S)
+        now = _pages_sharing(lambdad)
+        still = still + 1 if now == last else 0
+        last = now
+
+
+def measure_idle_memory(
+    lambdad: ManagedProcess, function_name: str, ksmd: KsmdClock, idle_since: float
+) -> IdleMemory:
+    """Find the function's environments (all their processes) and read their memory; where
+    lambdad merges memory, again once merging settled (that reading is the figure)."""
     pids, method = procfs.find_environments(function_name, lambdad.pid)
     if not pids:
         raise RuntimeError(f"found no environment process of {function_name}")
     zygotes = _zygotes(lambdad.pid)
     roots = sorted({procfs.top_below(pid, zygotes | {lambdad.pid}) for pid in pids})
     environments = tuple(EnvironmentMemory.of(root) for root in roots)
+    status = server_status(lambdad)
+    merging = None
+    if status.get("memoryMerge", {}).get("enabled"):
+        unmerged = environments
+        _wait_for_merging(lambdad)
+        environments = tuple(EnvironmentMemory.of(root) for root in roots)
+        cpu, wall = ksmd.elapsed()
+        merging = MemoryMerging(
+            status["memoryMerge"]["detail"],
+            time.monotonic() - idle_since,
+            unmerged,
+            _pages_sharing(lambdad),
+            cpu,
+            wall,
+        )
     idle = _idle_reported(server_status(lambdad), function_name)
-    return IdleMemory(method, environments, _zygote_of(roots, zygotes), idle)
+    return IdleMemory(method, environments, _zygote_of(roots, zygotes), idle, merging)

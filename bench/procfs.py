@@ -67,6 +67,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def kernel_thread(name: str) -> int | None:
+    """The pid of the kernel thread called `name` (e.g. ksmd), if it runs."""
+    for pid in _pids():
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                if comm.read().strip() == name and parent_of(pid) == 2:
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
 def tree_cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
     return {pid: cpu_seconds(pid) for pid in pids}
 

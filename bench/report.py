@@ -294,6 +294,10 @@ def _add_memory_rows(table: Table, memory: IdleMemory) -> None:
     name = f"idle env USS/PSS/RSS ({per_env:g} proc)"
     table.add_row(name, f"{len(envs)}", "", "", sizes, *_verdict_cells(_memory_check(memory)))
     table.add_row("  fit in 4 GiB by USS", "", "", "", f"{int(MEMORY_BUDGET // uss):,}")
+    if memory.merging is not None:
+        early = memory.merging.unmerged
+        before = statistics.median(m.uss for m in early)
+        table.add_row("  USS 0.3 s idle (before merging)", f"{len(early)}", "", "", _mib(before))
 
 
 def _add_snapstart_rows(table: Table, snap: SnapStartResults) -> None:
@@ -398,12 +402,28 @@ def _cold_notes(cold: ColdStarts) -> list[str]:
     ]
 
 
+def _mib(size: float) -> str:
+    return f"{size / MIB:.2f} MiB"
+
+
 def _memory_notes(memory: IdleMemory) -> list[str]:
     lines = [
         f"idle memory: {len(memory.environments)} environments found by {memory.method}; "
         f"status reports {memory.idle_reported} idle; an environment's figure sums all its "
         "processes (smaps_rollup; USS = Private_Clean + Private_Dirty)",
     ]
+    merging = memory.merging
+    if merging is None:
+        lines.append("  memory merging (KSM) is off in lambdad: pages are shared only by fork")
+    else:
+        share = merging.ksmd_cpu_s / merging.ksmd_wall_s if merging.ksmd_wall_s else 0.0
+        lines.append(
+            f"  memory merging ({merging.detail}): read after {merging.settled_after_s:.1f} s "
+            f"idle, once ksmd stopped finding pages to share ({merging.pages_sharing:,} pages "
+            f"shared host-wide); a merged page is shared, so USS leaves it out and PSS splits "
+            f"it; ksmd used {merging.ksmd_cpu_s:.2f} s CPU over the {merging.ksmd_wall_s:.0f} s "
+            f"to then ({share:.1%} of a core)"
+        )
     if memory.zygote is not None:
         z = memory.zygote
         lines.append(

@@ -105,6 +105,7 @@ def _step(console: Console, message: str) -> None:
 
 
 def measure(plan: Plan, work_dir: Path, console: Console) -> Results:
+    ksmd = figures.KsmdClock.start()
     with _servers(work_dir) as (lambdad, echo):
         lam = lambda_client(lambdad)
         code = function_zip()
@@ -131,9 +132,10 @@ def measure(plan: Plan, work_dir: Path, console: Console) -> Results:
             plan.load_warmup_seconds,
             plan.prefer_wrk,
         )
+        idle_since = time.monotonic()
         time.sleep(0.3)
         _step(console, "idle environment memory")
-        memory = figures.measure_idle_memory(lambdad, NOOP_FUNCTION)
+        memory = figures.measure_idle_memory(lambdad, NOOP_FUNCTION, ksmd, idle_since)
         _step(console, f"cold starts: {plan.cold_functions} fresh functions vs bare spawns")
         status = server_status(lambdad)
         interpreter = runtime_executable(status, "python3.11")

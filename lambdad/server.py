@@ -34,7 +34,9 @@ from lambdad.invoke.invoker import Invoker
 from lambdad.observability.logs import LogStore
 from lambdad.runtime import toolchains
 from lambdad.runtime.runtimes import BOOTSTRAP_DIR, PYTHON_BOOTSTRAP, Family, RuntimeCatalog
+from lambdad.sandbox import memory_merge
 from lambdad.sandbox.base import SandboxBackend
+from lambdad.sandbox.memory_merge import MemoryMerge
 from lambdad.sandbox.namespaces import NamespaceBackend
 from lambdad.sandbox.process import ProcessBackend
 from lambdad.scheduler.launcher import EnvironmentLauncher
@@ -78,7 +80,11 @@ class Platform:
             OptCache(settings.data_dir / "layers", self.code),
             settings.region,
         )
-        self.backend: SandboxBackend = choose_backend(settings)
+        try:
+            self.memory_merge = memory_merge.configure(settings.memory_merge)
+        except memory_merge.MemoryMergeUnavailable as exc:
+            raise SystemExit(f"lambdad: {exc}") from None
+        self.backend: SandboxBackend = choose_backend(settings, self.memory_merge)
         self.limiter = ConcurrencyLimiter(
             account_limit=settings.account_concurrency,
             min_unreserved=settings.min_unreserved_concurrency,
@@ -154,6 +160,11 @@ class Platform:
                 {"runtime": r.runtime_id, "family": r.family.value, "executable": r.executable}
                 for r in self.catalog.available()
             ],
+            "memoryMerge": {
+                "enabled": self.memory_merge.enabled,
+                "detail": self.memory_merge.detail,
+                **self.memory_merge.statistics,
+            },
             "pools": {k: dataclasses.asdict(v) for k, v in self.pools.statistics().items()},
             **self._sandbox_statistics(),
             "provisioned": dataclasses.asdict(self.provisioner.statistics()),
@@ -200,16 +211,18 @@ class Platform:
         self.account_store.close()
 
 
-def choose_backend(settings: Settings) -> SandboxBackend:
+def choose_backend(settings: Settings, merge: MemoryMerge) -> SandboxBackend:
     """The strongest sandbox this host allows (or the one Settings insists on)."""
     if settings.isolation == "process":
-        return ProcessBackend("disabled with --isolation process")
-    backend, reason = NamespaceBackend.probe(settings.run_dir, BOOTSTRAP_DIR)
+        return ProcessBackend("disabled with --isolation process", merge.enabled)
+    backend, reason = NamespaceBackend.probe(
+        settings.run_dir, BOOTSTRAP_DIR, memory_merge=merge.enabled
+    )
     if backend is not None:
         return backend
     if settings.isolation == "namespaces":
         raise SystemExit(f"lambdad: --isolation namespaces, but {reason}")
-    return ProcessBackend(reason)
+    return ProcessBackend(reason, merge.enabled)
 
 
 def banner(platform: Platform) -> str:
@@ -221,6 +234,7 @@ def banner(platform: Platform) -> str:
         f"data dir: {s.data_dir}",
         f"runtimes: {runtimes}",
         f"isolation: {iso.backend} backend",
+        f"memory merging: {platform.memory_merge.detail}",
     ]
     lines += [f"WARNING: {note}" for note in iso.notes]
     if s.allow_any_credentials:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 DEFAULT_PORT = 9000
 DEFAULT_REGION = "us-east-1"
@@ -48,6 +49,9 @@ class Settings:
     # Sandbox backend: "auto" (namespaces where the host allows, else processes),
     # "namespaces" (refuse to start without them) or "process" (no isolation).
     isolation: str = "auto"
+    # Samepage merging of environments' memory (sandbox/memory_merge.py): "auto" (where the
+    # host has KSM and lambdad is root), "on" (refuse to start without it) or "off".
+    memory_merge: Literal["auto", "on", "off"] = "auto"
     # Development only: accept any well-formed SigV4 signature by any access key (unknown keys
     # act for the default account). Off by default; the serve banner warns when it is on.
     allow_any_credentials: bool = False

@@ -26,6 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
         min_free_memory_mb=args.min_free_memory,
         allow_any_credentials=args.allow_any_credentials,
         isolation=args.isolation,
+        memory_merge=args.memory_merge,
         async_retry_delays=tuple(float(x) for x in args.async_retry_delays.split(",") if x),
         account_concurrency=args.account_concurrency,
         min_unreserved_concurrency=args.min_unreserved,
@@ -59,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "namespaces", "process"),
         default="auto",
         help="sandbox backend (auto: namespaces where the host allows them)",
+    )
+    serve.add_argument(
+        "--memory-merge",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="share identical memory pages between environments with the kernel's KSM "
+        "(auto: where the host has it and lambdad is root; a timing side channel, see "
+        "docs/security.md)",
     )
     serve.add_argument("--account-id", default="000000000000")
     serve.add_argument(

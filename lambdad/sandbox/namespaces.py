@@ -40,6 +40,7 @@ from lambdad.sandbox.base import (
     SandboxProcess,
 )
 from lambdad.sandbox.cgroups import CgroupManager, EnvironmentCgroup
+from lambdad.sandbox.memory_merge import MERGE_NOTE
 from lambdad.sandbox.mounts import read_only_tree
 from lambdad.sandbox.network import NetworkPool, NetworkPoolError, sweep_stale_pools
 from lambdad.sandbox.prepared import (
@@ -178,6 +179,7 @@ class NamespaceBackend(SandboxBackend):
         exec_interpreter: str = sys.executable,
         pool_size: int = 3,
         networking: bool = True,
+        memory_merge: bool = False,
     ) -> None:
         self._run_dir = run_dir
         self._runtime_dir = runtime_dir
@@ -189,7 +191,7 @@ class NamespaceBackend(SandboxBackend):
         # PID 1 of every environment: a tiny compiled program, or (None) a Python process
         self._init_program = init_binary.ensure_built()
         self._exec_interpreter = exec_interpreter
-        self._zygotes = Zygotes()
+        self._zygotes = Zygotes(memory_merge)
         self._root = run_dir / "sandbox-root"
         self._root.mkdir(parents=True, exist_ok=True)
         self._etc = self._write_identity_files(run_dir / "etc")
@@ -207,7 +209,7 @@ class NamespaceBackend(SandboxBackend):
 
     @classmethod
     def probe(
-        cls, run_dir: Path, runtime_dir: Path, pool_size: int = 3
+        cls, run_dir: Path, runtime_dir: Path, pool_size: int = 3, memory_merge: bool = False
     ) -> tuple[NamespaceBackend | None, str]:
         """The backend if this host can sandbox (root, cgroups, namespaces); else the reason."""
         if os.geteuid() != 0:
@@ -221,7 +223,15 @@ class NamespaceBackend(SandboxBackend):
         if not mounts.supported():
             cgroups.cleanup()
             return None, "open_tree/move_mount unavailable on this CPU architecture"
-        return cls(run_dir, runtime_dir, cgroups, build_filter(), pool_size=pool_size), ""
+        backend = cls(
+            run_dir,
+            runtime_dir,
+            cgroups,
+            build_filter(),
+            pool_size=pool_size,
+            memory_merge=memory_merge,
+        )
+        return backend, ""
 
     def layout(self) -> SandboxLayout:
         return SandboxLayout(
@@ -475,6 +485,8 @@ class NamespaceBackend(SandboxBackend):
             notes = ("no seccomp table for this CPU architecture: system calls are not filtered",)
         if self._network_note:
             notes = (*notes, self._network_note)
+        if self._zygotes.memory_merge:
+            notes = (*notes, MERGE_NOTE)
         return IsolationReport("namespaces", features, notes)
 
     async def close(self) -> None:

@@ -22,6 +22,7 @@ from lambdad.sandbox.base import (
     SandboxBackend,
     SandboxProcess,
 )
+from lambdad.sandbox.memory_merge import MERGE_NOTE
 from lambdad.sandbox.zygote import Zygote, Zygotes
 
 
@@ -71,10 +72,10 @@ class _Process(SandboxProcess):
 
 
 class ProcessBackend(SandboxBackend):
-    def __init__(self, reason: str = "") -> None:
+    def __init__(self, reason: str = "", memory_merge: bool = False) -> None:
         # Why the stronger backend is not in use (shown at start-up and by `lambdad doctor`).
         self._reason = reason
-        self._zygotes = Zygotes()
+        self._zygotes = Zygotes(memory_merge)
 
     async def start(self, spec: LaunchSpec) -> SandboxProcess:
         if spec.zygote_interpreter is not None and not spec.exec_argv:
@@ -135,6 +136,7 @@ class ProcessBackend(SandboxBackend):
             notes=(
                 "environments run as plain host processes: no isolation between functions",
                 *((f"namespaces unavailable: {self._reason}",) if self._reason else ()),
+                *((MERGE_NOTE,) if self._zygotes.memory_merge else ()),
             ),
         )
 

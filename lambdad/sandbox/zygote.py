@@ -32,9 +32,16 @@ class Zygote:
     bootstrap), so forked environments start with it loaded.
     """
 
-    def __init__(self, interpreter: str, preload: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        interpreter: str,
+        preload: tuple[str, str] | None = None,
+        memory_merge: bool = False,
+    ) -> None:
         self.interpreter = interpreter
         self.preload = preload
+        # opt the zygote and every environment it forks in to samepage merging (memory_merge.py)
+        self.memory_merge = memory_merge
         self._ids = itertools.count(1)
         # request id -> future of the forked pid
         self._forks: dict[int, asyncio.Future[int]] = {}
@@ -76,6 +83,8 @@ class Zygote:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"}
+        if self.memory_merge:
+            env["LAMBDAD_MEMORY_MERGE"] = "1"
         argv = [self.interpreter, "-u", str(ZYGOTE_SCRIPT), str(theirs.fileno())]
         if self.preload is not None:
             argv += list(self.preload)
@@ -188,7 +197,8 @@ class Zygotes:
     """A backend's zygotes: one per (interpreter, preload), started on first use (concurrent
     callers share one start) and again if it died."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory_merge: bool = False) -> None:
+        self.memory_merge = memory_merge
         self._running: dict[ZygoteKey, Zygote] = {}
         self._starting: dict[ZygoteKey, asyncio.Task[Zygote]] = {}
 
@@ -204,7 +214,7 @@ class Zygotes:
         return await asyncio.shield(task)
 
     async def _start(self, key: ZygoteKey) -> Zygote:
-        zygote = Zygote(*key)
+        zygote = Zygote(*key, memory_merge=self.memory_merge)
         await zygote.start()
         self._running[key] = zygote
         return zygote

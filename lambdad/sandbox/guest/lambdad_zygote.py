@@ -28,6 +28,7 @@ import sys
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
+PR_SET_MEMORY_MERGE = 67
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -83,8 +84,17 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
         os._exit(code)
 
 
+def _merge_memory() -> None:
+    """Samepage merging for this process and all it forks (lambdad's sandbox/memory_merge.py)."""
+    if _libc.prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) != 0:
+        reason = os.strerror(ctypes.get_errno())
+        sys.stderr.write(f"lambdad zygote: no memory merging (prctl: {reason})\n")
+
+
 def main() -> None:
     _die_with_parent()
+    if os.environ.get("LAMBDAD_MEMORY_MERGE") == "1":
+        _merge_memory()
     control = socket.socket(fileno=int(sys.argv[1]))
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, here)

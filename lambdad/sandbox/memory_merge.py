@@ -1,0 +1,104 @@
+"""Memory merging: the kernel's samepage merging (KSM) for execution environments.
+
+Environments of one runtime are forks of one zygote, and environments of one function run the
+same init: most pages they dirty after the fork hold the same bytes (reference counts bumped the
+same way, the same handler module, the same buffers). With KSM, the kernel's ksmd thread finds
+such pages and keeps one write-protected copy; a write copies it again. An idle environment then
+costs what is really its own (~1.2 MB for a Python one, against ~4.5 MB without).
+
+Two halves: `configure` switches ksmd on for the host (root only; processes that did not opt in
+are never scanned), and each zygote opts itself and everything it forks in with
+prctl(PR_SET_MEMORY_MERGE) — see guest/lambdad_zygote.py (`LAMBDAD_MEMORY_MERGE`).
+
+The price is a timing side channel between environments that share the machine: a write to a
+merged page takes longer, so code can learn whether another environment holds a page with the
+same bytes. `--memory-merge off` closes it (see docs/security.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+KSM_DIR = Path("/sys/kernel/mm/ksm")
+# Pages ksmd looks at per wake-up (every sleep_millisecs, 20 ms by default): 1,000 is 200 MB/s,
+# so a hundred idle environments settle within about two seconds. The kernel's default (100)
+# would take twenty. It is raised only, never lowered below what the host chose.
+PAGES_TO_SCAN = 1000
+STATISTICS = ("pages_shared", "pages_sharing", "pages_unshared", "full_scans")
+
+MERGE_NOTE = (
+    "memory merging (KSM) is on: identical memory pages are shared between environments, "
+    "a timing side channel between functions (--memory-merge off closes it)"
+)
+
+Mode = Literal["auto", "on", "off"]
+MODES: tuple[Mode, ...] = ("auto", "on", "off")
+
+
+class MemoryMergeUnavailable(RuntimeError):
+    """`--memory-merge on`, but this host cannot merge (no KSM, or not root)."""
+
+
+@dataclass(frozen=True)
+class MemoryMerge:
+    enabled: bool
+    detail: str  # how it runs, or why it does not
+
+    @property
+    def statistics(self) -> dict[str, int]:
+        return statistics() if self.enabled else {}
+
+
+def configure(
+    mode: Mode,
+    ksm_dir: Path = KSM_DIR,
+    pages_to_scan: int = PAGES_TO_SCAN,
+    privileged: bool | None = None,
+) -> MemoryMerge:
+    """Switch ksmd on for lambdad's environments, as `mode` asks and the host allows."""
+    if mode == "off":
+        return MemoryMerge(False, "off (--memory-merge off)")
+    reason = _unavailable(ksm_dir, os.geteuid() == 0 if privileged is None else privileged)
+    if reason is None:
+        try:
+            _raise_to(ksm_dir / "pages_to_scan", pages_to_scan)
+            (ksm_dir / "run").write_text("1\n")
+        except OSError as exc:
+            reason = f"cannot switch KSM on ({exc.strerror or exc})"
+    if reason is not None:
+        if mode == "on":
+            raise MemoryMergeUnavailable(f"--memory-merge on, but {reason}")
+        return MemoryMerge(False, reason)
+    scan = _read_int(ksm_dir / "pages_to_scan")
+    sleep = _read_int(ksm_dir / "sleep_millisecs")
+    return MemoryMerge(True, f"KSM, ksmd scans {scan} pages every {sleep} ms")
+
+
+def statistics(ksm_dir: Path = KSM_DIR) -> dict[str, int]:
+    """The host's KSM counters (pages_sharing: pages that are saved by merging)."""
+    found: dict[str, int] = {}
+    for name in STATISTICS:
+        with contextlib.suppress(OSError, ValueError):
+            found[name] = _read_int(ksm_dir / name)
+    return found
+
+
+def _unavailable(ksm_dir: Path, privileged: bool) -> str | None:
+    if not (ksm_dir / "run").exists():
+        return "this kernel has no samepage merging (KSM)"
+    if not privileged:
+        return "not running as root: switching KSM on and opting in need root"
+    return None
+
+
+def _raise_to(path: Path, value: int) -> None:
+    if _read_int(path) < value:
+        path.write_text(f"{value}\n")
+
+
+def _read_int(path: Path) -> int:
+    return int(path.read_text().split()[0])
