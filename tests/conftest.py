@@ -141,6 +141,18 @@ def start_server(data_dir: Path, *extra: str, env: Mapping[str, str] | None = No
     raise RuntimeError(f"lambdad serve did not start:\n{server.output()}")
 
 
+def module_server(name: str, *extra: str, env: Mapping[str, str] | None = None) -> Any:
+    """A module-scoped fixture: a server of its own started with `extra` serve arguments."""
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+        srv = start_server(tmp_path_factory.mktemp(name) / "data", *extra, env=env)
+        yield srv
+        srv.stop()
+
+    return fixture
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(

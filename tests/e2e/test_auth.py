@@ -8,8 +8,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
@@ -21,7 +20,14 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from tests.conftest import ROOT, Server, create_function, start_server, unique_name, wait_for
+from tests.conftest import (
+    ROOT,
+    Server,
+    create_function,
+    module_server,
+    unique_name,
+    wait_for,
+)
 
 MARKER_CODE = """
 def handler(event, context):
@@ -228,12 +234,7 @@ def test_account_logs_are_separate(
 # -- development mode ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir: Path = tmp_path_factory.mktemp("lambdad-open") / "data"
-    srv = start_server(data_dir, "--allow-any-credentials")
-    yield srv
-    srv.stop()
+open_server = module_server("lambdad-open", "--allow-any-credentials")
 
 
 def test_allow_any_credentials_accepts_a_random_key(open_server: Server) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,7 +20,7 @@ import pytest
 
 from lambdad.cli.client import Credentials, Target, fetch_status
 from lambdad.cli.packaging import build_zip, collect
-from tests.conftest import ROOT, Server, make_zip, start_server, unique_name
+from tests.conftest import ROOT, Server, make_zip, module_server, unique_name
 
 HANDLER_V1 = (
     "import os\n\n"
@@ -270,13 +270,10 @@ def test_doctor_says_when_the_server_is_unreachable(server: Server) -> None:
     assert "not reachable" in result.stderr
 
 
-@pytest.fixture(scope="module")
-def self_keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server that generated its root credentials and stored them in its data dir."""
-    unset = {"LAMBDAD_ROOT_ACCESS_KEY_ID": "", "LAMBDAD_ROOT_SECRET_ACCESS_KEY": ""}
-    server = start_server(tmp_path_factory.mktemp("cli-keys") / "data", env=unset)
-    yield server
-    server.stop()
+# A server that generated its root credentials and stored them in its data dir.
+self_keyed_server = module_server(
+    "cli-keys", env={"LAMBDAD_ROOT_ACCESS_KEY_ID": "", "LAMBDAD_ROOT_SECRET_ACCESS_KEY": ""}
+)
 
 
 def env_without_credentials() -> dict[str, str]:

@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import Server, create_function, logged, start_server, unique_name, wait_for
+from tests.conftest import (
+    Server,
+    create_function,
+    logged,
+    module_server,
+    start_server,
+    unique_name,
+    wait_for,
+)
 
 ACCOUNT = "000000000000"
 RESERVED = "ReservedFunctionConcurrentInvocationLimitExceeded"
@@ -228,18 +236,8 @@ class TestThrottling:
         assert wait_for(lambda: logged(logs, sleeper, token) == [f"ran {token}"])
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server whose account runs 20 at once, 5 of them never reservable."""
-    server = start_server(
-        tmp_path_factory.mktemp("small") / "data",
-        "--account-concurrency",
-        "20",
-        "--min-unreserved",
-        "5",
-    )
-    yield server
-    server.stop()
+# A server whose account runs 20 at once, 5 of them never reservable.
+small = module_server("small", "--account-concurrency", "20", "--min-unreserved", "5")
 
 
 class TestAccountLimits:

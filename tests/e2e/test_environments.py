@@ -24,6 +24,7 @@ from tests.conftest import (
     gone,
     live_processes,
     make_zip,
+    module_server,
     start_server,
     wait_for,
 )
@@ -276,11 +277,7 @@ def test_parallel_invocations_scale_out_then_reuse(server: Server, lam: Any) -> 
 # -- environment lifetime -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def short_keep_alive(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    srv = start_server(tmp_path_factory.mktemp("keepalive") / "data", "--keep-alive", "1")
-    yield srv
-    srv.stop()
+short_keep_alive = module_server("keepalive", "--keep-alive", "1")
 
 
 def test_idle_environment_is_reaped_after_keep_alive(short_keep_alive: Server) -> None:

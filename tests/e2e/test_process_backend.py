@@ -6,20 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Server, create_function, start_server
+from tests.conftest import Server, create_function, module_server, start_server
 
-
-@pytest.fixture(scope="module")
-def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(tmp_path_factory.mktemp("plain") / "data", "--isolation", "process")
-    yield server
-    server.stop()
+plain = module_server("plain", "--isolation", "process")
 
 
 def test_weaker_isolation_is_announced(plain: Server) -> None:

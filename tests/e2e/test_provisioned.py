@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import Server, create_function, start_server
+from tests.conftest import Server, create_function, module_server, start_server
 
 ACCOUNT = "000000000000"
 INVALID = "InvalidParameterValueException"
@@ -445,20 +445,10 @@ class TestEnvironments:
             lam.delete_function(FunctionName=name)
 
 
-@pytest.fixture(scope="module")
-def short_keep_alive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Idle on-demand environments stop after 1 s; the account runs 20 at once, 5 unreserved."""
-    server = start_server(
-        tmp_path_factory.mktemp("provisioned") / "data",
-        "--keep-alive",
-        "1",
-        "--account-concurrency",
-        "20",
-        "--min-unreserved",
-        "5",
-    )
-    yield server
-    server.stop()
+# Idle on-demand environments stop after 1 s; the account runs 20 at once, 5 unreserved.
+short_keep_alive = module_server(
+    "provisioned", "--keep-alive", "1", "--account-concurrency", "20", "--min-unreserved", "5"
+)
 
 
 def test_provisioned_environments_survive_the_keep_alive(short_keep_alive: Server) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import Server, create_function, start_server
+from tests.conftest import Server, create_function, module_server, start_server
 from tests.e2e.test_isolation import PROBE
 
 RUNTIME = "python3.12"
@@ -87,11 +86,7 @@ def handler(event, context):
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("snapstart") / "data", "--keep-alive", "30")
-    yield srv
-    srv.stop()
+server = module_server("snapstart", "--keep-alive", "30")
 
 
 @pytest.fixture(scope="module")
