@@ -65,7 +65,9 @@ class EnvironmentCgroup:
 
         While `initialising`, the CPU quota is every core (AWS boosts CPU during the init
         phase); `throttle_cpu` applies the proportional quota once init is done. A limit
-        already in place is not written again (a prepared sandbox gets the likely one ahead)."""
+        already in place is not written again (a prepared sandbox gets the likely one ahead).
+        Also opens the files read or written once its init is done, so that costs no opens."""
+        self._open_ahead()
         if not initialising:
             self.throttle_cpu(memory_mb)
         if memory_mb == self.memory_mb:
@@ -89,7 +91,14 @@ class EnvironmentCgroup:
         """CPU quota proportional to memory: 1,769 MB = one vCPU, at most every core."""
         quota = int(CFS_PERIOD_US * min(self.cpus, memory_mb / MB_PER_VCPU))
         with contextlib.suppress(OSError):  # the environment may be gone already
-            _write(self.cpu / "cpu.cfs_quota_us", str(max(quota, 1000)))
+            self._open_ahead()
+            os.write(self._quota_fd, b"%d" % max(quota, 1000))
+
+    def _open_ahead(self) -> None:
+        if self._peak_fd < 0:
+            self._peak_fd = os.open(self.memory / "memory.max_usage_in_bytes", os.O_RDONLY)
+        if self._quota_fd < 0:
+            self._quota_fd = os.open(self.cpu / "cpu.cfs_quota_us", os.O_WRONLY)
 
     def attach(self, pid: int) -> None:
         """Move a process (and the children it forks afterwards) into these cgroups."""
@@ -97,6 +106,7 @@ class EnvironmentCgroup:
             _write(path / "cgroup.procs", str(pid))
 
     _peak_fd: int = -1  # kept open: REPORT reads the peak after every invocation
+    _quota_fd: int = -1  # kept open: written when init ends, on a cold start's path
 
     def peak_memory_bytes(self) -> int:
         try:
@@ -117,9 +127,10 @@ class EnvironmentCgroup:
 
     def remove(self) -> bool:
         """Delete the directories; False while processes are still inside (try again)."""
-        if self._peak_fd >= 0:
-            os.close(self._peak_fd)
-            self._peak_fd = -1
+        for fd in (self._peak_fd, self._quota_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._peak_fd = self._quota_fd = -1
         done = True
         for path in self.paths:
             try:

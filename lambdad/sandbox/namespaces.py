@@ -242,7 +242,10 @@ class NamespaceBackend(SandboxBackend):
         interpreter = spec.zygote_interpreter or self._exec_interpreter
         preload = spec.zygote_preload if spec.zygote_interpreter else None
         self._likely_memory_mb[(interpreter, preload)] = spec.memory_mb
-        prepared = await self._pool.take((interpreter, preload))
+        if spec.snapshot:  # built for it: a snapshot keeps privileges until it is assigned
+            prepared = await self._build((interpreter, preload), late_privileges=True)
+        else:
+            prepared = await self._pool.take((interpreter, preload))
         if prepared is None:
             raise OSError("the sandbox could not be prepared (see the server log)")
         try:
@@ -314,15 +317,25 @@ class NamespaceBackend(SandboxBackend):
         if spec.opt_dir:
             trees.append(read_only_tree(spec.opt_dir))
         try:
-            socket.send_fds(prepared.channel, [orjson.dumps(message)], [spec.log_fd, *trees])
+            if prepared.mounts is not None:  # init mounts while the function process starts
+                tmp_mb = message.pop("tmp_mb")
+                socket.send_fds(prepared.mounts, [b"%d" % tmp_mb], trees)
+                socket.send_fds(prepared.channel, [orjson.dumps(message)], [spec.log_fd])
+            else:
+                socket.send_fds(prepared.channel, [orjson.dumps(message)], [spec.log_fd, *trees])
         finally:
             for tree in trees:
                 os.close(tree)
+            if prepared.mounts is not None:
+                prepared.mounts.close()
             if not spec.snapshot:  # a snapshot's channel stays: restores are asked there
                 prepared.channel.close()
 
-    async def _build(self, key: PoolKey) -> PreparedSandbox | None:
-        """Fork a sandbox from the key's zygote and wait until it is ready for an assignment."""
+    async def _build(self, key: PoolKey, late_privileges: bool = False) -> PreparedSandbox | None:
+        """Fork a sandbox from the key's zygote and wait until it is ready for an assignment.
+        Its function process drops its privileges while it waits, and its init mounts the
+        assignment; with `late_privileges` (a SnapStart snapshot), the function process keeps
+        them and mounts the assignment itself."""
         interpreter, preload = key
         zygote = await self._zygotes.get(interpreter, preload)
         network = await self._network_pool()
@@ -344,6 +357,8 @@ class NamespaceBackend(SandboxBackend):
             plan["runtime_api_connected"] = True
         if slot is not None:
             plan["network"] = slot.path
+        if late_privileges:
+            plan["late_privileges"] = True
         forks = self._fork_slots.setdefault(key, asyncio.Semaphore(FORKS_IN_FLIGHT))
         try:
             async with forks:
@@ -367,7 +382,7 @@ class NamespaceBackend(SandboxBackend):
                 os.kill(pid, signal.SIGKILL)
             exited.add_done_callback(lambda _: cgroup.remove())
             return None
-        return PreparedSandbox(pid, exited, cgroup, ours, *listeners)
+        return PreparedSandbox.ready(pid, exited, cgroup, ours, listeners)
 
     def _plan(self, cgroup: EnvironmentCgroup, interpreter: str) -> dict[str, Any]:
         """The jail plan (see guest/lambdad_jail.py); all but the cgroups is remade only every

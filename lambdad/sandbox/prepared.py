@@ -40,6 +40,29 @@ class PreparedSandbox:
     runtime_api_unix: socket.socket  # the same API on a Unix socket, for lambdad's bootstraps
     # lambdad's end of a connection made inside for lambdad's own bootstrap (Python), if any
     runtime_api_connection: socket.socket | None = None
+    # where the sandbox's init takes the assignment's code to mount (the function process has
+    # dropped its privileges ahead); None: the function process mounts it itself
+    mounts: socket.socket | None = None
+
+    @classmethod
+    def ready(
+        cls,
+        pid: int,
+        exited: asyncio.Future[ExitStatus],
+        cgroup: EnvironmentCgroup,
+        channel: socket.socket,
+        sockets: RuntimeApiSockets,
+    ) -> PreparedSandbox:
+        return cls(
+            pid,
+            exited,
+            cgroup,
+            channel,
+            sockets.listener,
+            sockets.unix,
+            sockets.connection,
+            sockets.mounts,
+        )
 
     @property
     def alive(self) -> bool:
@@ -52,6 +75,8 @@ class PreparedSandbox:
         self.runtime_api_unix.close()
         if self.runtime_api_connection is not None:
             self.runtime_api_connection.close()
+        if self.mounts is not None:
+            self.mounts.close()
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
 
@@ -150,35 +175,49 @@ class SandboxPool:
         self._idle.clear()
 
 
-RuntimeApiSockets = tuple[socket.socket, socket.socket, socket.socket | None]
+@dataclass(frozen=True)
+class RuntimeApiSockets:
+    """What a sandbox sends when it is ready (see guest/lambdad_jail._runtime_api_sockets)."""
+
+    listener: socket.socket  # 127.0.0.1:9001 inside
+    unix: socket.socket  # the same API on a Unix socket
+    connection: socket.socket | None  # lambdad's end of a pre-made connection
+    mounts: socket.socket | None  # init's mount socket
+
+    @classmethod
+    def parse(cls, message: bytes, fds: list[int]) -> RuntimeApiSockets | None:
+        words = message.split()
+        extras = [w for w in (b"connected", b"mounts") if w in words]
+        if not words or words[0] != b"runtime-api" or len(fds) != 2 + len(extras):
+            for fd in fds:
+                os.close(fd)
+            return None
+        sockets = [socket.socket(fileno=fd) for fd in fds]
+        named = dict(zip(extras, sockets[2:], strict=True))
+        return cls(sockets[0], sockets[1], named.get(b"connected"), named.get(b"mounts"))
 
 
 async def receive_runtime_api(
     channel: socket.socket, exited: asyncio.Future[ExitStatus]
 ) -> RuntimeApiSockets | None:
-    """The Runtime API listeners (TCP, Unix) the sandbox made inside, and lambdad's end of a
-    connection its runtime will use, if it made one (None if the sandbox died)."""
+    """The sockets the sandbox made inside (None if it died before it was ready)."""
     loop = asyncio.get_running_loop()
     channel.setblocking(False)
     received: asyncio.Future[RuntimeApiSockets | None] = loop.create_future()
 
     def on_readable() -> None:
         try:
-            _, fds, _, _ = socket.recv_fds(channel, 64, 3)
+            message, fds, _, _ = socket.recv_fds(channel, 64, 4)
         except BlockingIOError:
             return
         except OSError:
-            fds = []
+            message, fds = b"", []
         loop.remove_reader(channel.fileno())
         if received.done():
-            return
-        if len(fds) in (2, 3):
-            sockets = [socket.socket(fileno=fd) for fd in fds]
-            received.set_result((sockets[0], sockets[1], sockets[2] if len(fds) == 3 else None))
-        else:
             for fd in fds:
                 os.close(fd)
-            received.set_result(None)
+            return
+        received.set_result(RuntimeApiSockets.parse(message, fds))
 
     loop.add_reader(channel.fileno(), on_readable)
     waiters: set[asyncio.Future[Any]] = {received, exited}

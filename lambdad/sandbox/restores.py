@@ -108,7 +108,7 @@ class RestorePool:
             exited.add_done_callback(lambda _: cgroup.remove())
             return None
         exited.add_done_callback(lambda _: _remove_later(cgroup))
-        return PreparedSandbox(pid, exited, cgroup, ours, *listeners)
+        return PreparedSandbox.ready(pid, exited, cgroup, ours, listeners)
 
 
 def _remove_later(cgroup: EnvironmentCgroup, attempts: int = 50) -> None:

@@ -22,7 +22,13 @@ import orjson
 
 from lambdad.control.model import FunctionConfig
 from lambdad.observability.logs import LogStream
-from lambdad.runtime.api_server import ACCEPTED, NextReply, RuntimeApiServer, error_body
+from lambdad.runtime.api_server import (
+    ACCEPTED,
+    NextReply,
+    PushChannel,
+    RuntimeApiServer,
+    error_body,
+)
 from lambdad.sandbox.base import ExitStatus, SandboxProcess
 
 TAIL_BYTES = 4096
@@ -126,6 +132,7 @@ class Environment:
         self.api = RuntimeApiServer(self)
         self.process: SandboxProcess | None = None
         self.created = time.monotonic()
+        self._started_at = time.perf_counter()
         self.last_used = self.created
         self._on_dead = on_dead
         self._loop = asyncio.get_running_loop()
@@ -133,6 +140,9 @@ class Environment:
         self._log_fd = -1
         self._partial = b""
         self._parked: NextReply | None = None
+        # lambdad's own bootstrap's connection: the first event is pushed before init ends
+        self._push: PushChannel | None = None
+        self._pushed = False  # an event was pushed; the runtime has not asked for it yet
         self._current: Invocation | None = None
         self._result: asyncio.Future[InvocationResult] | None = None
         self._delivered_at = 0.0
@@ -261,14 +271,19 @@ class Environment:
         elif self._parked is not None:
             reply, self._parked = self._parked, None
             self._deliver(reply)
+        elif self._push is not None and self.state is EnvironmentState.STARTING:
+            self._push_event()
         try:
             return await result
         finally:
             self.last_used = time.monotonic()
 
-    def _deliver(self, reply: NextReply) -> None:
-        inv = self._current
-        assert inv is not None
+    def accept_pushes(self, channel: PushChannel) -> None:
+        """The runtime is lambdad's own bootstrap on a connection made for it: a cold start's
+        event is pushed to it while it initialises (api_server's _Connection.push)."""
+        self._push = channel
+
+    def _event_headers(self, inv: Invocation) -> list[tuple[bytes, bytes]]:
         deadline = _now_ms() + int(self._timeout_s * 1000)
         headers = [
             (b"Lambda-Runtime-Aws-Request-Id", inv.request_id.encode()),
@@ -280,18 +295,56 @@ class Environment:
             headers.append((b"Lambda-Runtime-Client-Context", inv.client_context))
         if inv.cognito_identity:
             headers.append((b"Lambda-Runtime-Cognito-Identity", inv.cognito_identity))
-        self.state = EnvironmentState.BUSY
-        self._delivered_at = time.perf_counter()
-        sent = reply.send(headers, inv.payload or b"{}")
+        return headers
+
+    def _deliver(self, reply: NextReply) -> None:
+        inv = self._current
+        assert inv is not None
+        sent = reply.send(self._event_headers(inv), inv.payload or b"{}")
         # The event goes first: the runtime need not wait for the START line and the timer (its
         # output is read later, so START still comes first in the log).
-        self._write_platform(f"START RequestId: {inv.request_id} Version: {self.config.version}\n")
-        self._timer = self._loop.call_later(self._timeout_s, self._timed_out)
+        self._started(inv)
         if not sent:
             self.kill()
 
+    def _started(self, inv: Invocation) -> None:
+        self.state = EnvironmentState.BUSY
+        self._delivered_at = time.perf_counter()
+        self._write_platform(f"START RequestId: {inv.request_id} Version: {self.config.version}\n")
+        self._timer = self._loop.call_later(self._timeout_s, self._timed_out)
+
+    def _push_event(self) -> None:
+        """Push the first event while the runtime initialises. Its deadline is only known when
+        init ends: the bootstrap takes it from Lambdad-Deadline-After-Ms when it asks (and the
+        timer starts when that /next arrives, so the runtime's deadline is never the later)."""
+        inv, push, self._push = self._current, self._push, None
+        assert inv is not None and push is not None
+        headers = self._event_headers(inv)
+        headers.append((b"Lambdad-Deadline-After-Ms", b"%d" % int(self._timeout_s * 1000)))
+        self._pushed = push.push(headers, inv.payload or b"{}")
+
     # RuntimeApiHandler ---------------------------------------------------------------------
     def runtime_next(self, reply: NextReply) -> None:
+        self._mark_initialised()
+        if self._current is not None and self._timer is None:
+            self._deliver(reply)
+        else:
+            self._parked = reply
+
+    def runtime_next_pushed(self, asked_at: float | None) -> None:
+        self._mark_initialised()
+        inv = self._current
+        if not self._pushed or inv is None or self._timer is not None:
+            self.kill()  # the runtime holds an event lambdad does not expect it to run
+            return
+        self._pushed = False
+        self._started(inv)
+        # The runtime had the event when it asked (a moment before lambdad read that): its
+        # Duration starts then (never before this environment existed, whatever it says).
+        if asked_at is not None:
+            self._delivered_at = min(self._delivered_at, max(asked_at, self._started_at))
+
+    def _mark_initialised(self) -> None:
         if self.state is EnvironmentState.STARTING or self._init_duration_ms is None:
             now = time.monotonic()
             self._init_duration_ms = (now - self.created) * 1000
@@ -306,10 +359,6 @@ class Environment:
                 self.process.peak_memory_bytes()
                 self.process.initialised(self.config.memory_size)
             self._settle_init(None)
-        if self._current is not None and self._timer is None:
-            self._deliver(reply)
-        else:
-            self._parked = reply
 
     def runtime_response(self, request_id: str, body: bytes, too_large: bool) -> tuple[int, bytes]:
         rejected = self._check_request_id(request_id)

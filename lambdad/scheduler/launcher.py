@@ -119,7 +119,12 @@ class EnvironmentLauncher:
         if process.runtime_api_unix_socket is not None:
             await env.api.serve(process.runtime_api_unix_socket)
         if process.runtime_api_connection is not None:
-            await env.api.adopt(process.runtime_api_connection)
+            connection = await env.api.adopt(process.runtime_api_connection)
+            # lambdad's own bootstrap, run in-process on that connection, takes a pushed event
+            in_process = spec.zygote_interpreter is not None and not spec.exec_argv
+            on_demand = initialization_type is InitializationType.ON_DEMAND
+            if in_process and on_demand and role is EnvironmentRole.RUNS:
+                env.accept_pushes(connection)
         env.attach(process, read_fd)
         return env
 

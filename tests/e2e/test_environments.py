@@ -131,6 +131,28 @@ def test_report_line_and_init_duration_only_on_cold_start(lam: Any) -> None:
     assert warm["Body"]["env_id"] == cold["Body"]["env_id"]
 
 
+SLOW_INIT = """
+import time
+time.sleep(1.0)
+
+def handler(event, context):
+    return {"remaining": context.get_remaining_time_in_millis(), "event": event}
+"""
+
+
+def test_a_cold_starts_deadline_counts_from_the_end_of_init(lam: Any) -> None:
+    # The first event reaches lambdad's bootstrap while its init runs (a round trip less):
+    # the invocation's time still starts when init ends, not when the event was sent.
+    name = create_function(lam, {"app.py": SLOW_INIT}, Timeout=3)
+    response = invoke(lam, name, {"n": 1})
+    assert response["Body"]["event"] == {"n": 1}
+    assert 2_500 < response["Body"]["remaining"] <= 3_000
+    line = report(response["Log"])
+    assert float(line.group("init")) >= 1_000
+    assert float(line.group("duration")) < 500
+    assert invoke(lam, name, {"n": 2})["Body"]["event"] == {"n": 2}
+
+
 def test_max_memory_used_is_measured(lam: Any) -> None:
     name = create_function(lam, {"app.py": STATEFUL}, MemorySize=512)
     idle = int(report(invoke(lam, name)["Log"]).group("used"))

@@ -19,9 +19,13 @@ class Handler:
     def __init__(self) -> None:
         self.parked: list[NextReply] = []
         self.responses: list[tuple[str, bytes]] = []
+        self.pushed_asked: list[float | None] = []
 
     def runtime_next(self, reply: NextReply) -> None:
         self.parked.append(reply)
+
+    def runtime_next_pushed(self, asked_at: float | None) -> None:
+        self.pushed_asked.append(asked_at)
 
     def runtime_response(self, request_id: str, body: bytes, too_large: bool) -> tuple[int, bytes]:
         self.responses.append((request_id, body))
@@ -68,3 +72,25 @@ def test_held_answers_are_dropped_with_the_connection() -> None:
     conn.connection_lost(None)
     assert handler.parked == [] and not reply.send([], b"{}")
     assert transport.writes == []
+
+
+def test_a_pushed_event_answers_the_first_next_and_only_that_one() -> None:
+    conn, transport, handler = connection()
+    assert conn.push([(b"Lambda-Runtime-Aws-Request-Id", b"r1")], b'{"a":1}')
+    (event,) = transport.writes  # written before the runtime asked
+    assert event.startswith(b"HTTP/1.1 200 OK\r\n") and event.endswith(b'\r\n\r\n{"a":1}')
+    conn.data_received(NEXT.replace(b"\r\n\r\n", b"\r\nLambdad-Asked-At: 1500000000\r\n\r\n"))
+    assert handler.pushed_asked == [1.5] and handler.parked == []
+    assert len(transport.writes) == 1  # that /next is not answered again
+    conn.data_received(response("r1") + NEXT)  # from then on, as usual
+    assert handler.responses == [("r1", b"null")] and len(handler.parked) == 1
+    assert handler.pushed_asked == [1.5]
+
+
+def test_nothing_is_pushed_to_a_runtime_waiting_on_next_or_gone() -> None:
+    conn, transport, _ = connection()
+    conn.data_received(NEXT)  # parked: that /next gets the event the usual way
+    assert not conn.push([], b"{}")
+    assert transport.writes == []
+    conn.connection_lost(None)
+    assert not conn.push([], b"{}")

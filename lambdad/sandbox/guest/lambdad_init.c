@@ -5,26 +5,137 @@
  * PID 1 of a fresh PID namespace, then execs this program in its place, so the namespace's
  * init costs a few pages instead of a whole Python interpreter's private memory.
  *
- * usage: lambdad-init FUNCTION_PID STATUS_FD
- * Reaps every process that ends in the namespace (orphans are reparented to PID 1). When the
- * function process ends, writes how ("code N" or "signal N") to STATUS_FD and exits 0: PID 1
- * cannot end itself by a signal, so the zygote reports that status instead of this one.
+ * usage: lambdad-init FUNCTION_PID STATUS_FD [MOUNT_FD READY_FD UID GID]
+ *
+ * With MOUNT_FD (a SOCK_SEQPACKET socket whose other end lambdad holds), it first mounts the
+ * environment's assignment, because the function process has dropped every privilege ahead:
+ * one message "TMP_MB" with SCM_RIGHTS [code tree, (layers tree)] (detached mounts made by
+ * open_tree) -> the code tree onto /var/task, the layers onto /opt, a tmpfs of TMP_MB MiB
+ * owned by UID:GID onto /tmp; then "ok" (or "error ERRNO STEP") on READY_FD, which the
+ * function process waits for. If the function process ends first, it stops waiting.
+ *
+ * Then it reaps every process that ends in the namespace (orphans are reparented to PID 1).
+ * When the function process ends, writes how ("code N" or "signal N") to STATUS_FD and exits 0:
+ * PID 1 cannot end itself by a signal, so the zygote reports that status instead of this one.
  */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+
+static int move_tree(int tree, const char *target) {
+    int result = (int)syscall(SYS_move_mount, tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
+    close(tree);
+    return result;
+}
+
+/* 0 when the mounts were made (or nothing was asked), else the errno; `step` names it. */
+static int mount_assignment(int mount_fd, long uid, long gid, const char **step) {
+    char text[32];
+    int fds[2] = {-1, -1};
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof fds)];
+    } control;
+    struct iovec iov = {text, sizeof text - 1};
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.space;
+    msg.msg_controllen = sizeof control.space;
+    *step = "receive";
+    ssize_t n = recvmsg(mount_fd, &msg, MSG_CMSG_CLOEXEC);
+    if (n <= 0) {
+        return n == 0 ? ECONNRESET : errno; /* lambdad discarded this sandbox */
+    }
+    text[n] = '\0';
+    int count = 0;
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    if (cmsg != NULL && cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
+        count = (int)((cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        memcpy(fds, CMSG_DATA(cmsg), sizeof(int) * (size_t)(count > 2 ? 2 : count));
+    }
+    *step = "message";
+    if (count < 1 || count > 2) {
+        return EINVAL;
+    }
+    if (count == 2) {
+        *step = "move_mount /opt";
+        if (move_tree(fds[1], "/opt") != 0) {
+            int err = errno;
+            close(fds[0]);
+            return err;
+        }
+    }
+    *step = "move_mount /var/task";
+    if (move_tree(fds[0], "/var/task") != 0) {
+        return errno;
+    }
+    char options[96];
+    snprintf(options, sizeof options, "size=%ldm,mode=1777,uid=%ld,gid=%ld", strtol(text, NULL, 10),
+             uid, gid);
+    *step = "mount /tmp";
+    if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, options) != 0) {
+        return errno;
+    }
+    return 0;
+}
+
+/* Wait for the assignment's mounts (or for the function process to end first). */
+static void serve_mounts(pid_t function, int mount_fd, int ready_fd, long uid, long gid) {
+    int pidfd = (int)syscall(SYS_pidfd_open, function, 0);
+    struct pollfd waits[2] = {{mount_fd, POLLIN, 0}, {pidfd, POLLIN, 0}};
+    while (poll(waits, pidfd >= 0 ? 2 : 1, -1) < 0) {
+        if (errno != EINTR) {
+            break;
+        }
+    }
+    if (waits[0].revents != 0) {
+        const char *step = "";
+        int err = mount_assignment(mount_fd, uid, gid, &step);
+        char report[96];
+        int n = err == 0 ? snprintf(report, sizeof report, "ok")
+                         : snprintf(report, sizeof report, "error %d %s", err, step);
+        if (write(ready_fd, report, (size_t)n) < 0) {
+            /* the function process is gone: the loop below notices */
+        }
+    }
+    close(mount_fd);
+    close(ready_fd);
+    if (pidfd >= 0) {
+        close(pidfd);
+    }
+}
+
 int main(int argc, char **argv) {
-    if (argc != 3) {
+    if (argc != 3 && argc != 7) {
         return 2;
     }
     pid_t function = (pid_t)strtol(argv[1], NULL, 10);
     int status_fd = (int)strtol(argv[2], NULL, 10);
     signal(SIGTERM, SIG_IGN);
+    if (argc == 7) {
+        serve_mounts(function, (int)strtol(argv[3], NULL, 10), (int)strtol(argv[4], NULL, 10),
+                     strtol(argv[5], NULL, 10), strtol(argv[6], NULL, 10));
+    }
     for (;;) {
         int status;
         pid_t pid = waitpid(-1, &status, 0);

@@ -122,9 +122,12 @@ def _shim(child: int, status_r: int) -> None:
     _mirror(report or b"signal 9")
 
 
-def _init(function_pid: int, status_w: int) -> None:
-    """PID 1 inside: reap every orphan; leave with the function process's status."""
+def _init(function_pid: int, status_w: int, mounter: "_Mounter | None" = None) -> None:
+    """PID 1 inside: mount the assignment (with a mounter), reap every orphan; leave with the
+    function process's status."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if mounter is not None:
+        mounter.serve(function_pid)
     while True:
         try:
             pid, status = os.waitpid(-1, 0)
@@ -195,13 +198,21 @@ def _loopback_up() -> None:
 
 
 def _runtime_api_sockets(
-    port: int, unix_path: str, uid: int, reply: socket.socket, connected: bool = False
+    port: int,
+    unix_path: str,
+    uid: int,
+    reply: socket.socket,
+    connected: bool = False,
+    mounts: "socket.socket | None" = None,
+    before_sending: "Any" = None,
 ) -> "int | None":
     """Listen inside the sandbox — on 127.0.0.1:port (what AWS_LAMBDA_RUNTIME_API names) and on
     a Unix socket (lambdad's own bootstraps prefer it: cheaper than loopback TCP) — and hand
     both listeners to lambdad, which serves the Runtime API on them. With `connected`, also a
     connected pair: lambdad gets one end, and the fd of the other is returned for the runtime
-    (its first request then needs no connect or accept)."""
+    (its first request then needs no connect or accept). With `mounts`, lambdad also gets
+    init's mount socket (it sends the assignment's code there). The message names what came,
+    and means "ready": `before_sending` (if any) runs first."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
@@ -215,15 +226,24 @@ def _runtime_api_sockets(
     os.chdir("/")
     local.listen(64)
     fds = [listener.fileno(), local.fileno()]
+    words = [b"runtime-api"]
     pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) if connected else None
     if pair is not None:
         fds.append(pair[1].fileno())
+        words.append(b"connected")
+    if mounts is not None:
+        fds.append(mounts.fileno())
+        words.append(b"mounts")
+    if before_sending is not None:
+        before_sending()
     try:
-        socket.send_fds(reply, [b"runtime-api"], fds)
+        socket.send_fds(reply, [b" ".join(words)], fds)
     except OSError:  # lambdad stopped or discarded this sandbox before it was ready
         os._exit(0)
     listener.close()
     local.close()
+    if mounts is not None:
+        mounts.close()
     if pair is None:
         return None
     pair[1].close()
@@ -298,20 +318,125 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
             os.close(netns)
     _check(_libc.unshare(flags), "unshare")
     program = _open_init_program(plan.get("init_program"))
+    # Unless the sandbox may become a SnapStart snapshot (which needs its privileges when it is
+    # assigned), init mounts the assignment: lambdad sends it the code on a socket of its own,
+    # and the function process waits for "ok" on a pipe, having dropped every privilege ahead.
+    mounter = None if plan.get("late_privileges") else _Mounter(plan["uid"], plan["gid"])
     function = os.fork()
     if function:
         channel.close()
-        _exec_init(program, function, status_fd)
-        _init(function, status_fd)
+        init_fds = mounter.for_init() if mounter else ()
+        _exec_init(program, function, status_fd, init_fds)
+        _init(function, status_fd, mounter)
     if program >= 0:
         os.close(program)
     os.close(status_fd)
     _die_with_parent()
-    _build_function_process(plan, channel)
-    if plan.get("seccomp"):  # decoded now: the assignment only loads it
-        plan["seccomp"] = _seccomp_program(bytes.fromhex(plan["seccomp"]))
+    lambdads_end = mounter.for_function() if mounter else None
+    _build_function_process(plan, channel, lambdads_end)
+    seccomp = _seccomp_program(bytes.fromhex(plan["seccomp"])) if plan.get("seccomp") else None
+    if mounter is not None:
+        _confine(plan, seccomp)
     _warm_up(plan.get("warm"))
+    _make_room_for_variables()
+    if mounter is not None:
+        return _assigned(channel, plan.get("runtime_api_fd"), mounter.ready)
+    plan["seccomp"] = seccomp  # decoded now: the assignment only loads it
     return _assign(plan, channel)
+
+
+class _Mounter:
+    """Init's side of the assignment: the socket lambdad sends the code on and the pipe the
+    function process learns the outcome from (created before the fork, each end then kept by
+    the one process that uses it)."""
+
+    def __init__(self, uid: int, gid: int) -> None:
+        self.uid, self.gid = uid, gid  # who owns /tmp
+        self.init_end, self.lambdads_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.ready, self.ready_w = os.pipe()
+
+    def for_init(self) -> "tuple[str, ...]":
+        """Init's arguments (lambdad-init's MOUNT_FD READY_FD UID GID)."""
+        self.lambdads_end.close()
+        os.close(self.ready)
+        for fd in (self.init_end.fileno(), self.ready_w):
+            os.set_inheritable(fd, True)
+        return (str(self.init_end.fileno()), str(self.ready_w), str(self.uid), str(self.gid))
+
+    def for_function(self) -> socket.socket:
+        self.init_end.close()
+        os.close(self.ready_w)
+        return self.lambdads_end
+
+    def serve(self, function_pid: int) -> None:
+        """As lambdad-init does (guest/lambdad_init.c), where it could not be exec'd."""
+        import select
+
+        waits = select.poll()
+        waits.register(self.init_end, select.POLLIN)
+        with contextlib.suppress(OSError):
+            waits.register(os.pidfd_open(function_pid), select.POLLIN)
+        fd = next(iter(dict(waits.poll())))
+        if fd == self.init_end.fileno():
+            report = b"ok"
+            step = "receive"
+            try:
+                text, trees, _, _ = socket.recv_fds(self.init_end, 32, 2)
+                step = "message"
+                if not text or len(trees) not in (1, 2):
+                    raise JailError(errno.EINVAL, step)
+                if len(trees) == 2:
+                    step = "move_mount /opt"
+                    _move_mount(trees[1], "/opt")
+                step = "move_mount /var/task"
+                _move_mount(trees[0], "/var/task")
+                step = "mount /tmp"
+                _mount_tmp(int(text), self.uid, self.gid)
+            except OSError as exc:
+                report = b"error %d %s" % (exc.errno or errno.EIO, step.encode())
+            with contextlib.suppress(OSError):
+                os.write(self.ready_w, report)
+        self.init_end.close()
+        os.close(self.ready_w)
+
+
+def _mount_tmp(size_mb: int, uid: int, gid: int) -> None:
+    options = f"size={size_mb}m,mode=1777,uid={uid},gid={gid}"
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, options)
+
+
+def _confine(plan: "dict[str, Any]", seccomp: "tuple[_SockFprog, Any] | None") -> None:
+    """The function process's last privileged step: drop to the sandbox user, no new
+    privileges, the seccomp filter (done while the sandbox waits, off the request path)."""
+    _drop_privileges(plan["uid"], plan["gid"])
+    if seccomp is not None:
+        _seccomp(seccomp)
+
+
+def _assigned(channel: socket.socket, api_fd: "int | None", ready: int) -> "dict[str, Any]":
+    """Wait for lambdad's assignment (init mounts its code meanwhile); unprivileged already."""
+    message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 1)
+    if not message or len(fds) != 1:
+        os._exit(0)  # lambdad discarded this sandbox
+    channel.close()
+    assignment: dict[str, Any] = json.loads(message)
+    os.dup2(fds[0], 1)
+    os.dup2(fds[0], 2)
+    os.close(fds[0])
+    _hand_over_connection(api_fd, assignment)
+    assignment["mounted_fd"] = ready  # see wait_mounted: as late as possible
+    return assignment
+
+
+def wait_mounted(ready: int) -> None:
+    """Until init reports the assignment's mounts (/var/task, /opt, /tmp) made."""
+    report = os.read(ready, 96)
+    os.close(ready)
+    if report != b"ok":
+        kind, _, detail = report.decode(errors="replace").partition(" ")
+        number, _, step = detail.partition(" ")
+        err = int(number) if kind == "error" and number.isdigit() else errno.EIO
+        raise JailError(err, f"{step or 'init'}: {os.strerror(err)}")
 
 
 def _open_init_program(path: "str | None") -> int:
@@ -325,13 +450,13 @@ def _open_init_program(path: "str | None") -> int:
         return -1
 
 
-def _exec_init(program: int, function: int, status_fd: int) -> None:
+def _exec_init(program: int, function: int, status_fd: int, mounter: "tuple[str, ...]") -> None:
     """Become the compiled init; returns only if that is impossible (the Python one stays)."""
     if program < 0:
         return
     os.set_inheritable(status_fd, True)
     with contextlib.suppress(OSError):
-        os.execve(program, ["lambdad-init", str(function), str(status_fd)], {})
+        os.execve(program, ["lambdad-init", str(function), str(status_fd), *mounter], {})
 
 
 def _fork_into_pid_namespace(channel: socket.socket) -> None:
@@ -354,6 +479,15 @@ def _fork_into_pid_namespace(channel: socket.socket) -> None:
     _die_with_parent()
 
 
+def _make_room_for_variables() -> None:
+    """Drop the zygote's variables and set (then unset) as many as an assignment brings: the
+    memory they need (C environ array, strings, os.environ's table) is then this process's
+    own, and setting the assignment's costs no page faults on the request path."""
+    os.environ.clear()
+    os.environ.update({f"LAMBDAD_ROOM_{n:02d}": "x" * 120 for n in range(64)})
+    os.environ.clear()
+
+
 def _warm_up(entry: "str | None") -> None:
     """Run the preloaded runtime's warm-up ("module:function") while waiting for work: this
     process's copy-on-write faults and first runs then happen before the request, not in it."""
@@ -365,7 +499,9 @@ def _warm_up(entry: "str | None") -> None:
         getattr(loaded, function)()
 
 
-def _build_function_process(plan: "dict[str, Any]", channel: socket.socket) -> None:
+def _build_function_process(
+    plan: "dict[str, Any]", channel: socket.socket, mounts: "socket.socket | None"
+) -> None:
     root = _build_root(plan)
     _loopback_up()
     socket.sethostname(plan.get("hostname", "localhost"))
@@ -378,8 +514,10 @@ def _build_function_process(plan: "dict[str, Any]", channel: socket.socket) -> N
         plan["uid"],
         channel,
         connected=bool(plan.get("runtime_api_connected")),
+        mounts=mounts,
+        # init may mount an assignment as soon as lambdad has the sockets: into the new root
+        before_sending=lambda: _pivot(root),
     )
-    _pivot(root)
 
 
 def _move_mount(tree: int, target: str) -> None:
@@ -408,13 +546,7 @@ def _assign(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
         _move_mount(fds[2], "/opt")
     _move_mount(code_tree, "/var/task")
     uid, gid = plan["uid"], plan["gid"]
-    _mount(
-        "tmpfs",
-        "/tmp",
-        "tmpfs",
-        MS_NOSUID | MS_NODEV,
-        f"size={assignment['tmp_mb']}m,mode=1777,uid={uid},gid={gid}",
-    )
+    _mount_tmp(assignment["tmp_mb"], uid, gid)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)

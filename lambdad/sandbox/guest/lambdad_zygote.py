@@ -55,6 +55,8 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
                 request["env"]["LAMBDAD_SNAPSHOT_FD"] = str(fds[1])
         os.environ.clear()
         os.environ.update(request["env"])
+        if request.get("mounted_fd") is not None:  # init mounted the code meanwhile
+            lambdad_jail.wait_mounted(request["mounted_fd"])
         os.chdir(request["cwd"])
         if request.get("argv"):
             argv = request["argv"]

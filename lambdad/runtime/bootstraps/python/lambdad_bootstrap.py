@@ -263,7 +263,10 @@ class _RuntimeClient:
             parts.append(data[:size])
 
     def next_invocation(self) -> tuple[dict[str, str], bytes]:
-        status, headers, body = self._exchange(self._next_request)
+        """The first /next (later ones go with the previous answer: finish_and_next). It says
+        when it was asked, for lambdad's Duration when the event was pushed ahead."""
+        asked = b"Lambdad-Asked-At: %d\r\n\r\n" % time.monotonic_ns()
+        status, headers, body = self._exchange(self._next_request[:-2] + asked)
         if status != 200:
             raise RuntimeError(f"Runtime API /invocation/next answered {status}: {body[:200]!r}")
         return headers, body
@@ -909,7 +912,11 @@ def _invoke(
         del env["_X_AMZN_TRACE_ID"]
     try:
         try:
-            deadline = int(headers.get("lambda-runtime-deadline-ms") or 0)
+            after = headers.get("lambdad-deadline-after-ms")
+            if after is not None:  # pushed while init ran (lambdad's api_server: push)
+                deadline = int(time.time() * 1000) + int(after)
+            else:
+                deadline = int(headers.get("lambda-runtime-deadline-ms") or 0)
         except ValueError:
             deadline = 0
         raw = headers.get("lambda-runtime-client-context")
