@@ -42,6 +42,7 @@ NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 NLMSG_ERROR = 2
 NLA_F_NESTED = 0x8000
 IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_NET_NS_FD = 3, 4, 18, 28
+IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES = 31, 32
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_GATEWAY = 5
@@ -121,8 +122,13 @@ def _default_route(gateway: str) -> tuple[int, int, bytes]:
 
 
 def _veth(interface: str, mtu: int, namespace_fd: int) -> tuple[int, int, bytes]:
-    """The host side `interface`; its peer eth0 is created in the namespace."""
-    mtu_attr = _attr(IFLA_MTU, struct.pack("=I", mtu))
+    """The host side `interface`; its peer eth0 is created in the namespace. Both ends ask for
+    one queue each way: without that, veth makes one per CPU and then cuts them to one, which
+    waits for an expedited RCU grace period while holding the kernel's rtnl lock (every other
+    link change on the host, other slots' included, waits behind it)."""
+    one = struct.pack("=I", 1)
+    queues = _attr(IFLA_NUM_TX_QUEUES, one) + _attr(IFLA_NUM_RX_QUEUES, one)
+    mtu_attr = _attr(IFLA_MTU, struct.pack("=I", mtu)) + queues
     peer = _link() + _name(SANDBOX_INTERFACE) + mtu_attr
     peer += _attr(IFLA_NET_NS_FD, struct.pack("=I", namespace_fd))
     info = _attr(IFLA_INFO_KIND, b"veth\0")

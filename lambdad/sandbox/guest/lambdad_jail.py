@@ -191,9 +191,13 @@ def _build_root(plan: "dict[str, Any]") -> str:
 
 
 def _loopback_up() -> None:
+    """Unless it is up already (a network slot's is): setting flags takes the kernel's rtnl
+    lock, for which a burst of sandboxes would queue behind the slot builder."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         request = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        if flags & IFF_UP:
+            return
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP | IFF_RUNNING))
 
 
