@@ -123,6 +123,7 @@ class Environment:
         on_dead: Callable[[Environment], None],
         initialization_type: InitializationType = InitializationType.ON_DEMAND,
         role: EnvironmentRole = EnvironmentRole.RUNS,
+        created: float | None = None,
     ) -> None:
         self.config = config
         self.initialization_type = initialization_type
@@ -131,7 +132,8 @@ class Environment:
         self.log = log
         self.api = RuntimeApiServer(self)
         self.process: SandboxProcess | None = None
-        self.created = time.monotonic()
+        # when its launch began (time.monotonic): Init Duration counts from there
+        self.created = time.monotonic() if created is None else created
         self._started_at = time.perf_counter()
         self.last_used = self.created
         self._on_dead = on_dead

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -50,17 +51,25 @@ class EnvironmentLauncher:
     ) -> Environment:
         """Start an environment of `config`; SnapStart: with `role` SNAPSHOT, one that becomes
         the version's snapshot; with RESTORED, one forked from `snapshot` (a snapshot's
-        process)."""
+        process). The sandbox gets its assignment first and lambdad's own bookkeeping (the
+        Environment, its log, its session) follows while it starts (Init Duration still counts
+        from here)."""
+        created = time.monotonic()
         stream = new_stream_name(config.version)
-        log = self.logs.open_stream(config.account_id, config.log_group, stream)
         creds = SessionCredentials.generate()
-        env = Environment(config, log, self._forgetting(creds, on_dead), initialization_type, role)
+        forget = self._forgetting(creds, on_dead)
+
+        def environment() -> Environment:
+            log = self.logs.open_stream(config.account_id, config.log_group, stream)
+            return Environment(config, log, forget, initialization_type, role, created=created)
+
         runtime = self.catalog.get(config.runtime)
         if runtime is None:
-            env.launch_failed(
-                "Runtime.InvalidRuntime", f"The runtime {config.runtime} is not available"
+            return _failed(
+                environment(),
+                "Runtime.InvalidRuntime",
+                f"The runtime {config.runtime} is not available",
             )
-            return env
         layout = self.backend.layout()
         code_dir = self.code.path_for(config.code_key)
         opt_dir = await self._opt_dir(config)
@@ -69,12 +78,12 @@ class EnvironmentLauncher:
         )
         no_bootstrap = runtime.family is Family.PROVIDED and not has_bootstrap(code_dir, opt_dir)
         if no_bootstrap or missing_go_binary:
-            env.launch_failed(
-                "Runtime.InvalidEntrypoint",
-                "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]",
-            )
-            return env
-        address = layout.runtime_api or await env.api.start()
+            return _failed(environment(), "Runtime.InvalidEntrypoint", NO_BOOTSTRAP)
+        env = None
+        address = layout.runtime_api
+        if not address:  # a Runtime API listener of lambdad's own, started before the runtime
+            env = environment()
+            address = await env.api.start()
         plan = EnvironmentPlan(
             config,
             runtime,
@@ -87,13 +96,6 @@ class EnvironmentLauncher:
         )
         read_fd, write_fd = os.pipe()
         try:
-            if self.sessions is not None:
-                self.sessions.register_session(
-                    creds.access_key_id,
-                    creds.secret_access_key,
-                    config.account_id,
-                    creds.session_token,
-                )
             spec = launch_spec(plan, write_fd, creds, snapshot=role is EnvironmentRole.SNAPSHOT)
             if role is EnvironmentRole.RESTORED:
                 assert snapshot is not None
@@ -102,18 +104,21 @@ class EnvironmentLauncher:
                 process = await self.backend.start(spec)
         except OSError as exc:
             os.close(read_fd)
-            if runtime.family is Family.PROVIDED:
-                env.launch_failed(
-                    "Runtime.InvalidEntrypoint",
-                    "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
-                    if isinstance(exc, FileNotFoundError)
-                    else f"fork/exec bootstrap: {exc.strerror}",
-                )
-            else:
-                env.launch_failed("Runtime.Unknown", f"could not start the runtime: {exc}")
-            return env
+            if runtime.family is not Family.PROVIDED:
+                message = f"could not start the runtime: {exc}"
+                return _failed(env or environment(), "Runtime.Unknown", message)
+            if not isinstance(exc, FileNotFoundError):
+                message = f"fork/exec bootstrap: {exc.strerror}"
+                return _failed(env or environment(), "Runtime.InvalidEntrypoint", message)
+            return _failed(env or environment(), "Runtime.InvalidEntrypoint", NO_BOOTSTRAP)
         finally:
             os.close(write_fd)
+        # Nothing above awaited since the start: the runtime cannot have used these yet.
+        env = env or environment()
+        if self.sessions is not None:
+            self.sessions.register_session(
+                creds.access_key_id, creds.secret_access_key, config.account_id, creds.session_token
+            )
         if process.runtime_api_socket is not None:
             await env.api.serve(process.runtime_api_socket)
         if process.runtime_api_unix_socket is not None:
@@ -157,6 +162,15 @@ class SessionRegistry(Protocol):
     ) -> None: ...
 
     def forget_session(self, access_key_id: str) -> None: ...
+
+
+NO_BOOTSTRAP = "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
+
+
+def _failed(env: Environment, error_type: str, message: str) -> Environment:
+    """An environment that could not start: its first invocation reports this init error."""
+    env.launch_failed(error_type, message)
+    return env
 
 
 class LayerContent(Protocol):
