@@ -24,7 +24,6 @@ import secrets
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +91,6 @@ ROOT_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 # Fork requests a zygote has not answered yet, at most: a plan is ~4 KB and the control
 # socket's buffer ~200 KB, so a burst of cold starts must not send them all at once.
 FORKS_IN_FLIGHT = 16
-PLAN_REFRESH_S = 5.0  # a sandbox plan's binds (allow-listed /etc entries) are looked up again
 
 
 def _root_entries() -> tuple[list[list[Any]], list[list[str]]]:
@@ -186,19 +184,18 @@ class NamespaceBackend(SandboxBackend):
         self._cgroups = cgroups
         self._seccomp = seccomp
         self._snapshot_seccomp = build_filter(snapshot=True) if seccomp is not None else None
+        self._seccomp_hex = seccomp.hex() if seccomp is not None else ""
         # pool key -> the memory size its last assignment had (prepared cgroups get it ahead)
         self._likely_memory_mb: dict[PoolKey, int] = {}
         # PID 1 of every environment: a tiny compiled program, or (None) a Python process
         self._init_program = init_binary.ensure_built()
         self._exec_interpreter = exec_interpreter
-        self._zygotes = Zygotes(memory_merge)
+        self._zygotes = Zygotes(memory_merge, self._template)
         self._root = run_dir / "sandbox-root"
         self._root.mkdir(parents=True, exist_ok=True)
         self._etc = self._write_identity_files(run_dir / "etc")
         self._system_binds, self._links = _root_entries()
         self._pool = SandboxPool(self._build, pool_size)
-        # interpreter -> (when made, the plan of its sandboxes without their cgroups)
-        self._plans: dict[str, tuple[float, dict[str, Any]]] = {}
         # zygote key -> fork requests it may have unanswered (FORKS_IN_FLIGHT)
         self._fork_slots: dict[PoolKey, asyncio.Semaphore] = {}
         # Outbound networking (veth + NAT) where the host allows it; loopback only otherwise.
@@ -294,7 +291,7 @@ class NamespaceBackend(SandboxBackend):
                 "gid": SANDBOX_GID,
                 "tmp_mb": tmp_mb,
                 "hostname": "localhost",
-                "seccomp": self._seccomp.hex() if self._seccomp else "",
+                "seccomp": self._seccomp_hex,
                 "runtime_api_port": RUNTIME_API_PORT,
                 "runtime_api_unix": RUNTIME_API_UNIX,
             }
@@ -349,21 +346,25 @@ class NamespaceBackend(SandboxBackend):
         # the memory limit its function will likely have (the last one of this pool), set now
         cgroup.limit(self._likely_memory_mb.get(key, DEFAULT_MEMORY_MB), initialising=True)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        plan = self._plan(cgroup, interpreter)
-        if self._init_program is not None:
-            plan["init_program"] = str(self._init_program)
+        plan = self._sandbox_plan()
         if preload is not None:  # lambdad's own bootstrap: warm it up, pre-connect it
             plan["warm"] = f"{preload[1]}:warm_up"
             plan["runtime_api_connected"] = True
-        if slot is not None:
-            plan["network"] = slot.path
         if late_privileges:
             plan["late_privileges"] = True
+        # The zygote lives in the sandboxes' root: what the sandbox joins goes as descriptors.
+        extra = [
+            os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for path in cgroup.paths
+        ]
+        plan["cgroup_fds"] = list(range(len(extra)))
         forks = self._fork_slots.setdefault(key, asyncio.Semaphore(FORKS_IN_FLIGHT))
         try:
+            if slot is not None:
+                extra.append(os.open(slot.path, os.O_RDONLY | os.O_CLOEXEC))
+                plan["network_fd"] = len(extra) - 1
             async with forks:
                 pid, exited = await zygote.fork(
-                    {"jail": plan, "pid_namespace": True}, [theirs.fileno()]
+                    {"jail": plan, "pid_namespace": True}, [theirs.fileno(), *extra]
                 )
         except BaseException:
             ours.close()
@@ -373,6 +374,8 @@ class NamespaceBackend(SandboxBackend):
             raise
         finally:
             theirs.close()
+            for fd in extra:
+                os.close(fd)
         if network is not None and slot is not None:
             exited.add_done_callback(lambda _: network.release(slot))
         listeners = await receive_runtime_api(ours, exited)
@@ -384,16 +387,21 @@ class NamespaceBackend(SandboxBackend):
             return None
         return PreparedSandbox.ready(pid, exited, cgroup, ours, listeners)
 
-    def _plan(self, cgroup: EnvironmentCgroup, interpreter: str) -> dict[str, Any]:
-        """The jail plan (see guest/lambdad_jail.py); all but the cgroups is remade only every
-        PLAN_REFRESH_S (~25 stat calls and a glob: 0.3-0.8 ms on the event loop per sandbox)."""
-        made, shared = self._plans.get(interpreter, (0.0, {}))
-        if not shared or time.monotonic() - made > PLAN_REFRESH_S:
-            shared = self._shared_plan(interpreter)
-            self._plans[interpreter] = (time.monotonic(), shared)
-        return {**shared, "cgroups": [str(p) for p in cgroup.paths]}
+    def _sandbox_plan(self) -> dict[str, Any]:
+        """The jail plan of a sandbox (see guest/lambdad_jail.prepare), before what is its own."""
+        return {
+            "uid": SANDBOX_UID,
+            "gid": SANDBOX_GID,
+            "hostname": "localhost",
+            "nofile": 1024,
+            "seccomp": self._seccomp_hex,
+            "runtime_api_port": RUNTIME_API_PORT,
+            "runtime_api_unix": RUNTIME_API_UNIX,
+        }
 
-    def _shared_plan(self, interpreter: str) -> dict[str, Any]:
+    def _template(self, interpreter: str) -> dict[str, Any]:
+        """The root every sandbox of this interpreter's zygote shares (read-only), which the
+        zygote moves into when it starts (guest/lambdad_jail.enter_template)."""
         binds = [*self._system_binds]
         prefix = Path(os.path.realpath(interpreter)).parent.parent
         if not str(prefix).startswith("/usr"):
@@ -411,14 +419,7 @@ class NamespaceBackend(SandboxBackend):
             "binds": binds,
             "symlinks": self._links,
             "dirs": ["/opt", "/var/lang", "/home"],
-            "uid": SANDBOX_UID,
-            "gid": SANDBOX_GID,
-            "hostname": "localhost",
-            "nofile": 1024,
-            "seccomp": self._seccomp.hex() if self._seccomp else "",
-            "network": "none",
-            "runtime_api_port": RUNTIME_API_PORT,
-            "runtime_api_unix": RUNTIME_API_UNIX,
+            "init_program": str(self._init_program) if self._init_program else None,
         }
 
     async def open(self) -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,12 @@ class Zygote:
         interpreter: str,
         preload: tuple[str, str] | None = None,
         memory_merge: bool = False,
+        template: dict[str, Any] | None = None,
     ) -> None:
         self.interpreter = interpreter
         self.preload = preload
+        # the sandboxes' common root, which the zygote moves into (lambdad_jail.enter_template)
+        self.template = template
         # opt the zygote and every environment it forks in to samepage merging (memory_merge.py)
         self.memory_merge = memory_merge
         self._ids = itertools.count(1)
@@ -85,6 +89,8 @@ class Zygote:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"}
         if self.memory_merge:
             env["LAMBDAD_MEMORY_MERGE"] = "1"
+        if self.template is not None:
+            env["LAMBDAD_TEMPLATE"] = orjson.dumps(self.template).decode()
         argv = [self.interpreter, "-u", str(ZYGOTE_SCRIPT), str(theirs.fileno())]
         if self.preload is not None:
             argv += list(self.preload)
@@ -197,8 +203,13 @@ class Zygotes:
     """A backend's zygotes: one per (interpreter, preload), started on first use (concurrent
     callers share one start) and again if it died."""
 
-    def __init__(self, memory_merge: bool = False) -> None:
+    def __init__(
+        self,
+        memory_merge: bool = False,
+        template: Callable[[str], dict[str, Any]] | None = None,
+    ) -> None:
         self.memory_merge = memory_merge
+        self._template = template  # interpreter -> its sandboxes' template (sandboxing zygotes)
         self._running: dict[ZygoteKey, Zygote] = {}
         self._starting: dict[ZygoteKey, asyncio.Task[Zygote]] = {}
 
@@ -214,7 +225,8 @@ class Zygotes:
         return await asyncio.shield(task)
 
     async def _start(self, key: ZygoteKey) -> Zygote:
-        zygote = Zygote(*key, memory_merge=self.memory_merge)
+        template = self._template(key[0]) if self._template is not None else None
+        zygote = Zygote(*key, memory_merge=self.memory_merge, template=template)
         await zygote.start()
         self._running[key] = zygote
         return zygote

@@ -73,7 +73,7 @@ def _fork(
     control: socket.socket, wake: tuple[int, int], fds_allowed: tuple[int, ...], child: Child
 ) -> bool:
     try:
-        data, fds, _flags, _addr = socket.recv_fds(control, 1 << 20, 4)
+        data, fds, _flags, _addr = socket.recv_fds(control, 1 << 20, 8)
     except OSError:
         return False
     if not data:
@@ -112,11 +112,17 @@ def _fork(
 _own_pid_namespace = -1
 
 
-def _enter_pid_namespace() -> tuple[int, int]:
-    """Make the next child PID 1 of a new PID namespace; returns its status pipe."""
+def remember_pid_namespace() -> None:
+    """Open this process's own PID namespace (to return to after each child born in a new
+    one) now, while /proc is there."""
     global _own_pid_namespace
     if _own_pid_namespace < 0:
         _own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _enter_pid_namespace() -> tuple[int, int]:
+    """Make the next child PID 1 of a new PID namespace; returns its status pipe."""
+    remember_pid_namespace()
     if _libc.unshare(CLONE_NEWPID) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare(CLONE_NEWPID): {os.strerror(err)}")

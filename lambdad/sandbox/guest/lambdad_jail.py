@@ -2,23 +2,28 @@
 
 Executed inside the zygote's child under the runtime's interpreter (python3.10+), so it uses
 ctypes for what `os` lacks there. The host side (lambdad.sandbox.namespaces) decides everything;
-this module carries the plan out in two phases, so the slow part happens before any request:
+this module carries the plan out in phases, so the slow part happens before any request:
 
+*template* (once, in the zygote, before its first fork: enter_template): a mount namespace of
+its own whose root is the sandboxes' common tree — a tmpfs with read-only binds (/usr, the
+runtime, allowed /etc files...), mount points and a minimal /dev — the host's root detached.
 *prepare* (filling the pool, off the request path), in a process the zygote forked as PID 1 of
 a new PID namespace:
-  attach to the environment's cgroups -> join/unshare network, unshare mount, ipc, uts
-  -> fork: this process stays PID 1 and execs lambdad-init (reaps orphans, reports the
-     function process's exit status on a pipe to the zygote)
-     -> the child becomes the *function process*:
-        private mounts (tmpfs root, read-only binds, fresh /proc, minimal /dev)
-        -> loopback up, hostname, rlimits -> pivot_root, old root detached, root read-only
-        -> the Runtime API sockets, created inside the namespace, are sent to lambdad
-           (which also means "ready") -> warm the runtime up -> wait for an assignment
+  attach to the environment's cgroups and join its network namespace (descriptors lambdad
+  sent) -> unshare mount (a copy of the template), ipc, uts
+  -> fork: this process stays PID 1 and execs lambdad-init (mounts the assignment, reaps
+     orphans, reports the function process's exit status on a pipe to the zygote)
+     -> the child becomes the *function process*: its own /proc, /dev/shm, /run/lambdad
+        -> loopback up, hostname, rlimits -> the Runtime API sockets, created inside the
+           namespace, are sent to lambdad (which also means "ready") -> drop to the
+           unprivileged uid, no_new_privs, seccomp -> warm the runtime up -> wait
 *assign* (on the request path, well under a millisecond):
-  receive {env, cwd, tmp_mb, entry|argv} with the log fd and a detached mount of the code
-  -> move the code tree onto /var/task, mount /tmp sized to EphemeralStorage
-  -> stdout/stderr to the log -> drop to the unprivileged uid, no_new_privs, seccomp
-  -> return the assignment (the caller then runs the runtime)
+  PID 1 receives a detached mount of the code (and layers) and /tmp's size: moves the code onto
+  /var/task, mounts /tmp -> "ok" to the function process, which meanwhile received {env, cwd,
+  entry|argv} with the log fd -> stdout/stderr to the log -> returns the assignment (the
+  caller waits for the "ok", then runs the runtime)
+A SnapStart snapshot's sandbox keeps its privileges until assigned and mounts the assignment
+itself (_assign), as it needs them for a user namespace of its own.
 """
 
 import contextlib
@@ -151,35 +156,24 @@ def _bind(source: str, target: str, read_only: bool) -> None:
         _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REC)
 
 
-def _build_root(plan: "dict[str, Any]") -> str:
+def _build_template(plan: "dict[str, Any]") -> str:
+    """The part of every sandbox's root that is the same for all (a zygote's template): a tmpfs
+    with the read-only binds, symlinks, mount points and a minimal /dev, made read-only when
+    the zygote pivots into it (see enter_template)."""
     root: str = plan["root"]
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=755")
     for source, target, read_only in plan["binds"]:
         _bind(source, root + target, read_only)
     for target, link in plan["symlinks"]:
         os.symlink(target, root + link)
-    for directory in plan["dirs"]:
+    for directory in (*plan["dirs"], "/tmp", "/var/task", "/proc", "/dev/shm", "/run/lambdad"):
         os.makedirs(root + directory, exist_ok=True)
-    uid, gid = plan["uid"], plan["gid"]
-    for mountpoint in ("/tmp", "/var/task"):
-        os.makedirs(root + mountpoint, exist_ok=True)
-    os.makedirs(root + "/proc", exist_ok=True)
-    _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     dev = root + "/dev"
-    os.makedirs(dev, exist_ok=True)
     _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
     for name in DEVICES:
         if os.path.exists("/dev/" + name):
             _bind("/dev/" + name, f"{dev}/{name}", False)
     os.makedirs(dev + "/shm", exist_ok=True)
-    _mount(
-        "tmpfs",
-        dev + "/shm",
-        "tmpfs",
-        MS_NOSUID | MS_NODEV | MS_NOEXEC,
-        f"size=64m,mode=1777,uid={uid},gid={gid}",
-    )
     for name, target in (
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -187,7 +181,40 @@ def _build_root(plan: "dict[str, Any]") -> str:
         ("stderr", "/proc/self/fd/2"),
     ):
         os.symlink(target, f"{dev}/{name}")
+    _mount(None, dev, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
     return root
+
+
+_init_program = -1  # the compiled init, opened by enter_template (sandboxes exec it by fd)
+
+
+def enter_template(plan: "dict[str, Any]") -> None:
+    """In a zygote, before it forks any sandbox: move into a mount namespace of its own whose
+    root is the sandboxes' common read-only tree (_build_template), the host's root detached.
+    A sandbox forked from it then copies that small tree when it unshares its mount namespace
+    and adds only its own mounts (/proc, /dev/shm, /run/lambdad; /var/task and /tmp when
+    assigned): no binds, no pivot_root and no unmount of the host's root (which waits for an
+    RCU grace period) per sandbox."""
+    global _init_program
+    _init_program = _open_init_program(plan.get("init_program"))
+    _check(_libc.unshare(CLONE_NEWNS), "unshare mount namespace")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _pivot(_build_template(plan))
+
+
+def _sandbox_mounts(plan: "dict[str, Any]") -> None:
+    """A sandbox's own mounts on its copy of the template: a /proc of its PID namespace, its
+    /dev/shm and the directory of its Runtime API socket."""
+    uid, gid = plan["uid"], plan["gid"]
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mount(
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
+        f"size=64m,mode=1777,uid={uid},gid={gid}",
+    )
+    _mount("tmpfs", "/run/lambdad", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=755")
 
 
 def _loopback_up() -> None:
@@ -208,7 +235,6 @@ def _runtime_api_sockets(
     reply: socket.socket,
     connected: bool = False,
     mounts: "socket.socket | None" = None,
-    before_sending: "Any" = None,
 ) -> "int | None":
     """Listen inside the sandbox — on 127.0.0.1:port (what AWS_LAMBDA_RUNTIME_API names) and on
     a Unix socket (lambdad's own bootstraps prefer it: cheaper than loopback TCP) — and hand
@@ -216,7 +242,7 @@ def _runtime_api_sockets(
     connected pair: lambdad gets one end, and the fd of the other is returned for the runtime
     (its first request then needs no connect or accept). With `mounts`, lambdad also gets
     init's mount socket (it sends the assignment's code there). The message names what came,
-    and means "ready": `before_sending` (if any) runs first."""
+    and means "ready"."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
@@ -238,8 +264,6 @@ def _runtime_api_sockets(
     if mounts is not None:
         fds.append(mounts.fileno())
         words.append(b"mounts")
-    if before_sending is not None:
-        before_sending()
     try:
         socket.send_fds(reply, [b" ".join(words)], fds)
     except OSError:  # lambdad stopped or discarded this sandbox before it was ready
@@ -301,27 +325,25 @@ def _drop_privileges(uid: int, gid: int) -> None:
 
 def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     """Build the sandbox, wait for an assignment, apply it; returns only in the function process."""
-    pid = str(os.getpid())
-    for cgroup in plan["cgroups"]:
-        with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
-            procs.write(pid)
+    pid = str(os.getpid()).encode()
+    extra: list[int] = plan.get("fds", [])
+    for index in plan["cgroup_fds"]:  # cgroup.procs of each of its cgroups, opened by lambdad
+        os.write(extra[index], pid)
     # lambdad_forkserver forked this process as PID 1 of a new PID namespace: it is the
     # environment's init (its status pipe reports how the function process ended).
     status_fd = plan.get("status_fd")
     if status_fd is None or os.getpid() != 1:
         raise JailError(errno.EINVAL, "a sandbox must be forked as PID 1 of its namespace")
     flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
-    network = plan.get("network", "none")
-    if network == "none":
+    network = plan.get("network_fd")
+    if network is None:
         flags |= CLONE_NEWNET
-    else:  # the path of a pooled network namespace (veth + NAT), prepared by lambdad
-        netns = os.open(network, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _check(_libc.setns(netns, CLONE_NEWNET), "setns network")
-        finally:
-            os.close(netns)
+    else:  # a pooled network namespace (veth + NAT), prepared by lambdad
+        _check(_libc.setns(extra[network], CLONE_NEWNET), "setns network")
+    for fd in extra:
+        os.close(fd)
     _check(_libc.unshare(flags), "unshare")
-    program = _open_init_program(plan.get("init_program"))
+    program = os.dup(_init_program) if _init_program >= 0 else -1
     # Unless the sandbox may become a SnapStart snapshot (which needs its privileges when it is
     # assigned), init mounts the assignment: lambdad sends it the code on a socket of its own,
     # and the function process waits for "ok" on a pipe, having dropped every privilege ahead.
@@ -506,21 +528,18 @@ def _warm_up(entry: "str | None") -> None:
 def _build_function_process(
     plan: "dict[str, Any]", channel: socket.socket, mounts: "socket.socket | None"
 ) -> None:
-    root = _build_root(plan)
+    _sandbox_mounts(plan)
     _loopback_up()
     socket.sethostname(plan.get("hostname", "localhost"))
     nofile = plan.get("nofile", 1024)
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-    # The Unix socket's file is made while the new root is still writable.
     plan["runtime_api_fd"] = _runtime_api_sockets(
         plan["runtime_api_port"],
-        root + plan["runtime_api_unix"],
+        plan["runtime_api_unix"],
         plan["uid"],
         channel,
         connected=bool(plan.get("runtime_api_connected")),
         mounts=mounts,
-        # init may mount an assignment as soon as lambdad has the sockets: into the new root
-        before_sending=lambda: _pivot(root),
     )
 
 

@@ -3,13 +3,16 @@
 Runs under the *function's* interpreter (python3.10+), stdlib only, and holds no secrets: every
 environment's variables arrive with the request that creates it.
 Usage: python lambdad_zygote.py CONTROL_FD [PRELOAD_DIR PRELOAD_MODULE]
+With LAMBDAD_TEMPLATE (a jail plan, JSON) in its environment, the zygote first moves into the
+sandboxes' common read-only root (lambdad_jail.enter_template) and forks only sandboxes.
 
 Protocol on the SOCK_SEQPACKET socket CONTROL_FD (one JSON message per packet):
   lambdad -> zygote  either a plain environment, with SCM_RIGHTS [log_fd] (plus, for a
                      SnapStart snapshot, the channel restores are requested on):
                        {"id": n, "env": {...}, "cwd": "...",
                         "entry": "module:function" | "argv": [...]}   run in-process or exec
-                     or a sandbox to prepare, with SCM_RIGHTS [channel_fd]:
+                     or a sandbox to prepare, with SCM_RIGHTS [channel_fd, *extra]
+                     (extra: its cgroups' cgroup.procs files, its network namespace):
                        {"id": n, "jail": {...}}   the rest (env, cwd, entry/argv, log fd)
                        arrives later on the channel: see lambdad_jail.prepare
   zygote -> lambdad  {"id": n, "pid": pid}            or {"id": n, "error": "..."}
@@ -21,6 +24,7 @@ Protocol on the SOCK_SEQPACKET socket CONTROL_FD (one JSON message per packet):
 import ctypes
 import gc
 import importlib
+import json
 import os
 import signal
 import socket
@@ -29,6 +33,7 @@ from typing import Any
 
 PR_SET_PDEATHSIG = 1
 PR_SET_MEMORY_MERGE = 67
+MAX_FDS = (1, 2, 3, 4, 5, 6)  # how many fds a fork request may carry (see the protocol)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -45,7 +50,7 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
             import lambdad_jail  # type: ignore[import-not-found]
 
             channel = socket.socket(fileno=fds[0])
-            plan = {**request["jail"], "status_fd": request.get("status_fd")}
+            plan = {**request["jail"], "status_fd": request.get("status_fd"), "fds": fds[1:]}
             request = {**request, **lambdad_jail.prepare(plan, channel)}
         else:
             os.dup2(fds[0], 1)
@@ -102,17 +107,22 @@ def main() -> None:
     sys.path.insert(0, here)
     # Imported here, before any sandbox hides this directory: environments (and SnapStart
     # snapshots, which fork restored environments) find them in sys.modules.
-    importlib.import_module("lambdad_jail")
+    jail = importlib.import_module("lambdad_jail")
     forkserver = importlib.import_module("lambdad_forkserver")
+    warm_up = None
     if len(sys.argv) > 3:
         sys.path.insert(0, sys.argv[2])
         preloaded = importlib.import_module(sys.argv[3])  # pay the imports once, before any fork
         warm_up = getattr(preloaded, "warm_up", None)
-        if warm_up is not None:  # and its first runs (specialised bytecode is then shared)
-            warm_up()
+    template = os.environ.pop("LAMBDAD_TEMPLATE", None)
+    if template is not None:  # a sandboxing zygote: it lives in the sandboxes' common root
+        forkserver.remember_pid_namespace()
+        jail.enter_template(json.loads(template))
+    if warm_up is not None:  # the preloaded runtime's first runs (specialised bytecode shared)
+        warm_up()
     gc.collect()
     gc.freeze()
-    forkserver.serve(control, _child, (1, 2))
+    forkserver.serve(control, _child, MAX_FDS)
 
 
 if __name__ == "__main__":
