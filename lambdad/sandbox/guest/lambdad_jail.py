@@ -205,16 +205,14 @@ def enter_template(plan: "dict[str, Any]") -> None:
 def _sandbox_mounts(plan: "dict[str, Any]") -> None:
     """A sandbox's own mounts on its copy of the template: a /proc of its PID namespace, its
     /dev/shm and the directory of its Runtime API socket."""
-    uid, gid = plan["uid"], plan["gid"]
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _mount(
-        "tmpfs",
-        "/dev/shm",
-        "tmpfs",
-        MS_NOSUID | MS_NODEV | MS_NOEXEC,
-        f"size=64m,mode=1777,uid={uid},gid={gid}",
-    )
+    _mount_shm(plan["uid"], plan["gid"])
     _mount("tmpfs", "/run/lambdad", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=755")
+
+
+def _mount_shm(uid: int, gid: int) -> None:
+    options = f"size=64m,mode=1777,uid={uid},gid={gid}"
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options)
 
 
 def _loopback_up() -> None:
@@ -688,20 +686,8 @@ def _restored_filesystems(plan: "dict[str, Any]") -> None:
             f"lowerdir=/tmp,upperdir={run}/.tmp-upper,workdir={run}/.tmp-work",
         )
     else:
-        _mount(
-            "tmpfs",
-            "/tmp",
-            "tmpfs",
-            MS_NOSUID | MS_NODEV,
-            f"size={plan['tmp_mb']}m,mode=1777,uid={uid},gid={gid}",
-        )
-    _mount(
-        "tmpfs",
-        "/dev/shm",
-        "tmpfs",
-        MS_NOSUID | MS_NODEV | MS_NOEXEC,
-        f"size=64m,mode=1777,uid={uid},gid={gid}",
-    )
+        _mount_tmp(plan["tmp_mb"], uid, gid)
+    _mount_shm(uid, gid)
 
 
 class _CapHeader(ctypes.Structure):
