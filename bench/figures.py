@@ -312,19 +312,30 @@ class KsmdClock:
         return cpu, time.monotonic() - self.wall_s
 
 
+def _merge_counters(lambdad: ManagedProcess) -> tuple[int, int]:
+    """KSM's (pages_sharing, full_scans), as lambdad's status reports them."""
+    merge = server_status(lambdad)["memoryMerge"]
+    return int(merge.get("pages_sharing", 0)), int(merge.get("full_scans", 0))
+
+
 def _pages_sharing(lambdad: ManagedProcess) -> int:
-    return int(server_status(lambdad)["memoryMerge"].get("pages_sharing", 0))
+    return _merge_counters(lambdad)[0]
 
 
 def _wait_for_merging(lambdad: ManagedProcess) -> None:
-    """Until ksmd stops finding pages to share: two polls in a row without a change."""
+    """Until ksmd stops finding pages to share: it has scanned everything twice since the
+    environments went idle (a page is merged on the second scan that finds it unchanged) and
+    the last full scan shared no more pages than the one before."""
     deadline = time.monotonic() + MERGE_SETTLE_MAX_S
-    last, still = _pages_sharing(lambdad), 0
-    while still < 2 and time.monotonic() < deadline:
+    sharing, scans = _merge_counters(lambdad)
+    start, at_scan = scans, sharing
+    while time.monotonic() < deadline:
         time.sleep(MERGE_POLL_S)
-        now = _pages_sharing(lambdad)
-        still = still + 1 if now == last else 0
-        last = now
+        now, now_scans = _merge_counters(lambdad)
+        if now_scans != scans:  # a full scan ended
+            if now_scans >= start + 3 and now == at_scan:
+                return
+            scans, at_scan = now_scans, now
 
 
 def measure_idle_memory(
