@@ -520,6 +520,20 @@ def test_reconnects_and_chunked_responses(harness: Harness) -> None:
     assert proc.proc.poll() is None
 
 
+def run_python(python: str, code: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`code` under `python`, with a bare environment; asserts it exited 0."""
+    out = subprocess.run(
+        [python, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"},
+        cwd=cwd,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 def test_import_has_no_side_effects(python: str, tmp_path: Path) -> None:
     code = (
         f"import os, sys; sys.path.insert(0, {str(BOOTSTRAP.parent)!r}); cwd = os.getcwd(); "
@@ -527,13 +541,44 @@ def test_import_has_no_side_effects(python: str, tmp_path: Path) -> None:
         "assert callable(b.main); assert os.getcwd() == cwd; assert sys.path == path; "
         "import logging; assert not logging.getLogger().handlers"
     )
-    out = subprocess.run(
-        [python, "-c", code],
-        capture_output=True,
-        text=True,
-        env={"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"},
-        cwd=tmp_path,
-        timeout=30,
-    )
-    assert out.returncode == 0, out.stderr
+    out = run_python(python, code, tmp_path)
     assert out.stdout == "" and out.stderr == ""
+
+
+TRACE_VARIABLE_CHECK = r"""
+import ctypes, os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+import lambdad_bootstrap as b
+libc = ctypes.CDLL(None)
+libc.getenv.restype = ctypes.c_char_p
+
+def seen():
+    shell = subprocess.run(["sh", "-c", 'printf %s "${_X_AMZN_TRACE_ID-unset}"'],
+                           capture_output=True, text=True).stdout
+    return os.environ.get("_X_AMZN_TRACE_ID"), libc.getenv(b"_X_AMZN_TRACE_ID"), shell
+
+b._TRACE_ID.set("Root=1-a")
+assert seen() == ("Root=1-a", b"Root=1-a", "Root=1-a"), seen()
+b._TRACE_ID.set(None)
+assert seen() == (None, None, "unset"), seen()
+os.environ["_X_AMZN_TRACE_ID"] = "set by the function"
+b._TRACE_ID.set("Root=1-b;Parent=c")
+assert seen() == ("Root=1-b;Parent=c", b"Root=1-b;Parent=c", "Root=1-b;Parent=c"), seen()
+
+def resident_pages():
+    return int(open("/proc/self/statm").read().split()[1])
+
+before = resident_pages()
+for n in range(100_000):  # ~10 MB if every value were kept (glibc's setenv keeps them)
+    b._TRACE_ID.set(f"Root=1-{n:08x}-{'0' * 24};Parent={n:016x};Sampled=0")
+grown = resident_pages() - before
+assert grown < 64, f"{grown} pages more after 100,000 invocations' trace ids"
+print("ok")
+"""
+
+
+def test_the_trace_id_variable_is_set_per_invocation_without_growing_memory(
+    python: str, tmp_path: Path
+) -> None:
+    out = run_python(python, TRACE_VARIABLE_CHECK, tmp_path, str(BOOTSTRAP.parent))
+    assert out.stdout == "ok\n"

@@ -893,6 +893,51 @@ def _serve(
         headers, body = client.finish_and_next(request_id, payload, payload_type, error_type)
 
 
+class _TraceIdVariable:
+    """_X_AMZN_TRACE_ID, set for each invocation as AWS's runtime sets it, but not by glibc's
+    setenv: that keeps every value a variable ever had (its old strings may still be pointed
+    at), ~100 bytes an invocation for the life of the environment. One buffer, handed to
+    putenv (the C environment then points at it), is rewritten in place instead, and
+    os.environ's own mapping is updated beside it."""
+
+    NAME = "_X_AMZN_TRACE_ID"
+    SIZE = 512
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self._libc: Any = None
+        self._buffer: Any = None
+        self._address = 0
+        environ = os.environ
+        if all(hasattr(environ, a) for a in ("_data", "encodekey", "encodevalue")):
+            with contextlib.suppress(OSError, AttributeError):
+                libc = ctypes.CDLL(None)
+                libc.getenv.restype = ctypes.c_void_p
+                self._buffer = ctypes.create_string_buffer(self.SIZE)
+                # where getenv answers when the variable is ours: just past "NAME="
+                self._address = ctypes.addressof(self._buffer) + len(self.NAME) + 1
+                self._libc = libc
+        self._key = environ.encodekey(self.NAME) if self._libc is not None else b""
+
+    def set(self, value: str | None) -> None:
+        environ = os.environ
+        if value is None:
+            environ.pop(self.NAME, None)  # unsetenv drops the pointer, frees nothing: fine
+            return
+        encoded = f"{self.NAME}={value}".encode()
+        if self._libc is None or len(encoded) >= self.SIZE:
+            environ[self.NAME] = value
+            return
+        self._buffer.value = encoded
+        if self._libc.getenv(self._key) != self._address:  # not ours (first time, or changed)
+            self._libc.putenv(self._buffer)
+        environ._data[self._key] = environ.encodevalue(value)  # type: ignore[attr-defined]
+
+
+_TRACE_ID = _TraceIdVariable()
+
+
 def _invoke(
     headers: dict[str, str],
     body: bytes,
@@ -902,14 +947,9 @@ def _invoke(
 ) -> tuple[str, bytes, str, str | None]:
     """Run one invocation: (request id, payload, content type, error type or None)."""
     global _current_request_id
-    env = os.environ
     request_id = headers.get("lambda-runtime-aws-request-id", "")
     _current_request_id = request_id
-    trace_id = headers.get("lambda-runtime-trace-id")
-    if trace_id:
-        env["_X_AMZN_TRACE_ID"] = trace_id
-    elif "_X_AMZN_TRACE_ID" in env:
-        del env["_X_AMZN_TRACE_ID"]
+    _TRACE_ID.set(headers.get("lambda-runtime-trace-id") or None)
     try:
         try:
             after = headers.get("lambdad-deadline-after-ms")
