@@ -513,3 +513,40 @@ def test_bad_context_header_is_reported_on_the_invocation(harness: Harness) -> N
     assert res.json()["errorType"] == "Runtime<JSON::ParserError>"
     assert api.invoke({}).json()["count"] == 1
     assert proc.proc.poll() is None
+
+
+TRACE_VARIABLE_CHECK = r"""
+require ARGV[0]
+trace = LambdadBootstrap::TraceIdVariable.new
+seen = -> { [ENV['_X_AMZN_TRACE_ID'], `sh -c 'printf %s "${_X_AMZN_TRACE_ID-unset}"'`] }
+trace.set('Root=1-a')
+raise seen.call.inspect unless seen.call == ['Root=1-a', 'Root=1-a']
+trace.set(nil)
+raise seen.call.inspect unless seen.call == [nil, 'unset']
+ENV['_X_AMZN_TRACE_ID'] = 'set by the function'
+trace.set('Root=1-b;Parent=c')
+raise seen.call.inspect unless seen.call == ['Root=1-b;Parent=c', 'Root=1-b;Parent=c']
+pages = -> { File.read('/proc/self/statm').split[1].to_i }
+before = pages.call
+100_000.times { |n| trace.set(format('Root=1-%08x-%s;Parent=%016x;Sampled=0', n, '0' * 24, n)) }
+GC.start
+grown = pages.call - before
+raise "#{grown} pages more after 100,000 invocations' trace ids" if grown > 1024
+puts 'ok'
+"""
+
+
+def test_the_trace_id_variable_is_set_per_invocation_without_growing_memory(
+    tmp_path: Path,
+) -> None:
+    # ENV[]= would keep every value (glibc's setenv): ~3,500 pages for these 100,000
+    assert RUBY is not None
+    out = subprocess.run(
+        [RUBY, "-e", TRACE_VARIABLE_CHECK, str(BOOTSTRAP)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "ok\n"

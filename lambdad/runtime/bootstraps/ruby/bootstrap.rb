@@ -302,6 +302,38 @@ module LambdadBootstrap
   end
 
   # An exception on its way to the Runtime API, classified the way AWS's runtime does.
+  # _X_AMZN_TRACE_ID, set for each invocation as AWS's runtime sets it, but not through ENV[]=
+  # (glibc's setenv, which keeps every value a variable ever had: ~100 bytes an invocation for
+  # the life of the environment). One buffer, handed to putenv (the C environment then points
+  # at it), is rewritten in place. Without Fiddle, ENV[]= as before.
+  class TraceIdVariable
+    NAME = '_X_AMZN_TRACE_ID'
+    SIZE = 512
+
+    def initialize
+      require 'fiddle'
+      @putenv = Fiddle::Function.new(Fiddle.dlopen(nil)['putenv'], [Fiddle::TYPE_VOIDP],
+                                     Fiddle::TYPE_INT)
+      @buffer = Fiddle::Pointer.malloc(SIZE, Fiddle::RUBY_FREE)
+    rescue LoadError, StandardError # no Fiddle, or no putenv to find
+      @putenv = nil
+    end
+
+    def set(value)
+      if value.nil?
+        ENV.delete(NAME) # unsetenv drops the pointer and frees nothing: fine
+        return
+      end
+      text = "#{NAME}=#{value}\0"
+      if @putenv.nil? || text.bytesize > SIZE
+        ENV[NAME] = value
+        return
+      end
+      @buffer[0, text.bytesize] = text
+      @putenv.call(@buffer) unless ENV[NAME] == value # not ours (first time, or changed)
+    end
+  end
+
   class LambdaError
     attr_reader :error_type
 
@@ -541,17 +573,12 @@ module LambdadBootstrap
 
     def serve(client, class_name, method_name, static)
       main_object = TOPLEVEL_BINDING.receiver
-      env = ENV
+      trace = TraceIdVariable.new
       loop do
         headers, body = client.next_invocation
         request_id = headers['lambda-runtime-aws-request-id'].to_s
         $_global_aws_request_id = request_id
-        trace_id = headers['lambda-runtime-trace-id']
-        if trace_id
-          env['_X_AMZN_TRACE_ID'] = trace_id
-        elsif env.key?('_X_AMZN_TRACE_ID')
-          env.delete('_X_AMZN_TRACE_ID')
-        end
+        trace.set(headers['lambda-runtime-trace-id'])
 
         begin
           event = AwsLambda::Marshaller.marshall_request(RawRequest.new(headers, body))
