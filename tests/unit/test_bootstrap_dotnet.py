@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -633,3 +635,72 @@ def test_init_errors_from_user_code_and_overloads(harness: Harness) -> None:
     # a full signature picks one overload
     api3, _ = harness.start("Handlers::Fn.Overloaded::System.String Handle(Int32)")
     assert api3.invoke(7, timeout=30).json() == "7"
+
+
+TRACE_VARIABLE_CHECK = r"""
+using System;
+using System.Diagnostics;
+using System.IO;
+using System.Reflection;
+
+static class Check
+{
+    static long Pages() { return long.Parse(File.ReadAllText("/proc/self/statm").Split(' ')[1]); }
+
+    static string Seen()
+    {
+        var printf = "-c 'printf %s \"${_X_AMZN_TRACE_ID-unset}\"'";
+        var start = new ProcessStartInfo("sh", printf);
+        start.UseShellExecute = false;
+        start.RedirectStandardOutput = true;
+        var sh = Process.Start(start);
+        string shell = sh.StandardOutput.ReadToEnd();
+        sh.WaitForExit();
+        return Environment.GetEnvironmentVariable("_X_AMZN_TRACE_ID") + "|" + shell;
+    }
+
+    static int Main(string[] args)
+    {
+        var type = Assembly.LoadFrom(args[0]).GetType("Lambdad.Runtime.TraceIdVariable", true);
+        var set = type.GetMethod("Set", BindingFlags.Public | BindingFlags.Static);
+        Action<string> trace = value => set.Invoke(null, new object[] { value });
+        trace("Root=1-a");
+        if (Seen() != "Root=1-a|Root=1-a") { Console.WriteLine(Seen()); return 1; }
+        trace(null);
+        if (Seen() != "|unset") { Console.WriteLine(Seen()); return 2; }
+        Environment.SetEnvironmentVariable("_X_AMZN_TRACE_ID", "set by the function");
+        trace("Root=1-b;Parent=c");
+        if (Seen() != "Root=1-b;Parent=c|Root=1-b;Parent=c") return 3;
+        Func<int, string> id = n => String.Format("Root=1-{0:x8}-0;Parent={0:x16};Sampled=0", n);
+        for (int n = 0; n < 100000; n++)  // the managed heap grows to what the strings need
+            if (id(n).Length == 0) return 5;
+        GC.Collect();
+        long before = Pages();
+        for (int n = 0; n < 100000; n++)
+            trace(id(n));
+        GC.Collect();
+        long grown = Pages() - before;
+        Console.WriteLine(grown > 1024 ? grown + " pages more after 100,000 trace ids" : "ok");
+        return grown > 1024 ? 4 : 0;
+    }
+}
+"""
+
+
+def test_the_trace_id_variable_is_set_per_invocation_without_growing_memory(
+    tmp_path: Path,
+) -> None:
+    # Environment.SetEnvironmentVariable would keep every value (glibc's setenv): ~3,500 pages
+    mono, runtime = dotnet_build.launch_argv(dotnet_build.ensure_built(), debug=False)
+    source = tmp_path / "Check.cs"
+    source.write_text(TRACE_VARIABLE_CHECK)
+    mcs = shutil.which("mcs")
+    assert mcs is not None
+    subprocess.run([mcs, "-nologo", f"-out:{tmp_path / 'Check.exe'}", str(source)], check=True)
+    out = subprocess.run(
+        [mono, str(tmp_path / "Check.exe"), runtime],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (out.returncode, out.stdout) == (0, "ok\n"), out.stderr

@@ -150,7 +150,7 @@ namespace Lambdad.Runtime
                 string requestId = next.Header("lambda-runtime-aws-request-id") ?? "";
                 LogWriter.RequestId = requestId;
                 string traceId = next.Header("lambda-runtime-trace-id");
-                Environment.SetEnvironmentVariable("_X_AMZN_TRACE_ID", string.IsNullOrEmpty(traceId) ? null : traceId);
+                TraceIdVariable.Set(traceId);
                 var context = new LambdaContext(statics, next, requestId);
 
                 byte[] output = null;
@@ -187,6 +187,50 @@ namespace Lambdad.Runtime
     }
 
     /// <summary>Wraps an exception thrown by user code (or its serializer) through reflection.</summary>
+    // _X_AMZN_TRACE_ID, set for each invocation as AWS's runtime sets it, but not through
+    // Environment.SetEnvironmentVariable (glibc's setenv, which keeps every value a variable
+    // ever had: ~100 bytes an invocation for the life of the environment). One buffer, handed
+    // to putenv (the C environment then points at it), is rewritten in place.
+    internal static class TraceIdVariable
+    {
+        private const string Name = "_X_AMZN_TRACE_ID";
+        private const int Size = 512;
+        private static IntPtr buffer = IntPtr.Zero;
+
+        [DllImport("libc", EntryPoint = "putenv")]
+        private static extern int PutEnv(IntPtr text);
+
+        [DllImport("libc", EntryPoint = "getenv")]
+        private static extern IntPtr GetEnv(string name);
+
+        public static void Set(string value)
+        {
+            if (string.IsNullOrEmpty(value))
+            {
+                Environment.SetEnvironmentVariable(Name, null); // unsetenv frees nothing: fine
+                return;
+            }
+            byte[] text = Encoding.UTF8.GetBytes(Name + "=" + value + "\0");
+            if (text.Length > Size)
+            {
+                Environment.SetEnvironmentVariable(Name, value);
+                return;
+            }
+            try
+            {
+                if (buffer == IntPtr.Zero)
+                    buffer = Marshal.AllocHGlobal(Size);
+                Marshal.Copy(text, 0, buffer, text.Length);
+                if (GetEnv(Name) != IntPtr.Add(buffer, Name.Length + 1)) // not ours (first time, or changed)
+                    PutEnv(buffer);
+            }
+            catch (Exception e) when (e is DllNotFoundException || e is EntryPointNotFoundException)
+            {
+                Environment.SetEnvironmentVariable(Name, value);
+            }
+        }
+    }
+
     internal sealed class UserCodeException : Exception
     {
         public UserCodeException(Exception inner) : base(inner.Message, inner) { }
