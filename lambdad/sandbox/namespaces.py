@@ -39,6 +39,7 @@ from lambdad.sandbox.base import (
     SandboxProcess,
 )
 from lambdad.sandbox.cgroups import CgroupManager, EnvironmentCgroup
+from lambdad.sandbox.etc import EtcMirror
 from lambdad.sandbox.memory_merge import MERGE_NOTE
 from lambdad.sandbox.mounts import read_only_tree
 from lambdad.sandbox.network import NetworkPool, NetworkPoolError, sweep_stale_pools
@@ -194,6 +195,7 @@ class NamespaceBackend(SandboxBackend):
         self._root = run_dir / "sandbox-root"
         self._root.mkdir(parents=True, exist_ok=True)
         self._etc = self._write_identity_files(run_dir / "etc")
+        self._etc_mirror = EtcMirror(Path("/etc"), self._etc, ETC_ALLOWED)
         self._system_binds, self._links = _root_entries()
         self._pool = SandboxPool(self._build, pool_size)
         # zygote key -> fork requests it may have unanswered (FORKS_IN_FLIGHT)
@@ -335,6 +337,7 @@ class NamespaceBackend(SandboxBackend):
         them and mounts the assignment itself."""
         interpreter, preload = key
         zygote = await self._zygotes.get(interpreter, preload)
+        self._etc_mirror.refresh()
         network = await self._network_pool()
         slot = await network.acquire() if network is not None else None
         try:
@@ -407,13 +410,12 @@ class NamespaceBackend(SandboxBackend):
         if not str(prefix).startswith("/usr"):
             binds.append([str(prefix), str(prefix), True])
         binds.append([str(self._runtime_dir), RUNTIME_DIR, True])
-        for name in ETC_ALLOWED:
-            if Path("/etc", name).exists():
-                binds.append([f"/etc/{name}", f"/etc/{name}", True])
-        for java_config in sorted(Path("/etc").glob("java-*")):  # Debian's JDK reads jvm.cfg here
-            binds.append([str(java_config), str(java_config), True])
-        binds.append([str(self._etc / "passwd"), "/etc/passwd", True])
-        binds.append([str(self._etc / "group"), "/etc/group", True])
+        # /etc is lambdad's directory of copies (kept current: sandbox/etc.py), with the
+        # allowed directories bound onto it; a zygote's template outlives changes to /etc.
+        self._etc_mirror.refresh(force=True)
+        binds.append([str(self._etc), "/etc", True])
+        for directory in self._etc_mirror.directories():
+            binds.append([f"/etc/{directory}", f"/etc/{directory}", True])
         return {
             "root": str(self._root),
             "binds": binds,
