@@ -226,7 +226,7 @@ class SlotMaker:
 
 
 def serve_slots(fd: int) -> None:
-    """The builder process (see sandbox/helper.py): one slot per request, in order."""
+    """A builder process (see sandbox/helper.py): one slot per request, in order."""
     maker = SlotMaker()
 
     def build(plan: dict[str, Any]) -> dict[str, Any]:
