@@ -224,6 +224,22 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
     return condition()
 
 
+def settle(
+    fetch: Callable[[], dict[str, Any]],
+    done: Callable[[dict[str, Any]], bool],
+    timeout: float,
+    interval: float = 0.05,
+) -> dict[str, Any]:
+    """Fetch a document every `interval` seconds until `done(document)` or `timeout` seconds
+    passed; the last one fetched (the caller asserts on it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        document = fetch()
+        if done(document) or time.monotonic() > deadline:
+            return document
+        time.sleep(interval)
+
+
 def logged(logs: Any, name: str, pattern: str) -> list[str]:
     """Messages (trailing whitespace stripped) of the function's log events containing
     `pattern`; none while its log group does not exist yet."""

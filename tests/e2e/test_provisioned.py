@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import Server, create_function, module_server, start_server
+from tests.conftest import Server, create_function, module_server, settle, start_server
 
 ACCOUNT = "000000000000"
 INVALID = "InvalidParameterValueException"
@@ -82,14 +82,12 @@ def error(response: dict[str, Any]) -> tuple[int, str, str]:
 
 def wait_status(lam: Any, name: str, qualifier: str, timeout: float = 60.0) -> dict[str, Any]:
     """Poll GetProvisionedConcurrencyConfig until the allocation is no longer IN_PROGRESS."""
-    deadline = time.monotonic() + timeout
-    while True:
-        config: dict[str, Any] = lam.get_provisioned_concurrency_config(
-            FunctionName=name, Qualifier=qualifier
-        )
-        if config["Status"] != "IN_PROGRESS" or time.monotonic() > deadline:
-            return config
-        time.sleep(0.1)
+    return settle(
+        lambda: lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier=qualifier),
+        lambda config: config["Status"] != "IN_PROGRESS",
+        timeout,
+        interval=0.1,
+    )
 
 
 def call(lam: Any, name: str, qualifier: str | None = None, sleep: float = 0) -> dict[str, Any]:

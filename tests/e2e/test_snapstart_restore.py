@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import Server, create_function, module_server, start_server
+from tests.conftest import Server, create_function, module_server, settle, start_server
 from tests.e2e.test_isolation import PROBE
 
 RUNTIME = "python3.12"
@@ -112,14 +112,11 @@ def publish(lam: Any, environment: dict[str, str] | None = None) -> tuple[str, s
 
 def settled(lam: Any, name: str, version: str, timeout: float = 30) -> dict[str, Any]:
     """The version's configuration once it is no longer Pending (its snapshot settled)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        config: dict[str, Any] = lam.get_function_configuration(
-            FunctionName=name, Qualifier=version
-        )
-        if config["State"] != "Pending" or time.monotonic() > deadline:
-            return config
-        time.sleep(0.05)
+    return settle(
+        lambda: lam.get_function_configuration(FunctionName=name, Qualifier=version),
+        lambda config: config["State"] != "Pending",
+        timeout,
+    )
 
 
 def call(lam: Any, name: str, version: str, **event: Any) -> tuple[dict[str, Any], str]:
