@@ -134,7 +134,6 @@ class Environment:
         self.process: SandboxProcess | None = None
         # when its launch began (time.monotonic): Init Duration counts from there
         self.created = time.monotonic() if created is None else created
-        self._started_at = time.perf_counter()
         self.last_used = self.created
         self._on_dead = on_dead
         self._loop = asyncio.get_running_loop()
@@ -342,9 +341,10 @@ class Environment:
         self._pushed = False
         self._started(inv)
         # The runtime had the event when it asked (a moment before lambdad read that): its
-        # Duration starts then (never before this environment existed, whatever it says).
+        # Duration starts then (never before its launch began, whatever it says; perf_counter
+        # and monotonic are the same clock, CLOCK_MONOTONIC, on Linux).
         if asked_at is not None:
-            self._delivered_at = min(self._delivered_at, max(asked_at, self._started_at))
+            self._delivered_at = min(self._delivered_at, max(asked_at, self.created))
 
     def _mark_initialised(self) -> None:
         if self.state is EnvironmentState.STARTING or self._init_duration_ms is None:
