@@ -23,7 +23,7 @@ a new PID namespace:
   entry|argv} with the log fd -> stdout/stderr to the log -> returns the assignment (the
   caller waits for the "ok", then runs the runtime)
 A SnapStart snapshot's sandbox keeps its privileges until assigned and mounts the assignment
-itself (_assign), as it needs them for a user namespace of its own.
+itself (_assign_snapshot), as it needs them for a user namespace of its own.
 """
 
 import contextlib
@@ -358,15 +358,13 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     _die_with_parent()
     lambdads_end = mounter.for_function() if mounter else None
     _build_function_process(plan, channel, lambdads_end)
-    seccomp = _seccomp_program(bytes.fromhex(plan["seccomp"])) if plan.get("seccomp") else None
     if mounter is not None:
-        _confine(plan, seccomp)
+        _confine(plan)
     _warm_up(plan.get("warm"))
     _make_room_for_variables()
-    if mounter is not None:
-        return _assigned(channel, plan.get("runtime_api_fd"), mounter.ready)
-    plan["seccomp"] = seccomp  # decoded now: the assignment only loads it
-    return _assign(plan, channel)
+    if mounter is None:
+        return _assign_snapshot(plan, channel)
+    return _assigned(channel, plan.get("runtime_api_fd"), mounter.ready)
 
 
 class _Mounter:
@@ -429,12 +427,12 @@ def _mount_tmp(size_mb: int, uid: int, gid: int) -> None:
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, options)
 
 
-def _confine(plan: "dict[str, Any]", seccomp: "tuple[_SockFprog, Any] | None") -> None:
+def _confine(plan: "dict[str, Any]") -> None:
     """The function process's last privileged step: drop to the sandbox user, no new
     privileges, the seccomp filter (done while the sandbox waits, off the request path)."""
     _drop_privileges(plan["uid"], plan["gid"])
-    if seccomp is not None:
-        _seccomp(seccomp)
+    if plan.get("seccomp"):
+        _seccomp(bytes.fromhex(plan["seccomp"]))
 
 
 def _assigned(channel: socket.socket, api_fd: "int | None", ready: int) -> "dict[str, Any]":
@@ -556,12 +554,16 @@ def _move_mount(tree: int, target: str) -> None:
     os.close(tree)
 
 
-def _assign(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
-    """Wait for lambdad's assignment and apply it (still root, inside the namespaces)."""
+def _assign_snapshot(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
+    """Wait for the assignment of a sandbox built to become a SnapStart snapshot and apply it,
+    mounts included (still root, inside the namespaces)."""
     message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 4)
     if not message or len(fds) not in (2, 3):
         os._exit(0)  # lambdad discarded this sandbox
     assignment: dict[str, Any] = json.loads(message)
+    snapshot = assignment.get("snapshot")
+    if snapshot is None:
+        raise JailError(errno.EINVAL, "a sandbox that keeps its privileges is for a snapshot")
     log_fd, code_tree = fds[0], fds[1]
     if len(fds) == 3:  # the function's layers, merged
         _move_mount(fds[2], "/opt")
@@ -572,14 +574,7 @@ def _assign(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     os.dup2(log_fd, 2)
     os.close(log_fd)
     _hand_over_connection(plan.get("runtime_api_fd"), assignment)
-    snapshot = assignment.get("snapshot")
-    if snapshot is None:
-        channel.close()
-        _drop_privileges(uid, gid)
-        if plan.get("seccomp"):
-            _seccomp(plan["seccomp"])
-        return assignment
-    # A SnapStart snapshot: it keeps the channel, where lambdad later asks it to fork restored
+    # A SnapStart snapshot keeps the channel, where lambdad later asks it to fork restored
     # environments (lambdad_forkserver), and a user namespace of its own, so that each restored
     # environment can get fresh namespaces (see restore) without any privilege on the host.
     _drop_privileges(uid, gid)
