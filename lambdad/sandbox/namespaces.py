@@ -288,15 +288,7 @@ class NamespaceBackend(SandboxBackend):
         if not isinstance(snapshot, _JailedProcess) or snapshot.forkserver is None:
             raise OSError("not a snapshot of this backend")
         if snapshot.restores is None:
-            plan = {
-                "uid": SANDBOX_UID,
-                "gid": SANDBOX_GID,
-                "tmp_mb": tmp_mb,
-                "hostname": "localhost",
-                "seccomp": self._seccomp_hex,
-                "runtime_api_port": RUNTIME_API_PORT,
-                "runtime_api_unix": RUNTIME_API_UNIX,
-            }
+            plan = {**self._sandbox_plan(), "tmp_mb": tmp_mb}
             snapshot.restores = RestorePool(
                 snapshot, snapshot.forkserver, self._cgroups, plan, memory_mb
             )
