@@ -40,7 +40,7 @@ from lambdad.control.snapshots import (
     SnapshotFailure,
     SnapshotTasks,
     Snapshotter,
-    check_runtime,
+    check_snap_start,
     settled,
 )
 from lambdad.errors import (
@@ -272,7 +272,9 @@ class FunctionRegistry:
                     "deployment packages."
                 )
             self._check_settings(settings)
-            check_runtime(settings.runtime, settings.snap_start or "None")
+            check_snap_start(
+                settings.runtime, settings.snap_start or "None", settings.ephemeral_storage or 512
+            )
             self._check_tags(tags)
             architectures = settings.architectures or ("x86_64",)
             layers = await self._resolve_layers(
@@ -351,8 +353,10 @@ class FunctionRegistry:
             current = self._mutable(account_id, ref)
             self._check_revision(current, revision_id)
             self._check_settings(settings)
-            check_runtime(
-                settings.runtime or current.runtime, settings.snap_start or current.snap_start
+            check_snap_start(
+                settings.runtime or current.runtime,
+                settings.snap_start or current.snap_start,
+                settings.ephemeral_storage or current.ephemeral_storage,
             )
             changes: dict[str, object] = {
                 field: value

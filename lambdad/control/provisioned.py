@@ -44,6 +44,9 @@ ALIAS_ON_PROVISIONED_VERSION = (
     "version"
 )
 VERSION_UNDER_ALIAS = "Version is pointed by a Provisioned Concurrency alias"
+# SnapStart and provisioned concurrency exclude each other (AWS's documented limitation; the
+# wording follows UNPUBLISHED's).
+SNAP_START = "Provisioned Concurrency Configs cannot be applied to SnapStart enabled functions."
 
 
 class Allocator(Protocol):
@@ -174,6 +177,8 @@ class ProvisionedConcurrency:
         target = self._resolve(account_id, ref)
         if target.version.version == LATEST:
             raise InvalidParameterValueException(UNPUBLISHED)
+        if self._snap_start_on(account_id, ref.name, target):
+            raise InvalidParameterValueException(SNAP_START)
         self._check_conflicts(account_id, ref.name, target)
         found = self._configs.get((account_id, ref.name), {})
         others = sum(c.requested for q, c in found.items() if q != target.qualifier)
@@ -259,6 +264,16 @@ class ProvisionedConcurrency:
         if alias is None or primary is None:
             raise ResourceNotFoundException(f"Cannot find alias arn: {arn}")
         return _Target(qualifier, primary, alias)
+
+    def _snap_start_on(self, account_id: str, name: str, target: _Target) -> bool:
+        """Whether any version the target runs (an alias's weighted one too) is SnapStart's."""
+        if target.version.snap_start_on:
+            return True
+        for number in self._covered(account_id, name, target.qualifier):
+            version = self._functions.version(account_id, name, number)
+            if version is not None and version.snap_start_on:
+                return True
+        return False
 
     def _check_conflicts(self, account_id: str, name: str, target: _Target) -> None:
         """One configuration per version, directly or through an alias (AWS's 409s)."""

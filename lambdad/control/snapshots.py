@@ -31,6 +31,8 @@ SNAP_START_RUNTIMES = frozenset(
     {"java11", "java17", "java21", "java25", "python3.12", "python3.13", "dotnet8", "dotnet10"}
 )
 PUBLISHED_VERSIONS = "PublishedVersions"  # SnapStart.ApplyOn that snapshots published versions
+# A snapshot holds /tmp too: AWS offers SnapStart with at most 512 MB of it.
+SNAP_START_MAX_EPHEMERAL_MB = 512
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,20 @@ class Snapshotter(Protocol):
         ...
 
 
-def check_runtime(runtime: str, apply_on: str) -> None:
-    """AWS's refusal of SnapStart on a runtime that does not offer it."""
-    if apply_on == PUBLISHED_VERSIONS and runtime not in SNAP_START_RUNTIMES:
+def check_snap_start(runtime: str, apply_on: str, ephemeral_storage_mb: int) -> None:
+    """AWS's refusals of SnapStart: on a runtime that does not offer it, and with more than
+    512 MB of /tmp (both in AWS's "<what> is not supported for SnapStart enabled functions."
+    form)."""
+    if apply_on != PUBLISHED_VERSIONS:
+        return
+    if runtime not in SNAP_START_RUNTIMES:
         raise InvalidParameterValueException(
             f"{runtime} is not supported for SnapStart enabled functions."
+        )
+    if ephemeral_storage_mb > SNAP_START_MAX_EPHEMERAL_MB:
+        raise InvalidParameterValueException(
+            f"EphemeralStorage size greater than {SNAP_START_MAX_EPHEMERAL_MB} MB is not "
+            "supported for SnapStart enabled functions."
         )
 
 

@@ -82,6 +82,73 @@ def test_a_runtime_without_snap_start_is_refused(lam: Any) -> None:
     assert lam.get_function_configuration(FunctionName=name)["Runtime"] == "python3.12"
 
 
+def test_more_than_512_mb_of_tmp_is_refused(lam: Any) -> None:
+    name = unique_name("snap")
+    big = {"Size": 1024}
+    refused = refusal(
+        lam.create_function, **function(name, "python3.12", SnapStart=ON, EphemeralStorage=big)
+    )
+    too_big = (
+        "EphemeralStorage size greater than 512 MB is not supported for SnapStart enabled "
+        "functions."
+    )
+    assert refused == ("InvalidParameterValueException", 400, too_big, "User")
+    assert refusal(lam.get_function, FunctionName=name)[0] == "ResourceNotFoundException"
+
+    lam.create_function(
+        **function(name, "python3.12", SnapStart=ON, EphemeralStorage={"Size": 512})
+    )
+    lam.get_waiter("function_active_v2").wait(FunctionName=name)
+    refused = refusal(lam.update_function_configuration, FunctionName=name, EphemeralStorage=big)
+    assert refused == ("InvalidParameterValueException", 400, too_big, "User")
+    assert lam.get_function_configuration(FunctionName=name)["EphemeralStorage"] == {"Size": 512}
+    # Without SnapStart the same size is taken.
+    lam.update_function_configuration(FunctionName=name, SnapStart={"ApplyOn": "None"})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    updated = lam.update_function_configuration(FunctionName=name, EphemeralStorage=big)
+    assert updated["EphemeralStorage"] == big
+    lam.delete_function(FunctionName=name)
+
+
+def test_provisioned_concurrency_is_refused_on_snap_start_versions(lam: Any) -> None:
+    name = unique_name("snap")
+    lam.create_function(**function(name, "python3.12", SnapStart=ON))
+    lam.get_waiter("function_active_v2").wait(FunctionName=name)
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    lam.update_function_configuration(FunctionName=name, SnapStart={"ApplyOn": "None"})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    assert lam.publish_version(FunctionName=name)["Version"] == "2"
+    lam.create_alias(
+        FunctionName=name,
+        Name="split",
+        FunctionVersion="2",
+        RoutingConfig={"AdditionalVersionWeights": {"1": 0.1}},
+    )
+    message = "Provisioned Concurrency Configs cannot be applied to SnapStart enabled functions."
+    for qualifier in ("1", "live", "split"):
+        refused = refusal(
+            lam.put_provisioned_concurrency_config,
+            FunctionName=name,
+            Qualifier=qualifier,
+            ProvisionedConcurrentExecutions=1,
+        )
+        assert refused[:3] == ("InvalidParameterValueException", 400, message), qualifier
+    assert (
+        lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"]
+        == []
+    )
+    # Version 2 has no SnapStart: it takes provisioned concurrency.
+    put = lam.put_provisioned_concurrency_config(
+        FunctionName=name, Qualifier="2", ProvisionedConcurrentExecutions=1
+    )
+    assert put["RequestedProvisionedConcurrentExecutions"] == 1
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="2")
+    for alias in ("live", "split"):
+        lam.delete_alias(FunctionName=name, Name=alias)
+    lam.delete_function(FunctionName=name)
+
+
 def test_published_versions_report_snap_start_on(lam: Any) -> None:
     name = unique_name("snap")
     created = lam.create_function(**function(name, "python3.12", SnapStart=ON))
