@@ -1,4 +1,5 @@
-"""The managed runtimes that need building (Java, .NET): their build scripts, loaded by path.
+"""The managed runtimes that need building (Java, .NET, Node.js's addon): their build scripts,
+loaded by path.
 
 The scripts live beside their sources in `bootstraps/<language>/build.py` (package data that
 also runs on its own); lambdad loads them here to build at set-up time and to compute launch
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 @cache
 def build_module(language: str) -> ModuleType:
-    """`bootstraps/<language>/build.py` as a module (language: "java" or "dotnet")."""
+    """`bootstraps/<language>/build.py` as a module (language: "java", "dotnet" or "node")."""
     path = BOOTSTRAP_DIR / language / "build.py"
     spec = importlib.util.spec_from_file_location(f"lambdad_build_{language}", path)
     assert spec is not None and spec.loader is not None
@@ -61,6 +62,12 @@ def build_all() -> dict[str, str]:
             outcomes["dotnet"] = f"failed: {exc}"
     else:
         outcomes["dotnet"] = "skipped: no mono/mcs"
+    node = build_module("node")
+    try:
+        addon = node.ensure_built()
+        outcomes["node addon"] = "built" if addon else "skipped: no C compiler or Node.js headers"
+    except Exception as exc:  # a build boundary: report, keep the others going
+        outcomes["node addon"] = f"failed: {exc}"
     from lambdad.sandbox import init_binary  # (the sandbox's, not a language's: built alike)
 
     init = init_binary.ensure_built()

@@ -342,6 +342,13 @@ class CapturedProcess:
         self.close()
 
 
+def run_check(argv: list[str], cwd: Path) -> None:
+    """Run a check script (a runtime's own language) that prints "ok" when it holds."""
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "ok\n"
+
+
 def reserved_env(
     api: FakeRuntimeAPI, handler: str, task_root: Path, **overrides: str
 ) -> dict[str, str]:

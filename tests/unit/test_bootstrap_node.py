@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_runtime_api import BootstrapHarness, CapturedProcess, FakeRuntimeAPI, reserved_env
+from fake_runtime_api import (
+    BootstrapHarness,
+    CapturedProcess,
+    FakeRuntimeAPI,
+    reserved_env,
+    run_check,
+)
 
 NODE = shutil.which("node")
 pytestmark = [
@@ -470,3 +476,55 @@ def test_init_errors(harness: Harness, handler: str, error_type: str, message: s
     match = re.search(rf"^{TS}\tundefined\tERROR\tUncaught Exception \t(.*)\n", err.log or "", re.M)
     assert match, err.log
     assert json.loads(match.group(1))["errorType"] == error_type
+
+
+TRACE_VARIABLE_CHECK = r"""
+import { execSync } from 'node:child_process';
+import fs from 'node:fs';
+const { setTraceId } = await import(process.argv[2]);
+const seen = () => [
+  process.env._X_AMZN_TRACE_ID,
+  execSync('printf %s "${_X_AMZN_TRACE_ID-unset}"', { shell: '/bin/sh' }).toString(),
+];
+const expect = (want) => {
+  const got = seen();
+  if (JSON.stringify(got) !== JSON.stringify(want)) throw new Error(JSON.stringify(got));
+};
+setTraceId('Root=1-a');
+expect(['Root=1-a', 'Root=1-a']);
+setTraceId(undefined);
+expect([undefined, 'unset']);
+process.env._X_AMZN_TRACE_ID = 'set by the function';
+setTraceId('Root=1-b;Parent=c');
+expect(['Root=1-b;Parent=c', 'Root=1-b;Parent=c']);
+setTraceId('x'.repeat(600)); // longer than the addon's buffer: process.env takes it
+expect(['x'.repeat(600), 'x'.repeat(600)]);
+setTraceId('Root=1-d');
+expect(['Root=1-d', 'Root=1-d']);
+const pages = () => Number(fs.readFileSync('/proc/self/statm', 'utf8').split(' ')[1]);
+globalThis.gc();
+const before = pages();
+for (let n = 0; n < 200000; n++) {
+  const hex = n.toString(16).padStart(8, '0');
+  setTraceId(`Root=1-${hex}-${'0'.repeat(24)};Parent=${hex.padStart(16, '0')};Sampled=0`);
+}
+globalThis.gc();
+const grown = pages() - before;
+if (grown > 2048) throw new Error(`${grown} pages more after 200,000 invocations' trace ids`);
+console.log('ok');
+"""
+
+
+def test_the_trace_id_variable_is_set_per_invocation_without_growing_memory(
+    tmp_path: Path,
+) -> None:
+    # process.env assignment would keep every value (glibc's setenv): ~7,000 pages for these
+    from lambdad.runtime.toolchains import build_module
+
+    addon = build_module("node").ensure_built()
+    if addon is None:
+        pytest.skip("no C compiler or Node.js headers: the addon cannot be built")
+    check = tmp_path / "check.mjs"
+    check.write_text(TRACE_VARIABLE_CHECK)
+    assert NODE is not None
+    run_check([NODE, "--expose-gc", str(check), BOOTSTRAP.as_uri()], tmp_path)

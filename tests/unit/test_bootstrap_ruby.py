@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_runtime_api import BootstrapHarness, CapturedProcess, FakeRuntimeAPI, reserved_env
+from fake_runtime_api import (
+    BootstrapHarness,
+    CapturedProcess,
+    FakeRuntimeAPI,
+    reserved_env,
+    run_check,
+)
 
 BOOTSTRAP = (
     Path(__file__).resolve().parents[2]
@@ -541,12 +547,4 @@ def test_the_trace_id_variable_is_set_per_invocation_without_growing_memory(
 ) -> None:
     # ENV[]= would keep every value (glibc's setenv): ~3,500 pages for these 100,000
     assert RUBY is not None
-    out = subprocess.run(
-        [RUBY, "-e", TRACE_VARIABLE_CHECK, str(BOOTSTRAP)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == "ok\n"
+    run_check([RUBY, "-e", TRACE_VARIABLE_CHECK, str(BOOTSTRAP)], tmp_path)

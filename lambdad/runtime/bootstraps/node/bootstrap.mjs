@@ -536,6 +536,24 @@ async function loadHandler(appRoot, fullHandler) {
 
 let exitListener = null; // what to do when the event loop empties during an invocation
 
+// _X_AMZN_TRACE_ID, set for each invocation as AWS's runtime sets it. Assigning process.env
+// ends in glibc's setenv, which keeps every value the variable ever had (~140 bytes an
+// invocation for the life of the environment): lambdad's addon (lambdad_env.c, built by
+// build.py) rewrites one buffer handed to putenv instead. Without the addon, process.env.
+const traceIdSetter = (() => {
+  try {
+    const addon = createRequire(import.meta.url)('./build/lambdad_env.node');
+    return (value) => addon.setTraceId(value);
+  } catch {
+    return () => false;
+  }
+})();
+
+export function setTraceId(trace) {
+  if (!trace) delete process.env._X_AMZN_TRACE_ID;
+  else if (!traceIdSetter(trace)) process.env._X_AMZN_TRACE_ID = trace;
+}
+
 function parseJsonHeader(value, name) {
   if (value === undefined) return undefined;
   try {
@@ -684,9 +702,7 @@ function invoke(client, handler, meta, staticData, res, fatal) {
     };
 
     try {
-      const trace = headers['lambda-runtime-trace-id'];
-      if (trace) process.env._X_AMZN_TRACE_ID = trace;
-      else delete process.env._X_AMZN_TRACE_ID;
+      setTraceId(headers['lambda-runtime-trace-id']);
       const deadline = Number(headers['lambda-runtime-deadline-ms']);
       context = {
         callbackWaitsForEmptyEventLoop: true,
@@ -804,4 +820,6 @@ async function main() {
   }
 }
 
-main();
+// Run when started as the runtime (not when imported, e.g. by a test of setTraceId).
+const entry = process.argv[1] ? fs.realpathSync(process.argv[1]) : '';
+if (entry === fs.realpathSync(fileURLToPath(import.meta.url))) main();
