@@ -582,3 +582,65 @@ def test_the_trace_id_variable_is_set_per_invocation_without_growing_memory(
 ) -> None:
     out = run_python(python, TRACE_VARIABLE_CHECK, tmp_path, str(BOOTSTRAP.parent))
     assert out.stdout == "ok\n"
+
+
+SOURCE_FINDER_CHECK = r"""
+import importlib, importlib.machinery, os, sys, traceback
+sys.path.insert(0, sys.argv[1])
+import lambdad_bootstrap as b
+root = os.getcwd()
+sys.path.insert(0, root)
+sys.path_importer_cache.pop(root, None)
+meta_path = list(sys.meta_path)
+
+# Found by the finder: the spec the path finder gives, and no FileFinder built for the root.
+expected = importlib.machinery.PathFinder.find_spec("plain", [root])
+sys.path_importer_cache.pop(root, None)
+module = b._import_top_level("plain")
+assert module.answer == 42 and sys.modules["plain"] is module
+assert (module.__spec__.origin, module.__spec__.cached, module.__file__) == (
+    expected.origin, expected.cached, expected.origin)
+assert type(module.__spec__.loader) is type(expected.loader)
+assert root not in sys.path_importer_cache, "the path finder answered"
+assert sys.meta_path == meta_path
+
+# Whatever else could answer first leaves the import to importlib alone.
+for name in ("pkg", "ext", "__hello__", "plain.sub", "json", "nothing_here"):
+    assert b._SourceFinder.install(name) is None, name
+assert b._import_top_level("pkg").kind == "package"
+sys.path_importer_cache[root] = importlib.machinery.FileFinder(root)
+assert b._SourceFinder.install("other") is None
+del sys.path_importer_cache[root]
+
+# A module that raises: the same frames as through the path finder.
+def frames(name, finder):
+    if finder:
+        assert b._SourceFinder.install(name) is not None
+    try:
+        importlib.import_module(name)
+    except RuntimeError as e:
+        return [f.name for f in traceback.extract_tb(e.__traceback__)]
+    finally:
+        sys.meta_path[:] = meta_path
+        sys.path_importer_cache.pop(root, None)
+found, plain = frames("boom_a", True), frames("boom_b", False)
+assert found == plain, (found, plain)
+print("ok")
+"""
+
+
+def test_handler_modules_are_found_without_the_path_finder_when_only_it_could_answer(
+    python: str, tmp_path: Path
+) -> None:
+    (tmp_path / "plain.py").write_text("answer = 42\n")
+    (tmp_path / "other.py").write_text("")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("kind = 'package'\n")
+    (tmp_path / "pkg.py").write_text("kind = 'module'\n")
+    (tmp_path / "ext.py").write_text("")
+    (tmp_path / "ext.so").write_text("")
+    (tmp_path / "__hello__.py").write_text("")
+    for name in ("boom_a", "boom_b"):
+        (tmp_path / f"{name}.py").write_text("def f():\n    raise RuntimeError('x')\nf()\n")
+    out = run_python(python, SOURCE_FINDER_CHECK, tmp_path, str(BOOTSTRAP.parent))
+    assert out.stdout == "ok\n"

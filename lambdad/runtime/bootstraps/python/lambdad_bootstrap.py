@@ -19,6 +19,7 @@ Run it as ``python lambdad_bootstrap.py`` or ``import lambdad_bootstrap; main()`
 
 from __future__ import annotations
 
+import _imp
 import contextlib
 import importlib
 import importlib.machinery
@@ -568,6 +569,69 @@ def _parse_json_header(value: str, name: str) -> object:
 # --------------------------------------------------------------------------------------
 
 
+class _SourceFinder:
+    """A one-shot meta path finder for a top-level module that the path finder would load
+    from `path` (a .py file in sys.path[0]): the same spec, without building that directory's
+    FileFinder (path hooks, a directory listing, a stat per suffix) first — a fifth of a cold
+    start's handler import. The rest of the import (locks, loader, the traceback of an error
+    raised by the module's code) is importlib's own."""
+
+    def __init__(self, name: str, path: str) -> None:
+        self.name = name
+        self.path = path
+
+    @classmethod
+    def install(cls, name: str) -> _SourceFinder | None:
+        """Put one in front of sys.meta_path when the import of `name` can only end in
+        sys.path[0]/`name`.py; None (nothing done) when anything else could answer first."""
+        directory = sys.path[0] if sys.path else None
+        if (
+            "." in name
+            or "/" in name
+            or name in sys.modules
+            or not isinstance(directory, str)
+            or not os.path.isabs(directory)
+            or directory in sys.path_importer_cache
+            or [type(f) for f in sys.meta_path] != _DEFAULT_META_PATH
+            or _imp.is_frozen(name)
+        ):
+            return None
+        base = os.path.join(directory, name)
+        # What the directory's FileFinder would try first: a package, extension modules.
+        if os.path.isdir(base) or any(os.path.exists(base + s) for s in _EXTENSION_SUFFIXES):
+            return None
+        if not os.path.isfile(base + ".py"):
+            return None
+        finder = cls(name, base + ".py")
+        sys.meta_path.insert(0, finder)
+        return finder
+
+    def remove(self) -> None:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+
+    def find_spec(
+        self, name: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if name != self.name:
+            return None
+        return importlib.util.spec_from_file_location(name, self.path)
+
+
+_DEFAULT_META_PATH = [type(f) for f in sys.meta_path]
+_EXTENSION_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+
+
+def _import_top_level(name: str) -> object:
+    """importlib.import_module(name), sooner when _SourceFinder can find it."""
+    finder = _SourceFinder.install(name)
+    try:
+        return importlib.import_module(name)
+    finally:
+        if finder is not None:
+            finder.remove()
+
+
 def _import_module(modname: str) -> object:
     try:
         if modname.split(".")[0] in sys.builtin_module_names:
@@ -575,7 +639,7 @@ def _import_module(modname: str) -> object:
                 "Runtime.BuiltInModuleConflict",
                 f"Cannot use built-in module {modname} as a handler module",
             )
-        return importlib.import_module(modname.replace("/", "."))
+        return _import_top_level(modname.replace("/", "."))
     except ImportError as e:
         raise _Fault(
             "Runtime.ImportModuleError", f"Unable to import module '{modname}': {e}"
@@ -1007,22 +1071,26 @@ def _invoke(
 
 
 def _warm_import() -> None:
-    """Import lambdad_warm_probe through the path finder (as a handler module is), then forget
-    it: its directory is this file's, or /var/runtime/python inside a sandbox."""
+    """Import lambdad_warm_probe as a handler module is imported (_import_top_level, its
+    directory first on sys.path), then forget it: its directory is this file's, or
+    /var/runtime/python inside a sandbox."""
     name = "lambdad_warm_probe"
     for directory in (os.path.dirname(_THIS_FILE), "/var/runtime/python"):
         if os.path.isfile(os.path.join(directory, name + ".py")):
             break
     else:
         return
+    saved = sys.path[:]
+    finder = sys.path_importer_cache.pop(directory, None)
+    sys.path.insert(0, directory)
     try:
-        spec = importlib.machinery.PathFinder.find_spec(name, [directory])
-        if spec is not None and spec.loader is not None:
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+        _import_top_level(name)
     finally:
+        sys.path[:] = saved
         sys.modules.pop(name, None)
         sys.path_importer_cache.pop(directory, None)
+        if finder is not None:
+            sys.path_importer_cache[directory] = finder
 
 
 def warm_up() -> None:
