@@ -91,8 +91,10 @@ class PoolStatistics:
 
 class SandboxPool:
     def __init__(
-        self, build: Callable[[PoolKey], Awaitable[PreparedSandbox | None]], target: int
+        self, build: Callable[[PoolKey, bool], Awaitable[PreparedSandbox | None]], target: int
     ) -> None:
+        """`build(key, waited_for)` prepares one sandbox; `waited_for`: a take is waiting for
+        it (the pool was empty), so it may skip what only pays off while a sandbox waits."""
         self._build = build
         self._target = target
         # zygote key -> idle prepared sandboxes, oldest first
@@ -118,7 +120,7 @@ class SandboxPool:
             prepared.discard()
         self.fill(key)
         self._on_demand += 1
-        return await self._build_one(key)
+        return await self._build_one(key, waited_for=True)
 
     def fill(self, key: PoolKey) -> None:
         """Top the pool of `key` up to its target, in the background."""
@@ -134,7 +136,7 @@ class SandboxPool:
         idle = self._idle.setdefault(key, [])
         failures = 0
         while (missing := self._target - len(idle)) > 0 and failures < 3:
-            builds = [self._build_one(key) for _ in range(missing)]
+            builds = [self._build_one(key, waited_for=False) for _ in range(missing)]
             results = await asyncio.gather(*builds, return_exceptions=True)
             for result in results:
                 if isinstance(result, PreparedSandbox):
@@ -152,8 +154,8 @@ class SandboxPool:
             if failures:
                 await asyncio.sleep(0.1 * failures)
 
-    async def _build_one(self, key: PoolKey) -> PreparedSandbox | None:
-        prepared = await self._build(key)
+    async def _build_one(self, key: PoolKey, *, waited_for: bool) -> PreparedSandbox | None:
+        prepared = await self._build(key, waited_for)
         if prepared is not None:
             self._built += 1
         return prepared

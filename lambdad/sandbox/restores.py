@@ -53,7 +53,7 @@ class RestorePool:
         self._cgroups = cgroups
         self._plan = plan
         self._memory_mb = memory_mb
-        self._pool = SandboxPool(lambda _: self._build(), target)
+        self._pool = SandboxPool(lambda _key, _waited_for: self._build(), target)
         self._closing: asyncio.Task[None] | None = None
 
     async def take(self) -> PreparedSandbox:

@@ -284,10 +284,13 @@ def test_parallel_invocations_scale_out_then_reuse(server: Server, lam: Any) -> 
     def call(client: Any) -> dict[str, Any]:
         return invoke(client, name, {"action": "sleep", "seconds": 1})["Body"]
 
+    built_on_demand = server.status().get("sandboxPool", {}).get("built_on_demand")
     with ThreadPoolExecutor(max_workers=8) as pool:
         bodies = list(pool.map(call, clients))
     env_ids = {b["env_id"] for b in bodies}
     assert len(env_ids) == 8, "parallel invocations queued behind each other"
+    if built_on_demand is not None:  # more than the pool held: built while requests waited
+        assert server.status()["sandboxPool"]["built_on_demand"] > built_on_demand
     assert all(live_processes(b["tag"]) for b in bodies)
     assert all(b["count"] == 1 for b in bodies)
 

@@ -23,6 +23,7 @@ class FakeBuilds:
         self.running = 0
         self.most_at_once = 0
         self.calls = 0
+        self.waited_for: list[bool] = []  # each build's flag, in call order
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def reap(self) -> None:
@@ -30,8 +31,9 @@ class FakeBuilds:
             process.kill()
             process.wait()
 
-    async def __call__(self, key: PoolKey) -> PreparedSandbox | None:
+    async def __call__(self, key: PoolKey, waited_for: bool) -> PreparedSandbox | None:
         self.calls += 1
+        self.waited_for.append(waited_for)
         self.running += 1
         self.most_at_once = max(self.most_at_once, self.running)
         try:
@@ -74,6 +76,9 @@ async def test_takes_are_warm_while_the_pool_has_some_and_built_on_demand_after(
         assert (statistics.taken_warm, statistics.built_on_demand) == (2, 3)
         await asyncio.sleep(0.2)
         assert pool.statistics().idle == 2  # refilled
+        # only the builds a take waited for skip what pays off in the pool (warm-up)
+        assert builds.waited_for.count(True) == 3
+        assert builds.waited_for.count(False) == builds.calls - 3
         for prepared in taken:
             assert prepared is not None
             prepared.discard()

@@ -16,7 +16,8 @@ a new PID namespace:
      -> the child becomes the *function process*: its own /proc, /dev/shm, /run/lambdad
         -> loopback up, hostname, rlimits -> the Runtime API sockets, created inside the
            namespace, are sent to lambdad (which also means "ready") -> drop to the
-           unprivileged uid, no_new_privs, seccomp -> warm the runtime up -> wait
+           unprivileged uid, no_new_privs, seccomp -> warm the runtime up and make room for
+           variables (unless a request already waits for this sandbox: "no_room") -> wait
 *assign* (on the request path, well under a millisecond):
   PID 1 receives a detached mount of the code (and layers) and /tmp's size: moves the code onto
   /var/task, mounts /tmp -> "ok" to the function process, which meanwhile received {env, cwd,
@@ -361,7 +362,8 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     if mounter is not None:
         _confine(plan)
     _warm_up(plan.get("warm"))
-    _make_room_for_variables()
+    if not plan.get("no_room"):
+        _make_room_for_variables()
     if mounter is None:
         return _assign_snapshot(plan, channel)
     return _assigned(channel, plan.get("runtime_api_fd"), mounter.ready)
