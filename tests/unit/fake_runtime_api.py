@@ -180,6 +180,7 @@ class FakeRuntimeAPI:
     @property
     def address(self) -> str:
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET server's
         return f"{host}:{port}"
 
     def close(self) -> None:
