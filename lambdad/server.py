@@ -125,6 +125,7 @@ class Platform:
         self.invoker = Invoker(self.registry, self.pools, self.queue, self.limiter)
         self.registry.on_change(self._function_changed)
         self._background: set[asyncio.Future[None]] = set()
+        self._pacing: asyncio.Task[None] | None = None  # ksmd's pace (memory_merge.MergePace)
         signer = CodeUrlSigner(server_secret(settings.data_dir))
         self.app = LambdadApp(
             protocol=LambdaProtocol(),
@@ -192,6 +193,11 @@ class Platform:
         self.layers.prune(in_use=self.registry.layer_arns_in_use())
         self.queue.start(self.invoker.run_event)
         self.pools.start()
+        if self.memory_merge.pace is not None:
+            pacing = memory_merge.pace_with_load(
+                self.memory_merge.pace, lambda: self.invoker.invocations
+            )
+            self._pacing = asyncio.ensure_future(pacing)
         preload = (str(PYTHON_BOOTSTRAP.parent), PYTHON_BOOTSTRAP.stem)
         for spec in self.catalog.available():
             if spec.family is Family.PYTHON and spec.executable:
@@ -199,6 +205,11 @@ class Platform:
                 self._background.add(asyncio.ensure_future(warm_up))
 
     async def stop(self) -> None:
+        if self._pacing is not None and self.memory_merge.pace is not None:
+            self._pacing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pacing
+            self.memory_merge.pace.restore()  # the host's own pace again
         await self.registry.close()
         await self.queue.close()
         await self.provisioner.close()

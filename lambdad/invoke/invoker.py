@@ -123,8 +123,10 @@ class Invoker:
         self._pools = pools
         self._queue = queue
         self._limiter = limiter
+        self.invocations = 0  # started so far, every kind (the load memory merging paces with)
 
     async def invoke(self, request: InvokeRequest) -> InvokeOutcome:
+        self.invocations += 1
         config = self._resolve(request.account_id, request.ref)
         kind = request.invocation_type
         limit = MAX_ASYNC_PAYLOAD if kind is InvocationType.EVENT else MAX_SYNC_PAYLOAD
@@ -182,6 +184,7 @@ class Invoker:
         """Run one queued Event invocation (the queue holds its lease); None if its function,
         version or alias is gone."""
         ref = FunctionRef(event.function_name, event.qualifier or None, None, None)
+        self.invocations += 1
         try:
             config = self._registry.invocation_target(event.account_id, ref)
         except ResourceNotFoundException:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
 import pytest
 
-from lambdad.sandbox.memory_merge import MemoryMergeUnavailable, configure, statistics
+from lambdad.sandbox.memory_merge import (
+    MemoryMergeUnavailable,
+    configure,
+    pace_with_load,
+    statistics,
+)
 
 
 @pytest.fixture
@@ -21,14 +27,67 @@ def ksm(tmp_path: Path) -> Path:
 def test_auto_switches_ksmd_on_and_raises_its_scan_rate(ksm: Path) -> None:
     merge = configure("auto", ksm, pages_to_scan=1000, privileged=True)
     assert merge.enabled
-    assert merge.detail == "KSM, ksmd scans 1000 pages every 20 ms"
+    assert merge.detail == (
+        "KSM, ksmd scans 1000 pages every 20 ms while environments are quiet "
+        "(100 while invocations flow)"
+    )
     assert (ksm / "run").read_text() == "1\n"
     assert (ksm / "pages_to_scan").read_text() == "1000\n"
 
 
+def test_the_pace_is_the_hosts_while_busy_and_when_lambdad_stops(ksm: Path) -> None:
+    merge = configure("auto", ksm, pages_to_scan=1000, privileged=True)
+    assert merge.pace is not None
+    merge.pace.set_busy(True)
+    assert (ksm / "pages_to_scan").read_text() == "100\n"
+    merge.pace.set_busy(False)
+    assert (ksm / "pages_to_scan").read_text() == "1000\n"
+    (ksm / "pages_to_scan").write_text("7\n")  # another lambdad's: the next look rewrites it
+    merge.pace.set_busy(False)
+    assert (ksm / "pages_to_scan").read_text() == "1000\n"
+    merge.pace.restore()
+    assert (ksm / "pages_to_scan").read_text() == "100\n"
+
+
+def test_a_pace_left_by_an_earlier_lambdad_is_not_taken_for_the_hosts_busy_one(ksm: Path) -> None:
+    (ksm / "pages_to_scan").write_text("1000\n")  # what lambdad raises it to, never restored
+    merge = configure("auto", ksm, pages_to_scan=1000, privileged=True)
+    assert merge.pace is not None
+    merge.pace.set_busy(True)
+    assert (ksm / "pages_to_scan").read_text() == "100\n"
+    merge.pace.restore()
+    assert (ksm / "pages_to_scan").read_text() == "1000\n"
+
+
+async def test_the_pace_follows_the_invocation_rate(ksm: Path) -> None:
+    merge = configure("auto", ksm, pages_to_scan=1000, privileged=True)
+    assert merge.pace is not None
+    count = [0]
+    pacing = asyncio.ensure_future(
+        pace_with_load(merge.pace, lambda: count[0], interval=0.05, busy_per_s=100)
+    )
+    try:
+        await asyncio.sleep(0.12)
+        assert not merge.pace.is_busy  # nothing ran
+        for _ in range(6):  # 10 a look: 200 a second
+            count[0] += 10
+            await asyncio.sleep(0.05)
+        assert merge.pace.is_busy
+        assert (ksm / "pages_to_scan").read_text() == "100\n"
+        await asyncio.sleep(0.12)  # quiet again
+        assert not merge.pace.is_busy
+        assert (ksm / "pages_to_scan").read_text() == "1000\n"
+    finally:
+        pacing.cancel()
+
+
 def test_a_faster_scan_rate_the_host_chose_is_kept(ksm: Path) -> None:
     (ksm / "pages_to_scan").write_text("5000\n")
-    assert configure("on", ksm, pages_to_scan=1000, privileged=True).enabled
+    merge = configure("on", ksm, pages_to_scan=1000, privileged=True)
+    assert merge.enabled and merge.detail == "KSM, ksmd scans 5000 pages every 20 ms"
+    assert (ksm / "pages_to_scan").read_text() == "5000\n"
+    assert merge.pace is not None
+    merge.pace.set_busy(True)  # the host's pace is the faster one: kept either way
     assert (ksm / "pages_to_scan").read_text() == "5000\n"
 
 
