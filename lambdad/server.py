@@ -195,7 +195,7 @@ class Platform:
         self.pools.start()
         if self.memory_merge.pace is not None:
             pacing = memory_merge.pace_with_load(
-                self.memory_merge.pace, lambda: self.invoker.invocations
+                self.memory_merge.pace, lambda: self.invoker.invocations, self.pools.working
             )
             self._pacing = asyncio.ensure_future(pacing)
         preload = (str(PYTHON_BOOTSTRAP.parent), PYTHON_BOOTSTRAP.stem)

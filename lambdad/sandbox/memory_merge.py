@@ -38,9 +38,11 @@ KSM_DIR = Path("/sys/kernel/mm/ksm")
 PAGES_TO_SCAN = 1000
 KERNEL_PAGES_TO_SCAN = 100
 STATISTICS = ("pages_shared", "pages_sharing", "pages_unshared", "full_scans")
-# The load is looked at this often; at this many invocations a second or more it is "busy".
+# The load is looked at this often; at this many invocations a second or more, or this many
+# environments starting or running an invocation, it is "busy".
 PACE_INTERVAL_S = 0.5
 BUSY_INVOCATIONS_PER_S = 200
+BUSY_ENVIRONMENTS = 32
 
 MERGE_NOTE = (
     "memory merging (KSM) is on: identical memory pages are shared between environments, "
@@ -83,16 +85,20 @@ class MergePace:
 async def pace_with_load(
     pace: MergePace,
     invocations: Callable[[], int],
+    working: Callable[[], int],
     interval: float = PACE_INTERVAL_S,
     busy_per_s: float = BUSY_INVOCATIONS_PER_S,
+    busy_environments: int = BUSY_ENVIRONMENTS,
 ) -> None:
     """Every `interval`, set ksmd's pace from the invocations started since the last look
-    (`invocations` counts them all so far). Runs until cancelled."""
+    (`invocations` counts them all so far) and the environments `working` (starting or
+    running an invocation) now. Runs until cancelled."""
     seen = invocations()
     while True:
         await asyncio.sleep(interval)
         now = invocations()
-        pace.set_busy(now - seen >= busy_per_s * interval)
+        rate_busy = now - seen >= busy_per_s * interval
+        pace.set_busy(rate_busy or working() >= busy_environments)
         seen = now
 
 

@@ -26,6 +26,8 @@ from lambdad.scheduler.environment import (
     InvocationResult,
 )
 
+_WORKING = (EnvironmentState.STARTING, EnvironmentState.BUSY)
+
 
 class Launch(Protocol):
     """Start one environment of `config` (EnvironmentLauncher.launch)."""
@@ -219,6 +221,10 @@ class EnvironmentPool:
     @property
     def empty(self) -> bool:
         return not self._all
+
+    def working(self) -> int:
+        """Environments starting or running an invocation."""
+        return sum(1 for e in self._all if e.state in _WORKING)
 
     def statistics(self) -> PoolStatistics:
         states = [e.state for e in self._all]

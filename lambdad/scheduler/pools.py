@@ -106,6 +106,10 @@ class PoolManager:
         self.evicted += excess
         return excess
 
+    def working(self) -> int:
+        """Environments starting or running an invocation, in every pool."""
+        return sum(pool.working() for pool in self._pools.values())
+
     def statistics(self) -> dict[str, PoolStatistics]:
         return {f"{k[0]}:{k[1]}:{k[2]}": pool.statistics() for k, pool in self._pools.items()}
 

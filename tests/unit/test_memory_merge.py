@@ -62,9 +62,16 @@ def test_a_pace_left_by_an_earlier_lambdad_is_not_taken_for_the_hosts_busy_one(k
 async def test_the_pace_follows_the_invocation_rate(ksm: Path) -> None:
     merge = configure("auto", ksm, pages_to_scan=1000, privileged=True)
     assert merge.pace is not None
-    count = [0]
+    count, working = [0], [0]
     pacing = asyncio.ensure_future(
-        pace_with_load(merge.pace, lambda: count[0], interval=0.05, busy_per_s=100)
+        pace_with_load(
+            merge.pace,
+            lambda: count[0],
+            lambda: working[0],
+            interval=0.05,
+            busy_per_s=100,
+            busy_environments=3,
+        )
     )
     try:
         await asyncio.sleep(0.12)
@@ -77,6 +84,12 @@ async def test_the_pace_follows_the_invocation_rate(ksm: Path) -> None:
         await asyncio.sleep(0.12)  # quiet again
         assert not merge.pace.is_busy
         assert (ksm / "pages_to_scan").read_text() == "1000\n"
+        working[0] = 3  # a burst: few new invocations, many environments starting
+        await asyncio.sleep(0.12)
+        assert merge.pace.is_busy
+        working[0] = 0
+        await asyncio.sleep(0.12)
+        assert not merge.pace.is_busy
     finally:
         pacing.cancel()
 
