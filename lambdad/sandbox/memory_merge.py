@@ -10,10 +10,10 @@ Two halves: `configure` switches ksmd on for the host (root only; processes that
 are never scanned), and each zygote opts itself and everything it forks in with
 prctl(PR_SET_MEMORY_MERGE) — see guest/lambdad_zygote.py (`LAMBDAD_MEMORY_MERGE`).
 
-ksmd's pace follows the load (`MergePace`): fast while lambdad's environments are quiet, so idle
-ones settle within seconds; the host's own pace while invocations flow, when busy environments
-would copy merged pages again on their next write anyway (at the fast pace ksmd took 13% of
-this 2-core machine's CPU under the bench's throughput load).
+ksmd's pace follows the load (`MergePace`, `pace_with_load`): fast while lambdad's environments
+are quiet, so idle ones settle within seconds; the kernel's default pace while invocations flow,
+when busy environments would copy merged pages again on their next write anyway (at the fast
+pace ksmd took 13% of this 2-core machine's CPU under the bench's throughput load).
 
 The price is a timing side channel between environments that share the machine: a write to a
 merged page takes longer, so code can learn whether another environment holds a page with the
