@@ -644,3 +644,29 @@ def test_handler_modules_are_found_without_the_path_finder_when_only_it_could_an
         (tmp_path / f"{name}.py").write_text("def f():\n    raise RuntimeError('x')\nf()\n")
     out = run_python(python, SOURCE_FINDER_CHECK, tmp_path, str(BOOTSTRAP.parent))
     assert out.stdout == "ok\n"
+
+
+SPARE_HANDLER_CHECK = r"""
+import logging, sys
+sys.path.insert(0, sys.argv[1])
+import lambdad_bootstrap as b
+root = logging.getLogger()
+before = list(root.handlers)
+b.warm_up()
+spare = b._spare_text_handler
+assert isinstance(spare, b._LambdaLogHandler) and spare not in root.handlers
+assert root.handlers == before  # nothing else left behind
+b._setup_logging("", "")
+assert root.handlers[-1] is spare and b._spare_text_handler is None
+root.handlers.remove(spare)
+b.warm_up()
+b._setup_logging("JSON", "")  # another format: a handler of its own
+assert isinstance(root.handlers[-1].formatter, b._JsonFormatter)
+assert b._spare_text_handler is None
+print("ok")
+"""
+
+
+def test_warm_up_keeps_the_text_log_handler_for_init(python: str, tmp_path: Path) -> None:
+    out = run_python(python, SPARE_HANDLER_CHECK, tmp_path, str(BOOTSTRAP.parent))
+    assert out.stdout == "ok\n"

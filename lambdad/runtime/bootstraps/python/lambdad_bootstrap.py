@@ -778,12 +778,9 @@ class _LambdaLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def _setup_logging(log_format: str, log_level: str) -> None:
-    global _log_json
-    _log_json = log_format.upper() == "JSON"
-    logging.Formatter.converter = time.gmtime
+def _log_handler(json_format: bool) -> _LambdaLogHandler:
     handler = _LambdaLogHandler()
-    if _log_json:
+    if json_format:
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(
@@ -793,6 +790,21 @@ def _setup_logging(log_format: str, log_level: str) -> None:
             )
         )
     handler.addFilter(_RequestIdFilter())
+    return handler
+
+
+# A text-format handler warm_up() made and kept, so that a cold start's init does not build one
+# (a handler, its lock, formatter and filter: ~0.1 ms in a freshly forked process).
+_spare_text_handler: _LambdaLogHandler | None = None
+
+
+def _setup_logging(log_format: str, log_level: str) -> None:
+    global _log_json, _spare_text_handler
+    _log_json = log_format.upper() == "JSON"
+    logging.Formatter.converter = time.gmtime
+    handler, _spare_text_handler = _spare_text_handler, None
+    if handler is None or _log_json:
+        handler = _log_handler(_log_json)
     root = logging.getLogger()
     level = {"TRACE": "DEBUG", "FATAL": "CRITICAL"}.get(log_level.upper(), log_level.upper())
     if level in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"):
@@ -1097,8 +1109,9 @@ def warm_up() -> None:
     """Run this module's per-environment code once, against an in-memory Runtime API, before
     any function is assigned (lambdad calls it in zygotes and in prepared sandboxes). A forked
     process pays copy-on-write faults and the interpreter's first-run specialisation on first
-    use of each code path; paid here, they stay off the cold-start path. Leaves no state."""
-    global _current_request_id
+    use of each code path; paid here, they stay off the cold-start path. Leaves no state but
+    the log handler it set up, unattached, for init to use (_spare_text_handler)."""
+    global _current_request_id, _spare_text_handler
     saved = sys.stdout, sys.stderr, os.environ.get("_X_AMZN_TRACE_ID")
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
@@ -1131,6 +1144,9 @@ def warm_up() -> None:
         ours.close()
         theirs.close()
         sys.stdout, sys.stderr = saved[0], saved[1]
+        made = [h for h in root.handlers if h not in handlers]
+        if len(made) == 1 and isinstance(made[0], _LambdaLogHandler) and not made[0].level:
+            _spare_text_handler = made[0]  # text format, as warm-up set it up: kept for init
         root.handlers[:] = handlers
         root.setLevel(level)
         _current_request_id = ""
