@@ -123,7 +123,7 @@ class Invoker:
         self._pools = pools
         self._queue = queue
         self._limiter = limiter
-        self.invocations = 0  # started so far, every kind (the load memory merging paces with)
+        self.invocations = 0  # Invoke requests so far, every kind (memory merging paces with it)
 
     async def invoke(self, request: InvokeRequest) -> InvokeOutcome:
         self.invocations += 1
@@ -184,7 +184,6 @@ class Invoker:
         """Run one queued Event invocation (the queue holds its lease); None if its function,
         version or alias is gone."""
         ref = FunctionRef(event.function_name, event.qualifier or None, None, None)
-        self.invocations += 1
         try:
             config = self._registry.invocation_target(event.account_id, ref)
         except ResourceNotFoundException:

@@ -90,7 +90,7 @@ async def pace_with_load(
     busy_per_s: float = BUSY_INVOCATIONS_PER_S,
     busy_environments: int = BUSY_ENVIRONMENTS,
 ) -> None:
-    """Every `interval`, set ksmd's pace from the invocations started since the last look
+    """Every `interval`, set ksmd's pace from the invocations asked for since the last look
     (`invocations` counts them all so far) and the environments `working` (starting or
     running an invocation) now. Runs until cancelled."""
     seen = invocations()
