@@ -829,6 +829,15 @@ def _json_default(obj: object) -> object:
     raise TypeError(f"Object of type {obj.__class__.__name__} is not JSON serializable")
 
 
+# Results' JSON encoders, made once (in the zygote): AWS's python3.12+ runtimes emit UTF-8,
+# older ones escape non-ASCII characters.
+_ESCAPING_RUNTIMES = frozenset(f"AWS_Lambda_python3.{minor}" for minor in range(6, 12))
+_ENCODERS = {
+    ascii_only: json.JSONEncoder(ensure_ascii=ascii_only, default=_json_default).encode
+    for ascii_only in (False, True)
+}
+
+
 # --------------------------------------------------------------------------------------
 # Main loop
 # --------------------------------------------------------------------------------------
@@ -930,10 +939,7 @@ def main() -> None:
     _setup_logging(env.get("AWS_LAMBDA_LOG_FORMAT", ""), env.get("AWS_LAMBDA_LOG_LEVEL", ""))
 
     static = _static_context(env)
-    # AWS's python3.12+ runtimes emit UTF-8; older ones escape non-ASCII characters.
-    exec_env = env.get("AWS_EXECUTION_ENV", "")
-    ascii_only = exec_env in {f"AWS_Lambda_python3.{minor}" for minor in range(6, 12)}
-    encode = json.JSONEncoder(ensure_ascii=ascii_only, default=_json_default).encode
+    encode = _ENCODERS[env.get("AWS_EXECUTION_ENV", "") in _ESCAPING_RUNTIMES]
 
     try:
         handler = _load_handler(handler_spec)
@@ -1132,7 +1138,7 @@ def warm_up() -> None:
         sys.stderr = _line_flushed(sys.stderr)
         _setup_logging("", "")
         static = _static_context({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128"})
-        encode = json.JSONEncoder(ensure_ascii=False, default=_json_default).encode
+        encode = _ENCODERS[False]
         headers, body = client.next_invocation()
         request_id, payload, payload_type, error_type = _invoke(
             headers, body, lambda event, context: {"event": event, "left": 1}, static, encode
