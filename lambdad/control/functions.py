@@ -272,9 +272,8 @@ class FunctionRegistry:
                     "deployment packages."
                 )
             self._check_settings(settings)
-            check_snap_start(
-                settings.runtime, settings.snap_start or "None", settings.ephemeral_storage or 512
-            )
+            ephemeral_storage = settings.ephemeral_storage or FunctionConfig.ephemeral_storage
+            check_snap_start(settings.runtime, settings.snap_start or "None", ephemeral_storage)
             self._check_tags(tags)
             architectures = settings.architectures or ("x86_64",)
             layers = await self._resolve_layers(
@@ -295,7 +294,7 @@ class FunctionRegistry:
                 description=settings.description or "",
                 timeout=settings.timeout if settings.timeout is not None else 3,
                 memory_size=settings.memory_size or 128,
-                ephemeral_storage=settings.ephemeral_storage or 512,
+                ephemeral_storage=ephemeral_storage,
                 environment=dict(settings.environment or {}),
                 architectures=architectures,
                 tags=dict(tags),

