@@ -205,11 +205,10 @@ class Platform:
                 self._background.add(asyncio.ensure_future(warm_up))
 
     async def stop(self) -> None:
-        if self._pacing is not None and self.memory_merge.pace is not None:
+        if self._pacing is not None:  # (it puts the host's own pace back)
             self._pacing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pacing
-            self.memory_merge.pace.restore()  # the host's own pace again
         await self.registry.close()
         await self.queue.close()
         await self.provisioner.close()

@@ -92,14 +92,17 @@ async def pace_with_load(
 ) -> None:
     """Every `interval`, set ksmd's pace from the invocations asked for since the last look
     (`invocations` counts them all so far) and the environments `working` (starting or
-    running an invocation) now. Runs until cancelled."""
+    running an invocation) now. Runs until cancelled, then puts the host's pace back."""
     seen = invocations()
-    while True:
-        await asyncio.sleep(interval)
-        now = invocations()
-        rate_busy = now - seen >= busy_per_s * interval
-        pace.set_busy(rate_busy or working() >= busy_environments)
-        seen = now
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            now = invocations()
+            rate_busy = now - seen >= busy_per_s * interval
+            pace.set_busy(rate_busy or working() >= busy_environments)
+            seen = now
+    finally:
+        pace.restore()
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from pathlib import Path
 
@@ -92,6 +93,9 @@ async def test_the_pace_follows_the_invocation_rate(ksm: Path) -> None:
         assert not merge.pace.is_busy
     finally:
         pacing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pacing
+    assert (ksm / "pages_to_scan").read_text() == "100\n"  # the host's pace, back at the end
 
 
 def test_a_faster_scan_rate_the_host_chose_is_kept(ksm: Path) -> None:
