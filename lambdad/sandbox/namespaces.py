@@ -354,8 +354,6 @@ class NamespaceBackend(SandboxBackend):
             plan["runtime_api_connected"] = True
             if warm:
                 plan["warm"] = f"{preload[1]}:warm_up"
-        if not warm:
-            plan["no_room"] = True
         if late_privileges:
             plan["late_privileges"] = True
         # The zygote lives in the sandboxes' root: what the sandbox joins goes as descriptors.

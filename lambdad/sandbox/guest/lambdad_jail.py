@@ -16,8 +16,9 @@ a new PID namespace:
      -> the child becomes the *function process*: its own /proc, /dev/shm, /run/lambdad
         -> loopback up, hostname, rlimits -> the Runtime API sockets, created inside the
            namespace, are sent to lambdad (which also means "ready") -> drop to the
-           unprivileged uid, no_new_privs, seccomp -> warm the runtime up and make room for
-           variables (unless a request already waits for this sandbox: "no_room") -> wait
+           unprivileged uid, no_new_privs, seccomp -> with "warm" (lambdad's own bootstrap,
+           run in this process, and no request waiting yet): warm it up and make room for
+           the variables -> wait
 *assign* (on the request path, well under a millisecond):
   PID 1 receives a detached mount of the code (and layers) and /tmp's size: moves the code onto
   /var/task, mounts /tmp -> "ok" to the function process, which meanwhile received {env, cwd,
@@ -361,8 +362,8 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     _build_function_process(plan, channel, lambdads_end)
     if mounter is not None:
         _confine(plan)
-    _warm_up(plan.get("warm"))
-    if not plan.get("no_room"):
+    if plan.get("warm"):  # the preloaded runtime will run in this very process
+        _warm_up(plan["warm"])
         _make_room_for_variables()
     if mounter is None:
         return _assign_snapshot(plan, channel)
@@ -512,11 +513,9 @@ def _make_room_for_variables() -> None:
     os.environ.clear()
 
 
-def _warm_up(entry: "str | None") -> None:
+def _warm_up(entry: str) -> None:
     """Run the preloaded runtime's warm-up ("module:function") while waiting for work: this
     process's copy-on-write faults and first runs then happen before the request, not in it."""
-    if not entry:
-        return
     module, function = entry.split(":")
     loaded = sys.modules.get(module)
     if loaded is not None and hasattr(loaded, function):
