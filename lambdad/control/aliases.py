@@ -31,6 +31,8 @@ STALE_REVISION = (
 
 # (account id, function name, alias name, the alias now or None when it was deleted)
 AliasListener = Callable[[str, str, str, Alias | None], None]
+# (account id, function name, alias name, the alias an update would make): raises to refuse it
+AliasCheck = Callable[[str, str, str, Alias], None]
 
 
 class VersionSource(Protocol):
@@ -52,6 +54,7 @@ class AliasRegistry:
         # (account id, function name) -> alias name -> alias
         self._aliases: dict[tuple[str, str], dict[str, Alias]] = {}
         self._listeners: list[AliasListener] = []
+        self._checks: list[AliasCheck] = []
 
     def load(self) -> None:
         for record in self._store.load_aliases():
@@ -61,6 +64,12 @@ class AliasRegistry:
         """Call listener(account, function, alias name, alias or None) after an update or a
         deletion (provisioned concurrency follows its alias's version)."""
         self._listeners.append(listener)
+
+    def check_updates(self, check: AliasCheck) -> None:
+        """Call check(account, function, alias name, the updated alias) before an update is
+        saved: what it raises refuses the update, nothing changed (provisioned concurrency
+        refuses a move onto a SnapStart version)."""
+        self._checks.append(check)
 
     # reads ---------------------------------------------------------------------------------
     def find(self, account_id: str, function: str, name: str) -> Alias | None:
@@ -146,6 +155,8 @@ class AliasRegistry:
             routing=weights,
             revision_id=new_revision_id(),
         )
+        for check in self._checks:
+            check(account_id, function, name, updated)
         self._save(updated)
         self._notify(account_id, function, name, updated)
         return updated

@@ -156,6 +156,7 @@ class ProvisionedConcurrency:
         # (account id, function name) -> qualifier -> configuration
         self._configs: dict[tuple[str, str], dict[str, ProvisionedConfig]] = {}
         aliases.on_change(self._alias_changed)
+        aliases.check_updates(self._check_alias_update)
 
     def load(self) -> None:
         """Reinstate stored configurations (after the functions and aliases) and provision them
@@ -236,6 +237,18 @@ class ProvisionedConcurrency:
             self._drop(config)
         else:
             self._allocator.allocate(config.key, self._shares(config))
+
+    def _check_alias_update(
+        self, account_id: str, name: str, alias_name: str, updated: Alias
+    ) -> None:
+        """An alias with provisioned concurrency cannot be moved onto a SnapStart version (nor
+        route to one): the same refusal as putting the configuration there."""
+        if alias_name not in self._configs.get((account_id, name), {}):
+            return
+        for number in updated.versions - {LATEST}:
+            version = self._functions.version(account_id, name, number)
+            if version is not None and version.snap_start_on:
+                raise InvalidParameterValueException(SNAP_START)
 
     # helpers ---------------------------------------------------------------------------------
     def _find(self, account_id: str, ref: FunctionRef) -> ProvisionedConfig | None:

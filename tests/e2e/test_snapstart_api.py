@@ -149,6 +149,44 @@ def test_provisioned_concurrency_is_refused_on_snap_start_versions(lam: Any) -> 
     lam.delete_function(FunctionName=name)
 
 
+def test_an_alias_with_provisioned_concurrency_cannot_move_onto_snap_start(lam: Any) -> None:
+    name = unique_name("snap")
+    lam.create_function(**function(name, "python3.12"))
+    lam.get_waiter("function_active_v2").wait(FunctionName=name)
+    assert lam.publish_version(FunctionName=name)["Version"] == "1"
+    lam.update_function_configuration(FunctionName=name, SnapStart=ON)
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    assert lam.publish_version(FunctionName=name)["Version"] == "2"
+    alias = lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    lam.put_provisioned_concurrency_config(
+        FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=1
+    )
+    message = "Provisioned Concurrency Configs cannot be applied to SnapStart enabled functions."
+    for change in (
+        {"FunctionVersion": "2"},
+        {"RoutingConfig": {"AdditionalVersionWeights": {"2": 0.5}}},
+    ):
+        refused = refusal(lam.update_alias, FunctionName=name, Name="live", **change)
+        assert refused[:3] == ("InvalidParameterValueException", 400, message), change
+    # Nothing changed: same version, no routing, same revision.
+    after = lam.get_alias(FunctionName=name, Name="live")
+    assert (after["FunctionVersion"], after.get("RoutingConfig"), after["RevisionId"]) == (
+        "1",
+        None,
+        alias["RevisionId"],
+    )
+    # An alias without provisioned concurrency moves freely.
+    lam.create_alias(FunctionName=name, Name="free", FunctionVersion="1")
+    assert (
+        lam.update_alias(FunctionName=name, Name="free", FunctionVersion="2")["FunctionVersion"]
+        == "2"
+    )
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
+    for name_ in ("live", "free"):
+        lam.delete_alias(FunctionName=name, Name=name_)
+    lam.delete_function(FunctionName=name)
+
+
 def test_published_versions_report_snap_start_on(lam: Any) -> None:
     name = unique_name("snap")
     created = lam.create_function(**function(name, "python3.12", SnapStart=ON))
