@@ -229,7 +229,8 @@ def measure_cold_starts(
 
 @dataclass(frozen=True)
 class EnvironmentMemory:
-    """One environment: every process of it (PID 1 of its namespace and the runtime), summed."""
+    """One environment: every process of it (PID 1 of its namespace and the runtime), summed.
+    Its root is the process the zygote forked; init, spawned beside it, is counted with it."""
 
     root: int  # the environment's top process (its parent is a zygote or lambdad)
     uss: int
@@ -239,7 +240,8 @@ class EnvironmentMemory:
 
     @classmethod
     def of(cls, root: int) -> EnvironmentMemory:
-        processes = tuple(procfs.memory_of(pid) for pid in [root, *procfs.descendants(root)])
+        pids = [root, *procfs.descendants(root), *procfs.pid_namespace_peers(root)]
+        processes = tuple(procfs.memory_of(pid) for pid in pids)
         return cls(
             root,
             sum(p.uss for p in processes),

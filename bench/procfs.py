@@ -49,6 +49,26 @@ def command_line(pid: int) -> str:
         return cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
 
 
+def pid_namespace_peers(pid: int) -> list[int]:
+    """The other children of `pid`'s parent in `pid`'s PID namespace (an environment's init,
+    spawned by the zygote beside the function process)."""
+    try:
+        parent, namespace = parent_of(pid), os.readlink(f"/proc/{pid}/ns/pid")
+        if os.readlink(f"/proc/{parent}/ns/pid") == namespace:
+            return []  # not a namespace of its own: its siblings are other environments
+    except OSError:
+        return []
+    peers: list[int] = []
+    for other in _pids():
+        try:
+            same_parent = other != pid and parent_of(other) == parent
+            if same_parent and os.readlink(f"/proc/{other}/ns/pid") == namespace:
+                peers.append(other)
+        except (OSError, IndexError):
+            continue
+    return peers
+
+
 def top_below(pid: int, stops: set[int]) -> int:
     """The ancestor of `pid` (or `pid` itself) whose parent is one of `stops`."""
     while (parent := parent_of(pid)) not in stops:

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -124,6 +125,12 @@ def handler(event, context):
     if kind == "spin":
         while True:
             pass
+    if kind == "init":
+        return {"pid": os.getpid(), "init": open("/proc/1/cmdline").read().split("\0")[0]}
+    if kind == "orphan_then_exit":  # a detached sleeper outlives its parent; then we die
+        sleeper = os.posix_spawn("/bin/sleep", ["sleep", event["seconds"]], {}, setsid=True)
+        print(f"sleeper {sleeper}", flush=True)
+        os._exit(3)
     if kind == "whoami":
         return {"uid": os.getuid(), "gid": os.getgid(), "pid": os.getpid(),
                 "cwd": os.getcwd(), "hostname": socket.gethostname(),
@@ -218,6 +225,35 @@ def test_sees_only_its_own_processes(lam: Any, probe: str) -> None:
     body, _, _ = run(lam, probe, {"attack": "processes"})
     assert body[0] == 1 and len(body) <= 3
     assert os.getpid() not in body or os.getpid() <= 3
+
+
+def test_pid_1_is_the_compiled_init(lam: Any, probe: str) -> None:
+    # The zygote spawns lambdad-init as PID 1 and forks the function process beside it.
+    body, _, _ = run(lam, probe, {"attack": "init"})
+    assert body == {"pid": 2, "init": "lambdad-init"}
+
+
+def test_an_environments_processes_end_with_it(lam: Any, sandboxed: Server) -> None:
+    name = create_function(lam, {"app.py": PROBE}, Timeout=10)
+    seconds = f"{600 + os.getpid() % 1000}.{threading.get_ident() % 99991}"
+    body, error, _ = run(lam, name, {"attack": "orphan_then_exit", "seconds": seconds})
+    assert error == "Unhandled" and body["errorType"] == "Runtime.ExitError", body
+    marker = f"sleep\0{seconds}\0".encode()
+
+    def sleepers() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and Path(f"/proc/{entry}/cmdline").read_bytes() == marker:
+                    found.append(int(entry))
+            except OSError:
+                continue
+        return found
+
+    deadline = time.monotonic() + 10
+    while sleepers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sleepers() == []
 
 
 @pytest.mark.parametrize("path", ["/var/task/owned.py", "/opt/owned", "/etc/owned", "/owned"])

@@ -23,6 +23,11 @@ from collections.abc import Callable
 from typing import Any
 
 Child = Callable[[dict[str, Any], list[int]], Any]
+# Spawns a compiled init as PID 1 of the new PID namespace a request's child is forked into
+# (lambdad_jail.spawn_init): given the request and its fds, returns init's pid and the
+# descriptors made for the child (this process closes its copies once the child is forked, or
+# fails to be: init then ends), or None to fork the child as PID 1 itself.
+SpawnInit = Callable[[dict[str, Any], list[int]], "tuple[int, list[int]] | None"]
 
 CLONE_NEWPID = 0x20000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -30,6 +35,12 @@ _libc = ctypes.CDLL(None, use_errno=True)
 # process needed to get one). PID 1 cannot end itself by a signal, so such a child reports how
 # the environment ended on a status pipe ("code N" / "signal N"): child pid -> read end.
 _status_pipes: dict[int, int] = {}
+# With a spawned init (see SpawnInit) the child is PID 2 and this process's own child: it ends
+# first, init (which then ends the namespace) after it; its exit is reported once both are
+# reaped, so that nothing of the environment runs any more. child pid -> init pid, and back.
+_inits: dict[int, int] = {}
+_children_of_init: dict[int, int] = {}
+_ended: dict[int, int] = {}  # the status of a child whose init is still running
 
 
 def send(control: socket.socket, message: dict[str, Any]) -> None:
@@ -44,6 +55,9 @@ def _reap(control: socket.socket) -> None:
             return
         if pid == 0:
             return
+        if pid in _inits or pid in _children_of_init:
+            _reap_with_init(control, pid, status)
+            continue
         report_fd = _status_pipes.pop(pid, None)
         if report_fd is not None:
             try:
@@ -55,10 +69,30 @@ def _reap(control: socket.socket) -> None:
                 code, signum = (int(value), None) if kind == "code" else (None, int(value))
                 send(control, {"exit": pid, "code": code, "signal": signum})
                 continue
-        if os.WIFSIGNALED(status):
-            send(control, {"exit": pid, "code": None, "signal": os.WTERMSIG(status)})
-        else:
-            send(control, {"exit": pid, "code": os.WEXITSTATUS(status), "signal": None})
+        _send_exit(control, pid, status)
+
+
+def _send_exit(control: socket.socket, pid: int, status: int) -> None:
+    if os.WIFSIGNALED(status):
+        send(control, {"exit": pid, "code": None, "signal": os.WTERMSIG(status)})
+    else:
+        send(control, {"exit": pid, "code": os.WEXITSTATUS(status), "signal": None})
+
+
+def _reap_with_init(control: socket.socket, pid: int, status: int) -> None:
+    """A child with a spawned init, or that init, ended: report the child once both did."""
+    init = _inits.pop(pid, None)
+    if init is not None:  # the child
+        if init in _children_of_init:  # its init still runs
+            _ended[pid] = status
+            return
+        _send_exit(control, pid, status)
+        return
+    child = _children_of_init.pop(pid)
+    if child < 0:  # an init whose child could not be forked
+        return
+    if child not in _inits:  # the child was reaped first
+        _send_exit(control, child, _ended.pop(child))
 
 
 class _Forked(Exception):
@@ -70,7 +104,11 @@ class _Forked(Exception):
 
 
 def _fork(
-    control: socket.socket, wake: tuple[int, int], fds_allowed: tuple[int, ...], child: Child
+    control: socket.socket,
+    wake: tuple[int, int],
+    fds_allowed: tuple[int, ...],
+    child: Child,
+    spawn_init: SpawnInit | None,
 ) -> bool:
     try:
         data, fds, _flags, _addr = socket.recv_fds(control, 1 << 20, 8)
@@ -84,28 +122,63 @@ def _fork(
             os.close(fd)
         send(control, {"id": request.get("id"), "error": f"expected {fds_allowed} fd(s)"})
         return True
-    status = _enter_pid_namespace() if request.get("pid_namespace") else None
-    pid = os.fork()
+    status = init = None
+    if request.get("pid_namespace"):
+        _enter_pid_namespace()
+        try:
+            init = spawn_init(request, fds) if spawn_init is not None else None
+        except OSError as exc:  # no init: no namespace either
+            return _refuse(control, request, fds, f"spawn init: {exc}")
+        if init is None:
+            status = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        if init is not None:
+            _children_of_init[init[0]] = -1  # it ends (no child to wait for): reaped quietly
+            for fd in init[1]:
+                os.close(fd)
+        if status is not None:
+            os.close(status[0])
+            os.close(status[1])
+        return _refuse(control, request, fds, f"fork: {exc}")
     if pid == 0:
         control.close()
         os.close(wake[0])
         os.close(wake[1])
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for report_fd in _status_pipes.values():
+            os.close(report_fd)
+        _status_pipes.clear()
+        for table in (_inits, _children_of_init, _ended):
+            table.clear()  # a SnapStart snapshot serves forks of its own later
         if status is not None:
-            for report_fd in _status_pipes.values():
-                os.close(report_fd)
-            _status_pipes.clear()
             os.close(status[0])
             request["status_fd"] = status[1]
         raise _Forked(child(request, fds))
-    if status is not None:
+    if request.get("pid_namespace"):
         _leave_pid_namespace()
+    if init is not None:
+        _inits[pid] = init[0]
+        _children_of_init[init[0]] = pid
+        for fd in init[1]:
+            os.close(fd)
+    if status is not None:
         os.close(status[1])
         _status_pipes[pid] = status[0]
     for fd in fds:
         os.close(fd)
     send(control, {"id": request["id"], "pid": pid})
+    return True
+
+
+def _refuse(control: socket.socket, request: dict[str, Any], fds: list[int], error: str) -> bool:
+    if request.get("pid_namespace"):
+        _leave_pid_namespace()
+    for fd in fds:
+        os.close(fd)
+    send(control, {"id": request["id"], "error": error})
     return True
 
 
@@ -120,13 +193,12 @@ def remember_pid_namespace() -> None:
         _own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
 
-def _enter_pid_namespace() -> tuple[int, int]:
-    """Make the next child PID 1 of a new PID namespace; returns its status pipe."""
+def _enter_pid_namespace() -> None:
+    """Make the next child PID 1 of a new PID namespace."""
     remember_pid_namespace()
     if _libc.unshare(CLONE_NEWPID) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare(CLONE_NEWPID): {os.strerror(err)}")
-    return os.pipe()
 
 
 def _leave_pid_namespace() -> None:
@@ -136,7 +208,12 @@ def _leave_pid_namespace() -> None:
         raise OSError(err, f"setns(CLONE_NEWPID): {os.strerror(err)}")
 
 
-def serve(control: socket.socket, child: Child, fds_allowed: tuple[int, ...] = (1,)) -> Any:
+def serve(
+    control: socket.socket,
+    child: Child,
+    fds_allowed: tuple[int, ...] = (1,),
+    spawn_init: SpawnInit | None = None,
+) -> Any:
     """Fork one child per request until lambdad closes `control`."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -152,7 +229,7 @@ def serve(control: socket.socket, child: Child, fds_allowed: tuple[int, ...] = (
                 if key.data == "wake":
                     os.read(wake_r, 4096)
                     _reap(control)
-                elif not _fork(control, (wake_r, wake_w), fds_allowed, child):
+                elif not _fork(control, (wake_r, wake_w), fds_allowed, child, spawn_init):
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, previous)
                     return None

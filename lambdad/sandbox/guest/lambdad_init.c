@@ -1,27 +1,34 @@
 /*
  * lambdad-init: PID 1 of an execution environment's PID namespace.
  *
- * lambdad_jail.prepare forks the environment's function process from a Python process that is
- * PID 1 of a fresh PID namespace, then execs this program in its place, so the namespace's
- * init costs a few pages instead of a whole Python interpreter's private memory.
+ * The zygote spawns it (vfork + exec: no copy of the zygote's interpreter) as the first process
+ * of a fresh PID namespace, then forks the environment's function process into the same
+ * namespace: PID 2, the zygote's child, not this one's. So init costs a few pages instead of a
+ * whole Python interpreter's private memory, and the zygote reaps the function process itself.
  *
- * usage: lambdad-init FUNCTION_PID STATUS_FD [MOUNT_FD READY_FD UID GID]
+ * usage: lambdad-init GO_FD [MOUNT_FD READY_FD UID GID]
  *
- * With MOUNT_FD (a SOCK_SEQPACKET socket whose other end lambdad holds), it first mounts the
- * environment's assignment, because the function process has dropped every privilege ahead:
- * one message "TMP_MB" with SCM_RIGHTS [code tree, (layers tree)] (detached mounts made by
- * open_tree) -> the code tree onto /var/task, the layers onto /opt, a tmpfs of TMP_MB MiB
- * owned by UID:GID onto /tmp; then "ok" (or "error ERRNO STEP") on READY_FD, which the
- * function process waits for. If the function process ends first, it stops waiting.
+ * GO_FD is a pipe from the function process (PID 2): one byte once it has unshared its
+ * namespaces, or end-of-file if it could not be forked or ended first (then init ends too).
  *
- * Then it reaps every process that ends in the namespace (orphans are reparented to PID 1).
- * When the function process ends, writes how ("code N" or "signal N") to STATUS_FD and exits 0:
- * PID 1 cannot end itself by a signal, so the zygote reports that status instead of this one.
+ * With MOUNT_FD (a SOCK_SEQPACKET socket whose other end lambdad holds), init joins the
+ * function process's mount namespace then and mounts the environment's assignment there,
+ * because the function process drops every privilege ahead: one message "TMP_MB" with
+ * SCM_RIGHTS [code tree, (layers tree)] (detached mounts made by open_tree) -> it moves the code
+ * tree onto /var/task, the layers onto /opt, mounts a tmpfs of TMP_MB MiB owned by UID:GID onto
+ * /tmp; then "ok" (or "error ERRNO STEP") on READY_FD, which the function process waits for.
+ * If the function process ends first, it stops waiting.
+ *
+ * Then it waits for the function process to end and exits, which ends every other process of
+ * the namespace (the kernel kills them when PID 1 exits). Orphans reparented to it meanwhile
+ * are reaped by the kernel (SIGCHLD ignored). How the function process ended is the zygote's
+ * to report: it is the zygote's child.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +37,6 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef SYS_pidfd_open
@@ -100,10 +106,9 @@ static int mount_assignment(int mount_fd, long uid, long gid, const char **step)
 }
 
 /* Wait for the assignment's mounts (or for the function process to end first). */
-static void serve_mounts(pid_t function, int mount_fd, int ready_fd, long uid, long gid) {
-    int pidfd = (int)syscall(SYS_pidfd_open, function, 0);
-    struct pollfd waits[2] = {{mount_fd, POLLIN, 0}, {pidfd, POLLIN, 0}};
-    while (poll(waits, pidfd >= 0 ? 2 : 1, -1) < 0) {
+static void serve_mounts(int function, int mount_fd, int ready_fd, long uid, long gid) {
+    struct pollfd waits[2] = {{mount_fd, POLLIN, 0}, {function, POLLIN, 0}};
+    while (poll(waits, 2, -1) < 0) {
         if (errno != EINTR) {
             break;
         }
@@ -115,45 +120,43 @@ static void serve_mounts(pid_t function, int mount_fd, int ready_fd, long uid, l
         int n = err == 0 ? snprintf(report, sizeof report, "ok")
                          : snprintf(report, sizeof report, "error %d %s", err, step);
         if (write(ready_fd, report, (size_t)n) < 0) {
-            /* the function process is gone: the loop below notices */
+            /* the function process is gone: the wait below notices */
         }
     }
     close(mount_fd);
     close(ready_fd);
-    if (pidfd >= 0) {
-        close(pidfd);
-    }
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3 && argc != 7) {
+    if (argc != 2 && argc != 6) {
         return 2;
     }
-    pid_t function = (pid_t)strtol(argv[1], NULL, 10);
-    int status_fd = (int)strtol(argv[2], NULL, 10);
     signal(SIGTERM, SIG_IGN);
-    if (argc == 7) {
-        serve_mounts(function, (int)strtol(argv[3], NULL, 10), (int)strtol(argv[4], NULL, 10),
-                     strtol(argv[5], NULL, 10), strtol(argv[6], NULL, 10));
+    signal(SIGCHLD, SIG_IGN); /* orphans reparented to PID 1 are reaped by the kernel */
+    if (chdir("/") != 0) {
+        return 1;
     }
-    for (;;) {
-        int status;
-        pid_t pid = waitpid(-1, &status, 0);
-        if (pid < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return 1; /* no children left: the function process is gone */
-        }
-        if (pid == function) {
-            char report[32];
-            int n = WIFSIGNALED(status)
-                        ? snprintf(report, sizeof report, "signal %d", WTERMSIG(status))
-                        : snprintf(report, sizeof report, "code %d", WEXITSTATUS(status));
-            if (write(status_fd, report, (size_t)n) < 0) {
-                return 1;
-            }
-            return 0;
-        }
+    char go;
+    ssize_t n;
+    do {
+        n = read((int)strtol(argv[1], NULL, 10), &go, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) {
+        return 1; /* the function process was not forked, or ended before it unshared */
     }
+    int function = (int)syscall(SYS_pidfd_open, 2, 0); /* PID 2: forked right after init */
+    if (function < 0) {
+        return 1;
+    }
+    if (argc == 6) {
+        if (setns(function, CLONE_NEWNS) != 0) { /* now, off the request path */
+            return 1;                              /* (the namespace ends with init) */
+        }
+        serve_mounts(function, (int)strtol(argv[2], NULL, 10), (int)strtol(argv[3], NULL, 10),
+                     strtol(argv[4], NULL, 10), strtol(argv[5], NULL, 10));
+    }
+    struct pollfd wait = {function, POLLIN, 0};
+    while (poll(&wait, 1, -1) < 0 && errno == EINTR) {
+    }
+    return 0;
 }

@@ -7,21 +7,22 @@ this module carries the plan out in phases, so the slow part happens before any 
 *template* (once, in the zygote, before its first fork: enter_template): a mount namespace of
 its own whose root is the sandboxes' common tree — a tmpfs with read-only binds (/usr, the
 runtime, allowed /etc files...), mount points and a minimal /dev — the host's root detached.
-*prepare* (filling the pool, off the request path), in a process the zygote forked as PID 1 of
-a new PID namespace:
+*prepare* (filling the pool, off the request path), in a process the zygote forked into a new
+PID namespace, whose PID 1 the zygote spawned just before (vfork + exec of lambdad-init,
+spawn_init; it mounts the assignment, reaps orphans and ends the namespace when the function
+process ends). The forked process is the *function process*, PID 2:
   attach to the environment's cgroups and join its network namespace (descriptors lambdad
-  sent) -> unshare mount (a copy of the template), ipc, uts
-  -> fork: this process stays PID 1 and execs lambdad-init (mounts the assignment, reaps
-     orphans, reports the function process's exit status on a pipe to the zygote)
-     -> the child becomes the *function process*: its own /proc, /dev/shm, /run/lambdad
-        -> loopback up, hostname, rlimits -> the Runtime API sockets, created inside the
-           namespace, are sent to lambdad (which also means "ready") -> drop to the
-           unprivileged uid, no_new_privs, seccomp -> with "warm" (lambdad's own bootstrap,
-           run in this process, and no request waiting yet): warm it up and make room for
-           the variables -> wait
+  sent) -> unshare mount (a copy of the template), ipc, uts -> its own /proc, /dev/shm,
+  /run/lambdad -> loopback up, hostname, rlimits -> the Runtime API sockets, created inside the
+  namespace, are sent to lambdad (which also means "ready") -> drop to the unprivileged uid,
+  no_new_privs, seccomp -> with "warm" (lambdad's own bootstrap, run in this process, and no
+  request waiting yet): warm it up and make room for the variables -> wait
+(Without the compiled init, the forked process is PID 1 itself: it forks the function process
+and stays as a Python init.)
 *assign* (on the request path, well under a millisecond):
-  PID 1 receives a detached mount of the code (and layers) and /tmp's size: moves the code onto
-  /var/task, mounts /tmp -> "ok" to the function process, which meanwhile received {env, cwd,
+  PID 1 receives a detached mount of the code (and layers) and /tmp's size: joins the function
+  process's mount namespace, moves the code onto /var/task, mounts /tmp -> "ok" to the
+  function process, which meanwhile received {env, cwd,
   entry|argv} with the log fd -> stdout/stderr to the log -> returns the assignment (the
   caller waits for the "ok", then runs the runtime)
 A SnapStart snapshot's sandbox keeps its privileges until assigned and mounts the assignment
@@ -187,9 +188,6 @@ def _build_template(plan: "dict[str, Any]") -> str:
     return root
 
 
-_init_program = -1  # the compiled init, opened by enter_template (sandboxes exec it by fd)
-
-
 def enter_template(plan: "dict[str, Any]") -> None:
     """In a zygote, before it forks any sandbox: move into a mount namespace of its own whose
     root is the sandboxes' common read-only tree (_build_template), the host's root detached.
@@ -197,8 +195,7 @@ def enter_template(plan: "dict[str, Any]") -> None:
     and adds only its own mounts (/proc, /dev/shm, /run/lambdad; /var/task and /tmp when
     assigned): no binds, no pivot_root and no unmount of the host's root (which waits for an
     RCU grace period) per sandbox."""
-    global _init_program
-    _init_program = _open_init_program(plan.get("init_program"))
+    _open_init_directory(plan.get("init_program"))
     _check(_libc.unshare(CLONE_NEWNS), "unshare mount namespace")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _pivot(_build_template(plan))
@@ -329,11 +326,13 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     extra: list[int] = plan.get("fds", [])
     for index in plan["cgroup_fds"]:  # cgroup.procs of each of its cgroups, opened by lambdad
         os.write(extra[index], pid)
-    # lambdad_forkserver forked this process as PID 1 of a new PID namespace: it is the
-    # environment's init (its status pipe reports how the function process ended).
+    # lambdad_forkserver forked this process into a new PID namespace: as PID 2 when the zygote
+    # spawned lambdad-init as its PID 1 (spawn_init), else as PID 1, the environment's init
+    # (its status pipe reports how the function process ended).
+    spawned = plan.get("spawned_init", False)
     status_fd = plan.get("status_fd")
-    if status_fd is None or os.getpid() != 1:
-        raise JailError(errno.EINVAL, "a sandbox must be forked as PID 1 of its namespace")
+    if os.getpid() != (2 if spawned else 1) or (status_fd is None and not spawned):
+        raise JailError(errno.EINVAL, "a sandbox must be forked into a PID namespace of its own")
     flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
     network = plan.get("network_fd")
     if network is None:
@@ -343,50 +342,108 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     for fd in extra:
         os.close(fd)
     _check(_libc.unshare(flags), "unshare")
-    program = os.dup(_init_program) if _init_program >= 0 else -1
+    if spawned:  # init may join the new mount namespace now (it mounts the assignment there)
+        go = plan["init_fds"][-1]
+        with contextlib.suppress(OSError):  # init is gone: so is this namespace, soon
+            os.write(go, b"x")
+        os.close(go)
     # Unless the sandbox may become a SnapStart snapshot (which needs its privileges when it is
     # assigned), init mounts the assignment: lambdad sends it the code on a socket of its own,
     # and the function process waits for "ok" on a pipe, having dropped every privilege ahead.
-    mounter = None if plan.get("late_privileges") else _Mounter(plan["uid"], plan["gid"])
-    function = os.fork()
-    if function:
-        channel.close()
-        init_fds = mounter.for_init() if mounter else ()
-        _exec_init(program, function, status_fd, init_fds)
-        _init(function, status_fd, mounter)
-    if program >= 0:
-        os.close(program)
-    os.close(status_fd)
-    _die_with_parent()
-    lambdads_end = mounter.for_function() if mounter else None
+    lambdads_end = ready = None
+    if spawned:
+        if len(plan["init_fds"]) == 3:
+            lambdads_end = socket.socket(fileno=plan["init_fds"][0])
+            ready = plan["init_fds"][1]
+    else:
+        assert status_fd is not None
+        mounter = None if plan.get("late_privileges") else _Mounter(plan["uid"], plan["gid"])
+        function = os.fork()
+        if function:
+            channel.close()
+            if mounter is not None:
+                mounter.for_init()
+            _init(function, status_fd, mounter)
+        os.close(status_fd)
+        _die_with_parent()
+        if mounter is not None:
+            lambdads_end, ready = mounter.for_function(), mounter.ready
     _build_function_process(plan, channel, lambdads_end)
-    if mounter is not None:
+    if ready is not None:
         _confine(plan)
     if plan.get("warm"):  # the preloaded runtime will run in this very process
         _warm_up(plan["warm"])
         _make_room_for_variables()
-    if mounter is None:
+    if ready is None:
         return _assign_snapshot(plan, channel)
-    return _assigned(channel, plan.get("runtime_api_fd"), mounter.ready)
+    return _assigned(channel, plan.get("runtime_api_fd"), ready)
+
+
+_init_dir = -1  # the directory of the compiled init (enter_template opens it: see spawn_init)
+_init_name = ""
+
+
+def spawn_init(request: "dict[str, Any]", fds: "list[int]") -> "tuple[int, list[int]] | None":
+    """In the zygote, between unshare(CLONE_NEWPID) and forking a sandbox: spawn lambdad-init
+    (guest/lambdad_init.c) as PID 1 of the new namespace — vfork + exec, so init never holds a
+    copy of the zygote's interpreter. The sandbox's descriptors for init go into its plan
+    (init_fds: lambdad's end of init's mount socket and the "ok" pipe's read end, unless it
+    mounts for itself; last, the write end of init's "go" pipe, one byte once the sandbox has
+    unshared its namespaces: see prepare). Returns init's pid and those descriptors (see
+    lambdad_forkserver.SpawnInit); None without the compiled init (the sandbox then is its
+    own PID 1)."""
+    plan = request.get("jail")
+    if plan is None or _init_dir < 0:
+        return None
+    go_r, go_w = os.pipe()
+    theirs, ours = [go_r], [go_w]
+    args = [str(go_r)]
+    if not plan.get("late_privileges"):
+        init_end, lambdads_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ready_r, ready_w = os.pipe()
+        theirs += [init_end.detach(), ready_w]
+        ours = [lambdads_end.detach(), ready_r, go_w]
+        args += [str(theirs[1]), str(ready_w), str(plan["uid"]), str(plan["gid"])]
+    try:
+        for fd in theirs:
+            os.set_inheritable(fd, True)
+        os.fchdir(_init_dir)  # exec'd by a name relative to it: the zygote's root lacks it
+        try:
+            pid = os.posix_spawn(
+                _init_name,
+                ["lambdad-init", *args],
+                {},
+                # lambdad's descriptors for the sandbox arrived without close-on-exec
+                file_actions=[(os.POSIX_SPAWN_CLOSE, fd) for fd in fds],
+                setsid=True,
+            )
+        finally:
+            os.chdir("/")
+    except OSError:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    plan["spawned_init"] = True
+    plan["init_fds"] = ours
+    return pid, ours
 
 
 class _Mounter:
-    """Init's side of the assignment: the socket lambdad sends the code on and the pipe the
-    function process learns the outcome from (created before the fork, each end then kept by
-    the one process that uses it)."""
+    """The Python init's side of the assignment (without the compiled init): the socket lambdad
+    sends the code on and the pipe the function process learns the outcome from (created
+    before the fork, each end then kept by the one process that uses it)."""
 
     def __init__(self, uid: int, gid: int) -> None:
         self.uid, self.gid = uid, gid  # who owns /tmp
         self.init_end, self.lambdads_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.ready, self.ready_w = os.pipe()
 
-    def for_init(self) -> "tuple[str, ...]":
-        """Init's arguments (lambdad-init's MOUNT_FD READY_FD UID GID)."""
+    def for_init(self) -> None:
         self.lambdads_end.close()
         os.close(self.ready)
-        for fd in (self.init_end.fileno(), self.ready_w):
-            os.set_inheritable(fd, True)
-        return (str(self.init_end.fileno()), str(self.ready_w), str(self.uid), str(self.gid))
 
     def for_function(self) -> socket.socket:
         self.init_end.close()
@@ -394,7 +451,7 @@ class _Mounter:
         return self.lambdads_end
 
     def serve(self, function_pid: int) -> None:
-        """As lambdad-init does (guest/lambdad_init.c), where it could not be exec'd."""
+        """As lambdad-init does (guest/lambdad_init.c), where it is not compiled."""
         import select
 
         waits = select.poll()
@@ -464,24 +521,16 @@ def wait_mounted(ready: int) -> None:
         raise JailError(err, f"{step or 'init'}: {os.strerror(err)}")
 
 
-def _open_init_program(path: "str | None") -> int:
-    """The compiled init (guest/lambdad_init.c), opened now: it is exec'd after the fork, when
-    the function process may already have replaced the root."""
+def _open_init_directory(path: "str | None") -> None:
+    """The compiled init's directory, opened now (the zygote then leaves the host's root)."""
+    global _init_dir, _init_name
     if not path:
-        return -1
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return -1
-
-
-def _exec_init(program: int, function: int, status_fd: int, mounter: "tuple[str, ...]") -> None:
-    """Become the compiled init; returns only if that is impossible (the Python one stays)."""
-    if program < 0:
         return
-    os.set_inheritable(status_fd, True)
-    with contextlib.suppress(OSError):
-        os.execve(program, ["lambdad-init", str(function), str(status_fd), *mounter], {})
+    try:
+        _init_dir = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    _init_name = os.path.basename(path)
 
 
 def _fork_into_pid_namespace(channel: socket.socket) -> None:

@@ -122,7 +122,8 @@ def main() -> None:
         warm_up()
     gc.collect()
     gc.freeze()
-    forkserver.serve(control, _child, MAX_FDS)
+    spawn_init = jail.spawn_init if template is not None else None
+    forkserver.serve(control, _child, MAX_FDS, spawn_init)
 
 
 if __name__ == "__main__":
