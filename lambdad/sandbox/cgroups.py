@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +102,30 @@ class EnvironmentCgroup:
 
     def attach(self, pid: int) -> None:
         """Move a process (and the children it forks afterwards) into these cgroups."""
-        for path in self.paths:
-            _write(path / "cgroup.procs", str(pid))
+        procs = self.take_procs()
+        try:
+            for fd in procs:
+                os.write(fd, b"%d" % pid)
+        finally:
+            for fd in procs:
+                os.close(fd)
+
+    def take_procs(self) -> list[int]:
+        """Descriptors of each controller's cgroup.procs, open for writing (the caller's to
+        close): those the helper opened (CgroupManager.make), else opened now."""
+        procs, self._procs_fds = self._procs_fds, []
+        if not procs:
+            procs = [os.open(p / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for p in self.paths]
+        return procs
+
+    _procs_fds: list[int] = field(default_factory=list)  # see take_procs
 
     _peak_fd: int = -1  # kept open: REPORT reads the peak after every invocation
     _quota_fd: int = -1  # kept open: written when init ends, on a cold start's path
+
+    def adopt(self, fds: list[int]) -> None:
+        """Take the descriptors the helper opened: peak, quota, then each cgroup.procs."""
+        self._peak_fd, self._quota_fd, *self._procs_fds = fds
 
     def peak_memory_bytes(self) -> int:
         try:
@@ -127,10 +146,11 @@ class EnvironmentCgroup:
 
     def remove(self) -> bool:
         """Delete the directories; False while processes are still inside (try again)."""
-        for fd in (self._peak_fd, self._quota_fd):
+        for fd in (self._peak_fd, self._quota_fd, *self._procs_fds):
             if fd >= 0:
                 os.close(fd)
         self._peak_fd = self._quota_fd = -1
+        self._procs_fds = []
         done = True
         for path in self.paths:
             try:
@@ -170,37 +190,47 @@ class CgroupManager:
             return None, f"cannot create cgroups: {exc}"
         return cls(parents, os.cpu_count() or 1), ""
 
-    def create(self, name: str) -> EnvironmentCgroup:
-        """Empty cgroups with the process limit and the init phase's CPU quota; `limit` sets
-        memory (and the steady CPU quota) later."""
-        cgroup, settings = self._new(name)
-        _make(cgroup.paths, settings)
-        return cgroup
-
-    async def make(self, name: str) -> EnvironmentCgroup:
-        """`create`, done by the helper process instead of the event loop."""
+    async def make(self, name: str, memory_mb: int) -> EnvironmentCgroup:
+        """Cgroups with the process limit, the init phase's CPU quota and a memory limit (the
+        one their function will likely have: `limit` changes it if not), made by the helper
+        process, which also opens the files lambdad keeps open (in a burst, doing this on the
+        event loop cost it ~7% of its time). `limit` and `throttle_cpu` set the steady CPU
+        quota later."""
         if self._makes is None:
             self._makes = asyncio.Semaphore(MAKES_IN_FLIGHT)
-        cgroup, settings = self._new(name)
+        cgroup, request = self._new(name, memory_mb)
         async with self._makes:
             if not self._maker.alive:
                 self._maker.start()
-            await self._maker.request(
-                {"paths": [str(p) for p in cgroup.paths], "settings": settings}
-            )
+            reply = await self._maker.request(request)
+        cgroup.adopt(reply.get("fds", []))
         return cgroup
 
-    def _new(self, name: str) -> tuple[EnvironmentCgroup, list[tuple[str, str]]]:
-        """The cgroups `name` and the (file, value) pairs written once they exist."""
+    def _new(self, name: str, memory_mb: int) -> tuple[EnvironmentCgroup, dict[str, Any]]:
+        """The cgroups `name` and the request that makes them (see _make)."""
         paths = {c: self._parents[c] / name for c in CONTROLLERS}
-        cgroup = EnvironmentCgroup(tuple(paths.values()), paths["memory"], paths["cpu"], self._cpus)
-        settings = [
-            (str(paths["pids"] / "pids.max"), str(MAX_PIDS)),
-            # The init phase's CPU (every core, as AWS boosts init), set ahead of the assignment.
-            (str(paths["cpu"] / "cpu.cfs_period_us"), str(CFS_PERIOD_US)),
-            (str(paths["cpu"] / "cpu.cfs_quota_us"), str(CFS_PERIOD_US * self._cpus)),
-        ]
-        return cgroup, settings
+        memory, cpu = paths["memory"], paths["cpu"]
+        cgroup = EnvironmentCgroup(tuple(paths.values()), memory, cpu, self._cpus, memory_mb)
+        limit = str(memory_mb * 1048576)
+        request = {
+            "paths": [str(p) for p in paths.values()],
+            "settings": [
+                (str(paths["pids"] / "pids.max"), str(MAX_PIDS)),
+                # The init phase's CPU (every core, as AWS boosts init), set ahead.
+                (str(cpu / "cpu.cfs_period_us"), str(CFS_PERIOD_US)),
+                (str(cpu / "cpu.cfs_quota_us"), str(CFS_PERIOD_US * self._cpus)),
+                # Memory: the limit first, then memsw (never below it; needs swap accounting).
+                (str(memory / "memory.limit_in_bytes"), limit),
+            ],
+            "optional": [(str(memory / "memory.memsw.limit_in_bytes"), limit)],
+            # kept open by lambdad: see EnvironmentCgroup.adopt
+            "open": [
+                (str(memory / "memory.max_usage_in_bytes"), os.O_RDONLY),
+                (str(cpu / "cpu.cfs_quota_us"), os.O_WRONLY),
+                *((str(p / "cgroup.procs"), os.O_WRONLY) for p in paths.values()),
+            ],
+        }
+        return cgroup, request
 
     async def close(self) -> None:
         """Stop the helper, then `cleanup`."""
@@ -218,21 +248,29 @@ class CgroupManager:
                 parent.rmdir()
 
 
-def _make(paths: tuple[Path, ...], settings: list[tuple[str, str]]) -> None:
-    for path in paths:
-        path.mkdir()
-    for file, value in settings:
+def _make(request: dict[str, Any]) -> list[int]:
+    """Make the directories, write the settings, open the files to keep open."""
+    for path in request["paths"]:
+        os.mkdir(path)
+    for file, value in request["settings"]:
         _write(Path(file), value)
+    for file, value in request["optional"]:
+        with contextlib.suppress(OSError):
+            _write(Path(file), value)
+    fds: list[int] = []
+    try:
+        for file, flags in request["open"]:
+            fds.append(os.open(file, flags | os.O_CLOEXEC))
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
 
 
 def serve_makes(fd: int) -> None:
     """The helper process that makes sandboxes' cgroups (see sandbox/helper.py)."""
-
-    def make(request: dict[str, Any]) -> dict[str, Any]:
-        _make(tuple(Path(p) for p in request["paths"]), request["settings"])
-        return {}
-
-    serve(fd, make)
+    serve(fd, lambda request: {"fds": _make(request)})
 
 
 def _write(path: Path, value: str) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
-MAX_FDS = 4  # file descriptors one reply may carry
+MAX_FDS = 8  # file descriptors one reply may carry
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # the directory holding lambdad/
 
 

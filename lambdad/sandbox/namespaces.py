@@ -340,14 +340,14 @@ class NamespaceBackend(SandboxBackend):
         self._etc_mirror.refresh()
         network = await self._network_pool()
         slot = await network.acquire() if network is not None else None
+        # the memory limit its function will likely have (the last one of this pool), set now
+        likely_mb = self._likely_memory_mb.get(key, DEFAULT_MEMORY_MB)
         try:
-            cgroup = await self._cgroups.make(f"env-{secrets.token_hex(6)}")
+            cgroup = await self._cgroups.make(f"env-{secrets.token_hex(6)}", likely_mb)
         except BaseException:
             if network is not None and slot is not None:
                 network.release(slot)
             raise
-        # the memory limit its function will likely have (the last one of this pool), set now
-        cgroup.limit(self._likely_memory_mb.get(key, DEFAULT_MEMORY_MB), initialising=True)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         plan = self._sandbox_plan()
         if preload is not None:  # lambdad's own bootstrap: pre-connect it (and warm it up)
@@ -357,9 +357,7 @@ class NamespaceBackend(SandboxBackend):
         if late_privileges:
             plan["late_privileges"] = True
         # The zygote lives in the sandboxes' root: what the sandbox joins goes as descriptors.
-        extra = [
-            os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for path in cgroup.paths
-        ]
+        extra = cgroup.take_procs()
         plan["cgroup_fds"] = list(range(len(extra)))
         forks = self._fork_slots.setdefault(key, asyncio.Semaphore(FORKS_IN_FLIGHT))
         try:

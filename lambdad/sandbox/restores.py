@@ -74,8 +74,7 @@ class RestorePool:
 
     async def _build(self) -> PreparedSandbox | None:
         await self._snapshot.snapshot_ready()
-        cgroup = await self._cgroups.make(f"env-{secrets.token_hex(6)}")
-        cgroup.limit(self._memory_mb, initialising=True)
+        cgroup = await self._cgroups.make(f"env-{secrets.token_hex(6)}", self._memory_mb)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         try:
