@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,8 +50,11 @@ class StreamInfo:
 class LogStream:
     """The writer of one stream. Not thread-safe: used from the event loop only.
 
-    Its file is created at the first flush, not when the stream is opened: opening one is part
-    of starting an environment, and creating a file there would be on the cold-start path."""
+    Its file is created at the first flush, not when the stream is opened, and by the store's
+    file thread, not the event loop: creating a file costs ~0.6 ms of CPU on this VM's ext4
+    (the inode allocator), which would otherwise hold the loop — once per environment, ~12%
+    of the loop's time in a burst. Events written meanwhile wait in memory; a reader's flush
+    waits for the file."""
 
     def __init__(
         self,
@@ -58,13 +62,16 @@ class LogStream:
         group: str,
         name: str,
         forget: Callable[[LogStream], None] = lambda _: None,
+        files: Executor | None = None,
     ) -> None:
         self.path = path
         self.group = group
         self.name = name
         self._store_forget = forget
+        self._files = files
         self._flush_handle: asyncio.TimerHandle | None = None
         self._file: BinaryIO | None = None
+        self._creating: Future[BinaryIO] | None = None
         self._pending: bytearray | None = bytearray()  # before the file exists; None once closed
 
     def write(self, message: str, timestamp_ms: int | None = None) -> None:
@@ -75,22 +82,40 @@ class LogStream:
         elif self._pending is not None:
             self._pending += line
 
-    def _create(self) -> None:
+    def _adopt_file(self, wait: bool) -> bool:
+        """Whether the file exists now: its creation starts here (with what is pending); with
+        `wait`, this waits for it."""
         if self._pending is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the stream
+            return False  # closed
+        if self._creating is None:
+            head = bytes(self._pending)
+            self._pending.clear()
+            if self._files is None:
+                self._file = _create_file(self.path, head)
+                self._file.write(self._pending)
+                self._pending = None
+                return True
+            self._creating = self._files.submit(_create_file, self.path, head)
+        if not wait and not self._creating.done():
+            return False
+        self._file = self._creating.result()
+        self._creating = None
         self._file.write(self._pending)
         self._pending = None
+        return True
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = True) -> None:
+        """Write what is buffered; without `wait` (the timer), a file still being created
+        leaves it for the next flush."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if self._file is None:
-            self._create()
-        if self._file is not None:
-            self._file.flush()
+        if self._file is None and not self._adopt_file(wait):
+            if not wait and self._pending is not None:
+                self.flush_soon()
+            return
+        assert self._file is not None
+        self._file.flush()
 
     def flush_soon(self) -> None:
         """Flush within FLUSH_DELAY seconds (one write for a burst of invocations).
@@ -98,7 +123,7 @@ class LogStream:
         Readers through the LogStore flush first, so they never miss an event."""
         if self._flush_handle is None and (self._file is not None or self._pending is not None):
             loop = asyncio.get_running_loop()
-            self._flush_handle = loop.call_later(FLUSH_DELAY, self.flush)
+            self._flush_handle = loop.call_later(FLUSH_DELAY, self.flush, False)
 
     def close(self) -> None:
         self.flush()
@@ -109,6 +134,13 @@ class LogStream:
             self._file = None
 
 
+def _create_file(path: Path, head: bytes) -> BinaryIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file = open(path, "ab")  # noqa: SIM115 - lives as long as the stream
+    file.write(head)
+    return file
+
+
 class LogStore:
     """All groups and streams of all accounts, under one directory."""
 
@@ -116,6 +148,8 @@ class LogStore:
         self.root = root
         # path -> writer still open (environments alive); readers flush these first
         self._open: dict[Path, LogStream] = {}
+        # creates the streams' files (see LogStream); one thread keeps them in order
+        self._files = ThreadPoolExecutor(1, thread_name_prefix="lambdad-logs")
 
     def _forget(self, stream: LogStream) -> None:
         self._open.pop(stream.path, None)
@@ -130,7 +164,7 @@ class LogStore:
 
     def open_stream(self, account_id: str, group: str, name: str) -> LogStream:
         path = self._group_dir(account_id, group) / (quote(name, safe="") + ".jsonl")
-        stream = LogStream(path, group, name, self._forget)
+        stream = LogStream(path, group, name, self._forget, self._files)
         self._open[path] = stream
         return stream
 

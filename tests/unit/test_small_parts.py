@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from lambdad.control.arns import check_reachable, parse_function_ref
 from lambdad.control.model import FunctionConfig
 from lambdad.credentials import load_root_credentials, read_stored_root_credentials
 from lambdad.errors import InvalidParameterValueException, ResourceNotFoundException
+from lambdad.observability import logs
 from lambdad.observability.logs import LogStore, new_stream_name
 from lambdad.runtime.launch import EnvironmentPlan, SessionCredentials, environment_variables
 from lambdad.runtime.runtimes import Family, RuntimeCatalog, RuntimeSpec
@@ -91,6 +94,33 @@ def test_log_store_streams_and_events(tmp_path: Path) -> None:
     assert (info.name, info.first_event, info.last_event) == (name, 5, 6)
     messages = [e.message for e in store.events("000000000000", "/aws/lambda/f", name)]
     assert messages == ["one\n", "two\n"]
+
+
+def test_log_files_are_created_off_the_loop_and_read_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creators: list[str] = []
+    create = logs._create_file
+
+    def spy(path: Path, head: bytes) -> object:
+        creators.append(threading.current_thread().name)
+        return create(path, head)
+
+    monkeypatch.setattr(logs, "_create_file", spy)
+    store = LogStore(tmp_path)
+    name = new_stream_name("$LATEST")
+    stream = store.open_stream("000000000000", "/aws/lambda/f", name)
+
+    async def write_and_read() -> list[str]:
+        stream.write("one\n", 5)
+        stream.flush_soon()  # the timer's flush starts the file's creation, in the thread
+        await asyncio.sleep(logs.FLUSH_DELAY * 2)
+        stream.write("two\n", 6)  # buffered, or written if the file is there already
+        return [e.message for e in store.events("000000000000", "/aws/lambda/f", name)]
+
+    assert asyncio.run(write_and_read()) == ["one\n", "two\n"]
+    assert creators == ["lambdad-logs_0"]
+    stream.close()
 
 
 def test_exit_status_wording() -> None:
