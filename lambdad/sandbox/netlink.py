@@ -158,6 +158,13 @@ class SlotMaker:
         self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._host = _Netlink()
         self.stranded = False
+        # The host's IPv6 per-interface settings, reached from here: a path from /proc/sys
+        # compares its "net" with every network namespace's (proc_sys_compare), which made
+        # the two sysctl writes a third of a builder's CPU with 1,000 slots.
+        self._host_ipv6: int | None = None
+        with contextlib.suppress(FileNotFoundError):  # no IPv6 in this kernel
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+            self._host_ipv6 = os.open("/proc/sys/net/ipv6/conf", flags)
 
     def build(self, plan: dict[str, Any]) -> tuple[int, float]:
         """Create the slot `plan` describes: a file descriptor of its namespace (the caller's
@@ -205,7 +212,12 @@ class SlotMaker:
     def _add_veth(self, namespace: int, plan: dict[str, Any]) -> None:
         interface = plan["interface"]
         self._host.request(_veth(interface, plan["mtu"], namespace))
-        _write_sysctl(f"net/ipv6/conf/{interface}/disable_ipv6", "1")
+        if self._host_ipv6 is not None:
+            setting = os.open(f"{interface}/disable_ipv6", os.O_WRONLY, dir_fd=self._host_ipv6)
+            try:
+                os.write(setting, b"1")
+            finally:
+                os.close(setting)
         index = socket.if_nametoindex(interface)
         prefixlen = int(plan["address"].split("/")[1])
         self._host.request(

@@ -421,6 +421,40 @@ async def test_slot_cannot_reach_any_host_address(outside: OutsideHost) -> None:
         assert server.peers == []
 
 
+def sysctl_in(netns_path: str, name: str) -> str:
+    """A /proc/sys value as seen inside the network namespace at netns_path."""
+    read: list[str | BaseException] = []
+
+    def look() -> None:
+        try:
+            target = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(target, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns {netns_path}")
+            finally:
+                os.close(target)
+            read.append(Path(f"/proc/sys/{name}").read_text().strip())
+        except BaseException as exc:
+            read.append(exc)
+
+    thread = threading.Thread(target=look)  # its namespace dies with it
+    thread.start()
+    thread.join()
+    if isinstance(read[0], BaseException):
+        raise read[0]
+    return read[0]
+
+
+@needs_host
+@pytest.mark.skipif(not Path("/proc/sys/net/ipv6").is_dir(), reason="no IPv6 in this kernel")
+async def test_a_slot_has_ipv6_disabled_on_both_sides_of_its_veth() -> None:
+    async with running_pool() as pool:
+        slot = await pool.acquire()
+        host_side = Path(f"/proc/sys/net/ipv6/conf/{slot.interface}/disable_ipv6")
+        assert host_side.read_text().strip() == "1"
+        assert sysctl_in(slot.path, "net/ipv6/conf/eth0/disable_ipv6") == "1"
+
+
 @needs_host
 async def test_slots_cannot_reach_each_other() -> None:
     async with running_pool() as pool:
