@@ -25,10 +25,10 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -41,6 +41,7 @@ from lambdad.sandbox.network import (
     PoolState,
 )
 
+T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -76,11 +77,12 @@ def free_network(parent: str, prefixlen: int) -> str:
     raise RuntimeError(f"no free /{prefixlen} in {parent}")
 
 
-def socket_in(netns_path: str, kind: int = socket.SOCK_STREAM) -> socket.socket:
-    """An IPv4 socket created inside the network namespace at netns_path."""
-    made: list[socket.socket | BaseException] = []
+def in_namespace(netns_path: str, work: Callable[[], T]) -> T:
+    """work()'s result, run on a throw-away thread inside the network namespace at netns_path
+    (setns acts on the calling thread only; the thread's namespace dies with it)."""
+    done: list[T | BaseException] = []
 
-    def create() -> None:
+    def run() -> None:
         try:
             target = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -88,16 +90,21 @@ def socket_in(netns_path: str, kind: int = socket.SOCK_STREAM) -> socket.socket:
                     raise OSError(ctypes.get_errno(), f"setns {netns_path}")
             finally:
                 os.close(target)
-            made.append(socket.socket(socket.AF_INET, kind))
+            done.append(work())
         except BaseException as exc:
-            made.append(exc)
+            done.append(exc)
 
-    thread = threading.Thread(target=create)  # its namespace dies with it
+    thread = threading.Thread(target=run)
     thread.start()
     thread.join()
-    if isinstance(made[0], BaseException):
-        raise made[0]
-    return made[0]
+    if isinstance(done[0], BaseException):
+        raise done[0]
+    return done[0]
+
+
+def socket_in(netns_path: str, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    """An IPv4 socket created inside the network namespace at netns_path."""
+    return in_namespace(netns_path, lambda: socket.socket(socket.AF_INET, kind))
 
 
 def fetch(netns_path: str, host: str, port: int, timeout: float = 3.0) -> str:
@@ -423,26 +430,7 @@ async def test_slot_cannot_reach_any_host_address(outside: OutsideHost) -> None:
 
 def sysctl_in(netns_path: str, name: str) -> str:
     """A /proc/sys value as seen inside the network namespace at netns_path."""
-    read: list[str | BaseException] = []
-
-    def look() -> None:
-        try:
-            target = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(target, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns {netns_path}")
-            finally:
-                os.close(target)
-            read.append(Path(f"/proc/sys/{name}").read_text().strip())
-        except BaseException as exc:
-            read.append(exc)
-
-    thread = threading.Thread(target=look)  # its namespace dies with it
-    thread.start()
-    thread.join()
-    if isinstance(read[0], BaseException):
-        raise read[0]
-    return read[0]
+    return in_namespace(netns_path, lambda: Path(f"/proc/sys/{name}").read_text().strip())
 
 
 @needs_host
