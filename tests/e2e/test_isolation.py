@@ -125,6 +125,14 @@ def handler(event, context):
     if kind == "spin":
         while True:
             pass
+    if kind == "open_fds":
+        links = {}
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                links[fd] = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # the directory listing's own descriptor, closed by now
+                pass
+        return links
     if kind == "init":
         return {"pid": os.getpid(), "init": open("/proc/1/cmdline").read().split("\0")[0]}
     if kind == "orphan_then_exit":  # a detached sleeper outlives its parent; then we die
@@ -231,6 +239,14 @@ def test_pid_1_is_the_compiled_init(lam: Any, probe: str) -> None:
     # The zygote spawns lambdad-init as PID 1 and forks the function process beside it.
     body, _, _ = run(lam, probe, {"attack": "init"})
     assert body == {"pid": 2, "init": "lambdad-init"}
+
+
+def test_no_descriptor_reaches_outside_the_sandbox(lam: Any, probe: str) -> None:
+    # A directory or namespace of the host left open would be a way out (openat, setns).
+    body, _, _ = run(lam, probe, {"attack": "open_fds"})
+    for fd, link in body.items():
+        kind = link.split(":[")[0]
+        assert link == "/dev/null" or kind in ("pipe", "socket", "anon_inode"), (fd, link)
 
 
 def test_an_environments_processes_end_with_it(lam: Any, sandboxed: Server) -> None:

@@ -146,6 +146,7 @@ def _fork(
         control.close()
         os.close(wake[0])
         os.close(wake[1])
+        _forget_pid_namespace()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for report_fd in _status_pipes.values():
@@ -191,6 +192,14 @@ def remember_pid_namespace() -> None:
     global _own_pid_namespace
     if _own_pid_namespace < 0:
         _own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _forget_pid_namespace() -> None:
+    """In a child: close this server's PID namespace (a child keeps no host namespace)."""
+    global _own_pid_namespace
+    if _own_pid_namespace >= 0:
+        os.close(_own_pid_namespace)
+        _own_pid_namespace = -1
 
 
 def _enter_pid_namespace() -> None:

@@ -42,6 +42,9 @@
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
 #ifndef SYS_move_mount
 #define SYS_move_mount 429
 #endif
@@ -127,10 +130,36 @@ static void serve_mounts(int function, int mount_fd, int ready_fd, long uid, lon
     close(ready_fd);
 }
 
+/* Close every descriptor but stdin/out/err and `kept` (ascending; the zygote's are all
+ * close-on-exec, so this is a guard, not a clean-up). */
+static void close_others(const int *kept, int count) {
+    unsigned int from = 3;
+    for (int i = 0; i < count; i++) {
+        if (kept[i] >= (int)from) {
+            if (kept[i] > (int)from) {
+                syscall(SYS_close_range, from, (unsigned int)kept[i] - 1, 0);
+            }
+            from = (unsigned int)kept[i] + 1;
+        }
+    }
+    syscall(SYS_close_range, from, ~0U, 0);
+}
+
+static int ascending(const void *a, const void *b) {
+    return *(const int *)a - *(const int *)b;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2 && argc != 6) {
         return 2;
     }
+    int kept[3] = {(int)strtol(argv[1], NULL, 10), -1, -1};
+    if (argc == 6) {
+        kept[1] = (int)strtol(argv[2], NULL, 10);
+        kept[2] = (int)strtol(argv[3], NULL, 10);
+    }
+    qsort(kept, 3, sizeof kept[0], ascending);
+    close_others(kept, 3);
     signal(SIGTERM, SIG_IGN);
     signal(SIGCHLD, SIG_IGN); /* orphans reparented to PID 1 are reaped by the kernel */
     if (chdir("/") != 0) {

@@ -322,6 +322,10 @@ def _drop_privileges(uid: int, gid: int) -> None:
 
 def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     """Build the sandbox, wait for an assignment, apply it; returns only in the function process."""
+    global _init_dir
+    if _init_dir >= 0:  # a directory of the host: never in a sandbox (openat would escape)
+        os.close(_init_dir)
+        _init_dir = -1
     pid = str(os.getpid()).encode()
     extra: list[int] = plan.get("fds", [])
     for index in plan["cgroup_fds"]:  # cgroup.procs of each of its cgroups, opened by lambdad

@@ -103,6 +103,7 @@ def main() -> None:
     if os.environ.get("LAMBDAD_MEMORY_MERGE") == "1":
         _merge_memory()
     control = socket.socket(fileno=int(sys.argv[1]))
+    control.set_inheritable(False)  # passed to us inheritable: not to what we spawn
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, here)
     # Imported here, before any sandbox hides this directory: environments (and SnapStart
