@@ -27,7 +27,11 @@ def built_path() -> Path:
 
 
 def ensure_built() -> Path | None:
-    """The compiled program (compiling it now if needed), or None without a C compiler."""
+    """The compiled program (compiling it now if needed), or None without a C compiler (or
+    with LAMBDAD_COMPILED_INIT=off in the environment: the fallback, exercised by the tests)."""
+    if os.environ.get("LAMBDAD_COMPILED_INIT") == "off":
+        log.info("LAMBDAD_COMPILED_INIT=off: environments keep a Python init process")
+        return None
     target = built_path()
     if target.is_file():
         return target

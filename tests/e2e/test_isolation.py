@@ -250,7 +250,11 @@ def test_no_descriptor_reaches_outside_the_sandbox(lam: Any, probe: str) -> None
 
 
 def test_an_environments_processes_end_with_it(lam: Any, sandboxed: Server) -> None:
-    name = create_function(lam, {"app.py": PROBE}, Timeout=10)
+    check_processes_end_with_the_environment(lam, create_function(lam, {"app.py": PROBE}))
+
+
+def check_processes_end_with_the_environment(lam: Any, name: str) -> None:
+    """A detached sleeper started by the function goes when the function process dies."""
     seconds = f"{600 + os.getpid() % 1000}.{threading.get_ident() % 99991}"
     body, error, _ = run(lam, name, {"attack": "orphan_then_exit", "seconds": seconds})
     assert error == "Unhandled" and body["errorType"] == "Runtime.ExitError", body

@@ -1,0 +1,49 @@
+"""Sandboxes without the compiled init (no C compiler: LAMBDAD_COMPILED_INIT=off stands in):
+the process the zygote forks stays PID 1 as a Python init, mounts the assignment and reaps,
+and the environment behaves as with lambdad-init."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server, create_function, module_server
+from tests.e2e.test_isolation import PROBE, check_processes_end_with_the_environment, run
+
+python_init_server = module_server("pyinit", env={"LAMBDAD_COMPILED_INIT": "off"})
+
+
+@pytest.fixture(scope="module")
+def sandboxed(python_init_server: Server) -> Iterator[Server]:
+    status = python_init_server.status()
+    if status["isolation"]["backend"] != "namespaces":
+        notes = "; ".join(status["isolation"]["notes"])
+        pytest.skip(f"namespace sandbox unavailable here: {notes}")
+    yield python_init_server
+
+
+@pytest.fixture(scope="module")
+def lam(sandboxed: Server) -> Any:
+    return sandboxed.client()
+
+
+def test_pid_1_is_the_forked_interpreter(lam: Any) -> None:
+    name = create_function(lam, {"app.py": PROBE})
+    body, error, _ = run(lam, name, {"attack": "init"})
+    assert error is None
+    assert body["pid"] == 2 and os.path.basename(body["init"]).startswith("python")
+
+
+def test_init_mounts_the_assignment(lam: Any) -> None:
+    name = create_function(lam, {"app.py": PROBE})
+    body, error, _ = run(lam, name, {"attack": "write", "path": "/tmp/mine"})
+    assert error is None and body["ok"] is True
+    body, _, _ = run(lam, name, {"attack": "write", "path": "/var/task/owned.py"})
+    assert body["ok"] is False  # the code is there, read-only
+
+
+def test_processes_end_with_the_environment(lam: Any) -> None:
+    check_processes_end_with_the_environment(lam, create_function(lam, {"app.py": PROBE}))
