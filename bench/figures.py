@@ -43,6 +43,9 @@ class RoundTrips:
     blocks: int
     echo_cpu: procfs.TreeCpu  # CPU the echo server used during its blocks
     lambdad_cpu: procfs.TreeCpu  # CPU lambdad and its environments used during the invoke blocks
+    # The environments' CPU quota at work over the whole phase (None: no cgroups): a 128 MB
+    # function gets 0.072 vCPU, which back-to-back invocations can use up on a slow host.
+    throttling: procfs.Throttling | None
 
 
 @dataclass(frozen=True)
@@ -71,15 +74,18 @@ def measure_round_trips(
         procfs.CpuMeter(echo.server.pid),
         procfs.CpuMeter(lambdad.server.pid),
     )
+    throttling = procfs.environment_throttling(lambdad.server.pid)
     for _ in range(blocks):
         echo_samples += echo.client.timed_posts(request, per_block)
         invoke_samples += lambdad.client.timed_posts(request, per_block)
+    after = procfs.environment_throttling(lambdad.server.pid)
     return RoundTrips(
         Summary.of(echo_samples),
         Summary.of(invoke_samples),
         blocks,
         echo_meter.read(),
         lambdad_meter.read(),
+        after.since(throttling) if after is not None and throttling is not None else None,
     )
 
 

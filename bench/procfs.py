@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 FUNCTION_NAME_KEY = b"AWS_LAMBDA_FUNCTION_NAME="
@@ -127,6 +128,52 @@ class CpuMeter:
         after = tree_cpu_seconds([self._pid, *self._children])
         own = after[self._pid] - self._before[self._pid]
         return TreeCpu(own, sum(after[p] - self._before[p] for p in self._children))
+
+
+@dataclass(frozen=True)
+class Throttling:
+    """CFS bandwidth counters (cpu.stat) summed over a server's environment cgroups."""
+
+    periods: int  # enforcement periods in which an environment ran
+    throttled: int  # ... of which it ran out of quota
+    throttled_s: float  # time its processes waited for the next period
+
+    def since(self, before: Throttling) -> Throttling:
+        return Throttling(
+            self.periods - before.periods,
+            self.throttled - before.throttled,
+            self.throttled_s - before.throttled_s,
+        )
+
+
+def environment_throttling(server_pid: int) -> Throttling | None:
+    """The counters of the environments' cgroups of lambdad `server_pid` (cgroup v1 cpu
+    controller: <its cgroup>/lambdad-<pid>/env-*), or None where there are none."""
+    try:
+        mount = next(
+            line.split()[1]
+            for line in Path("/proc/self/mounts").read_text().splitlines()
+            if line.split()[2] == "cgroup" and "cpu" in line.split()[3].split(",")
+        )
+        own = next(
+            line.split(":", 2)[2]
+            for line in Path(f"/proc/{server_pid}/cgroup").read_text().splitlines()
+            if "cpu" in line.split(":", 2)[1].split(",")
+        )
+    except (OSError, StopIteration):
+        return None
+    parent = Path(mount) / own.lstrip("/") / f"lambdad-{server_pid}"
+    periods = throttled = 0
+    waited_ns = 0
+    for stat in parent.glob("env-*/cpu.stat"):
+        try:
+            fields = dict(line.split() for line in stat.read_text().splitlines())
+        except OSError:
+            continue  # an environment that just ended
+        periods += int(fields.get("nr_periods", 0))
+        throttled += int(fields.get("nr_throttled", 0))
+        waited_ns += int(fields.get("throttled_time", 0))
+    return Throttling(periods, throttled, waited_ns / 1e9) if parent.is_dir() else None
 
 
 @dataclass(frozen=True)

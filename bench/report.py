@@ -347,12 +347,23 @@ def _cpu_note(name: str, result: LoadResult, cpu: TreeCpu) -> str:
 
 
 def _round_trip_notes(rt: RoundTrips) -> list[str]:
-    return [
+    notes = [
         f"round trips: same http.client connection and request bytes for both, {rt.blocks} "
         "alternating blocks each; CPU per request (from /proc/PID/stat, 10 ms ticks):",
         f"  echo {_per_request_us(rt.echo_cpu, rt.echo.count)}; "
         f"lambdad {_per_request_us(rt.lambdad_cpu, rt.invoke.count)} (environments)",
     ]
+    throttling = rt.throttling
+    if throttling is not None and throttling.periods:
+        notes.append(
+            f"  the environment's CPU quota (128 MB: 0.072 vCPU, AWS's proportion) ran out in "
+            f"{throttling.throttled:,} of its {throttling.periods:,} CFS periods "
+            f"({100 * throttling.throttled / throttling.periods:.0f}%), "
+            f"{throttling.throttled_s * 1000 / rt.invoke.count:.3f} ms waited per invocation: "
+            "where that is not ~0, the warm figure measures the quota, not lambdad (the "
+            "per-language table's functions have 1,024 MB)"
+        )
+    return notes
 
 
 def _load(average: tuple[float, ...]) -> str:
