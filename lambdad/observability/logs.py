@@ -61,8 +61,8 @@ class LogStream:
         path: Path,
         group: str,
         name: str,
-        forget: Callable[[LogStream], None] = lambda _: None,
-        files: Executor | None = None,
+        forget: Callable[[LogStream], None],
+        files: Executor,
     ) -> None:
         self.path = path
         self.group = group
@@ -90,11 +90,6 @@ class LogStream:
         if self._creating is None:
             head = bytes(self._pending)
             self._pending.clear()
-            if self._files is None:
-                self._file = _create_file(self.path, head)
-                self._file.write(self._pending)
-                self._pending = None
-                return True
             self._creating = self._files.submit(_create_file, self.path, head)
         if not wait and not self._creating.done():
             return False
