@@ -143,11 +143,17 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _write_sysctl(name: str, value: str) -> None:
-    """Write /proc/sys/<name> as seen from the calling thread's network namespace."""
+def _write_sysctl(name: str, value: str, directory: int | None = None) -> None:
+    """Write /proc/sys/<name> as seen from the calling thread's network namespace, or <name>
+    relative to `directory`, an open directory of /proc/sys."""
+    path = name if directory is not None else f"/proc/sys/{name}"
     # FileNotFoundError: no IPv6 in this kernel, nothing to disable
-    with contextlib.suppress(FileNotFoundError), open(f"/proc/sys/{name}", "w") as handle:
-        handle.write(value)
+    with contextlib.suppress(FileNotFoundError):
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC, dir_fd=directory)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
 
 
 class SlotMaker:
@@ -213,11 +219,7 @@ class SlotMaker:
         interface = plan["interface"]
         self._host.request(_veth(interface, plan["mtu"], namespace))
         if self._host_ipv6 is not None:
-            setting = os.open(f"{interface}/disable_ipv6", os.O_WRONLY, dir_fd=self._host_ipv6)
-            try:
-                os.write(setting, b"1")
-            finally:
-                os.close(setting)
+            _write_sysctl(f"{interface}/disable_ipv6", "1", self._host_ipv6)
         index = socket.if_nametoindex(interface)
         prefixlen = int(plan["address"].split("/")[1])
         self._host.request(
