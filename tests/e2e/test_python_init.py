@@ -30,6 +30,11 @@ def lam(sandboxed: Server) -> Any:
     return sandboxed.client()
 
 
+def test_the_status_says_so(sandboxed: Server) -> None:
+    notes = sandboxed.status()["isolation"]["notes"]
+    assert any(note.startswith("lambdad-init is not compiled") for note in notes), notes
+
+
 def test_pid_1_is_the_forked_interpreter(lam: Any) -> None:
     name = create_function(lam, {"app.py": PROBE})
     body, error, _ = run(lam, name, {"attack": "init"})
