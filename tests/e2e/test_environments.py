@@ -7,6 +7,7 @@ import base64
 import json
 import math
 import re
+import resource
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -393,3 +394,12 @@ def test_server_stop_leaves_no_environment_behind(tmp_path: Path) -> None:
     finally:
         srv.stop()
     assert wait_for(lambda: gone(tag)), "environment outlived the server"
+
+
+def test_the_descriptor_table_is_grown_before_any_thread(server: Server) -> None:
+    # Growing it later waits for an RCU grace period on whichever open crosses a power of two:
+    # the event loop stalled 10-25 ms in a cold start's open_tree (every doubling).
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    size = int(next(line.split()[1] for line in status.splitlines() if line.startswith("FDSize")))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # lambdad raises its soft to the hard
+    assert size >= min(16_384, soft)
