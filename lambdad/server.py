@@ -265,7 +265,7 @@ def serve(settings: Settings) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     _raise_open_file_limit()
-    _reserve_descriptor_table()
+    _reserve_descriptor_table(settings)
     platform = Platform(settings, os.environ)
     print(banner(platform), file=sys.stderr, flush=True)
     uvloop.run(_run(platform))
@@ -281,18 +281,22 @@ def _raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-# Descriptors lambdad's table holds room for from the start: ~8 per environment, for the
-# default account concurrency of 1,000 and more (128 KB of kernel memory).
-DESCRIPTOR_TABLE = 16_384
+# Descriptors lambdad holds per environment (log pipe, Runtime API sockets, cgroup files...),
+# with room to spare, and for the rest of it.
+DESCRIPTORS_PER_ENVIRONMENT = 8
+DESCRIPTORS_BESIDE = 1024
 
 
-def _reserve_descriptor_table() -> None:
-    """Grow the descriptor table once, now, while lambdad has no threads. Growing it later,
-    with threads, waits for an RCU grace period (expand_files: 10-25 ms here) on whatever
-    opens the descriptor that crosses a power of two — the event loop, in the middle of a
-    cold start (it made the 12th and 44th of 50 cold starts take 15-30 ms)."""
+def _reserve_descriptor_table(settings: Settings) -> None:
+    """Grow the descriptor table once, now, while lambdad has no threads, to what its most
+    environments (busy up to the account's concurrency, idle up to the cap) hold. Growing it
+    later, with threads, waits for an RCU grace period (expand_files: 10-25 ms here) in
+    whatever opens the descriptor that crosses a power of two — the event loop, in the middle
+    of a cold start (it made the 12th and 44th of 50 cold starts take 15-30 ms)."""
+    environments = settings.account_concurrency + settings.max_idle_environments
+    wanted = DESCRIPTORS_PER_ENVIRONMENT * environments + DESCRIPTORS_BESIDE
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    highest = min(DESCRIPTOR_TABLE, soft) - 1
+    highest = min(wanted, soft) - 1
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
         with contextlib.suppress(OSError):  # a lower limit on the table (nr_open): as it comes

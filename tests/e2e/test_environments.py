@@ -402,4 +402,5 @@ def test_the_descriptor_table_is_grown_before_any_thread(server: Server) -> None
     status = Path(f"/proc/{server.process.pid}/status").read_text()
     size = int(next(line.split()[1] for line in status.splitlines() if line.startswith("FDSize")))
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # lambdad raises its soft to the hard
-    assert size >= min(16_384, soft)
+    # 8 per environment: 1,000 busy (the account's concurrency) and 1,000 idle, by default
+    assert size >= min(8 * 2_000, soft)
