@@ -6,7 +6,8 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+
+from lambdad.sandbox.cgroups import process_cgroups
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 FUNCTION_NAME_KEY = b"AWS_LAMBDA_FUNCTION_NAME="
@@ -150,19 +151,12 @@ def environment_throttling(server_pid: int) -> Throttling | None:
     """The counters of the environments' cgroups of lambdad `server_pid` (cgroup v1 cpu
     controller: <its cgroup>/lambdad-<pid>/env-*), or None where there are none."""
     try:
-        mount = next(
-            line.split()[1]
-            for line in Path("/proc/self/mounts").read_text().splitlines()
-            if line.split()[2] == "cgroup" and "cpu" in line.split()[3].split(",")
-        )
-        own = next(
-            line.split(":", 2)[2]
-            for line in Path(f"/proc/{server_pid}/cgroup").read_text().splitlines()
-            if "cpu" in line.split(":", 2)[1].split(",")
-        )
-    except (OSError, StopIteration):
+        cpu = process_cgroups(server_pid).get("cpu")
+    except OSError:
         return None
-    parent = Path(mount) / own.lstrip("/") / f"lambdad-{server_pid}"
+    if cpu is None:
+        return None
+    parent = cpu / f"lambdad-{server_pid}"
     periods = throttled = 0
     waited_ns = 0
     for stat in parent.glob("env-*/cpu.stat"):

@@ -50,6 +50,15 @@ def _own_paths(cgroup_text: str) -> dict[str, str]:
     return paths
 
 
+def process_cgroups(pid: int | str = "self") -> dict[str, Path]:
+    """The cgroup directory of a process under each controller lambdad uses that is mounted
+    (its environments' cgroups are made under these: <dir>/lambdad-<pid>/env-*). OSError when
+    /proc cannot tell."""
+    mounts = _controller_mounts(Path("/proc/self/mounts").read_text())
+    own = _own_paths(Path(f"/proc/{pid}/cgroup").read_text())
+    return {c: mounts[c] / own[c].lstrip("/") for c in CONTROLLERS if c in mounts and c in own}
+
+
 @dataclass
 class EnvironmentCgroup:
     """The cgroup directories of one environment, one per controller."""
@@ -173,14 +182,13 @@ class CgroupManager:
     def detect(cls, tag: str) -> tuple[CgroupManager | None, str]:
         """A manager rooted at this process's own cgroups, or None and the reason."""
         try:
-            mounts = _controller_mounts(Path("/proc/self/mounts").read_text())
-            own = _own_paths(Path("/proc/self/cgroup").read_text())
+            own = process_cgroups()
         except OSError as exc:
             return None, f"cannot read cgroup layout: {exc}"
-        missing = [c for c in CONTROLLERS if c not in mounts or c not in own]
+        missing = [c for c in CONTROLLERS if c not in own]
         if missing:
             return None, f"cgroup v1 controllers missing: {', '.join(missing)}"
-        parents = {c: mounts[c] / own[c].lstrip("/") / tag for c in CONTROLLERS}
+        parents = {c: own[c] / tag for c in CONTROLLERS}
         for parent in parents.values():
             _remove_stale_siblings(parent)
         try:
