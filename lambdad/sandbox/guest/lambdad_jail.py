@@ -333,9 +333,9 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     # lambdad_forkserver forked this process into a new PID namespace: as PID 2 when the zygote
     # spawned lambdad-init as its PID 1 (spawn_init), else as PID 1, the environment's init
     # (its status pipe reports how the function process ended).
-    spawned = plan.get("spawned_init", False)
+    init: dict[str, int] | None = plan.get("init")  # the spawned init's descriptors
     status_fd = plan.get("status_fd")
-    if os.getpid() != (2 if spawned else 1) or (status_fd is None and not spawned):
+    if os.getpid() != (1 if init is None else 2) or (status_fd is None and init is None):
         raise JailError(errno.EINVAL, "a sandbox must be forked into a PID namespace of its own")
     flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
     network = plan.get("network_fd")
@@ -346,19 +346,17 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     for fd in extra:
         os.close(fd)
     _check(_libc.unshare(flags), "unshare")
-    if spawned:  # init may join the new mount namespace now (it mounts the assignment there)
-        go = plan["init_fds"][-1]
+    if init is not None:  # init may join the new mount namespace now (it mounts there)
         with contextlib.suppress(OSError):  # init is gone: so is this namespace, soon
-            os.write(go, b"x")
-        os.close(go)
+            os.write(init["go"], b"x")
+        os.close(init["go"])
     # Unless the sandbox may become a SnapStart snapshot (which needs its privileges when it is
     # assigned), init mounts the assignment: lambdad sends it the code on a socket of its own,
     # and the function process waits for "ok" on a pipe, having dropped every privilege ahead.
     lambdads_end = ready = None
-    if spawned:
-        if len(plan["init_fds"]) == 3:
-            lambdads_end = socket.socket(fileno=plan["init_fds"][0])
-            ready = plan["init_fds"][1]
+    if init is not None:
+        if "mounts" in init:
+            lambdads_end, ready = socket.socket(fileno=init["mounts"]), init["ready"]
     else:
         assert status_fd is not None
         mounter = None if plan.get("late_privileges") else _Mounter(plan["uid"], plan["gid"])
@@ -391,23 +389,24 @@ def spawn_init(request: "dict[str, Any]", fds: "list[int]") -> "tuple[int, list[
     """In the zygote, between unshare(CLONE_NEWPID) and forking a sandbox: spawn lambdad-init
     (guest/lambdad_init.c) as PID 1 of the new namespace — vfork + exec, so init never holds a
     copy of the zygote's interpreter. The sandbox's descriptors for init go into its plan
-    (init_fds: lambdad's end of init's mount socket and the "ok" pipe's read end, unless it
-    mounts for itself; last, the write end of init's "go" pipe, one byte once the sandbox has
-    unshared its namespaces: see prepare). Returns init's pid and those descriptors (see
-    lambdad_forkserver.SpawnInit); None without the compiled init (the sandbox then is its
-    own PID 1)."""
+    ("init": "go", the write end of init's pipe, one byte once the sandbox has unshared its
+    namespaces, see prepare; unless it mounts for itself, "mounts", lambdad's end of init's
+    mount socket, and "ready", the read end of init's "ok" pipe). Returns init's pid and those
+    descriptors (see lambdad_forkserver.SpawnInit); None without the compiled init (the
+    sandbox then is its own PID 1)."""
     plan = request.get("jail")
     if plan is None or _init_dir < 0:
         return None
     go_r, go_w = os.pipe()
-    theirs, ours = [go_r], [go_w]
-    args = [str(go_r)]
+    theirs, ours = [go_r], {"go": go_w}
     if not plan.get("late_privileges"):
         init_end, lambdads_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ready_r, ready_w = os.pipe()
         theirs += [init_end.detach(), ready_w]
-        ours = [lambdads_end.detach(), ready_r, go_w]
-        args += [str(theirs[1]), str(ready_w), str(plan["uid"]), str(plan["gid"])]
+        ours.update(mounts=lambdads_end.detach(), ready=ready_r)
+    args = [str(fd) for fd in theirs]
+    if len(theirs) > 1:
+        args += [str(plan["uid"]), str(plan["gid"])]
     try:
         for fd in theirs:
             os.set_inheritable(fd, True)
@@ -424,15 +423,14 @@ def spawn_init(request: "dict[str, Any]", fds: "list[int]") -> "tuple[int, list[
         finally:
             os.chdir("/")
     except OSError:
-        for fd in ours:
+        for fd in ours.values():
             os.close(fd)
         raise
     finally:
         for fd in theirs:
             os.close(fd)
-    plan["spawned_init"] = True
-    plan["init_fds"] = ours
-    return pid, ours
+    plan["init"] = ours
+    return pid, list(ours.values())
 
 
 class _Mounter:
