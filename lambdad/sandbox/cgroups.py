@@ -211,7 +211,7 @@ class CgroupManager:
             if not self._maker.alive:
                 self._maker.start()
             reply = await self._maker.request(request)
-        cgroup.adopt(reply.get("fds", []))
+        cgroup.adopt(reply["fds"])  # _make opens them all, or the request fails
         return cgroup
 
     def _new(self, name: str, memory_mb: int) -> tuple[EnvironmentCgroup, dict[str, Any]]:
