@@ -26,6 +26,26 @@ class ZygoteError(RuntimeError):
     """The zygote could not fork an environment (or is gone)."""
 
 
+# What the fork server needs of a request before it forks (lambdad_forkserver's header), so
+# that only the child parses the request: see lambdad_forkserver.
+INIT_NONE, INIT_GO, INIT_MOUNTS = 0, 1, 2
+
+
+def fork_header(request_id: int, request: dict[str, Any]) -> bytes:
+    """The header line of a fork request: its id, whether the child gets a PID namespace of
+    its own, and, for a sandbox, which compiled init it gets (INIT_GO: only the "go" pipe,
+    for a sandbox that mounts for itself; INIT_MOUNTS: init mounts the assignment) and the
+    sandbox's uid and gid."""
+    jail = request.get("jail")
+    init = INIT_NONE
+    uid = gid = 0
+    if jail is not None:
+        init = INIT_GO if jail.get("late_privileges") else INIT_MOUNTS
+        uid, gid = int(jail["uid"]), int(jail["gid"])
+    namespace = 1 if request.get("pid_namespace") else 0
+    return b"%d %d %d %d %d\n" % (request_id, namespace, init, uid, gid)
+
+
 class Zygote:
     """One fork server per interpreter; forks are answered in order over a SOCK_SEQPACKET pair.
 
@@ -124,7 +144,8 @@ class Zygote:
         request_id = next(self._ids)
         reply: asyncio.Future[int] = loop.create_future()
         self._forks[request_id] = reply
-        socket.send_fds(self._sock, [orjson.dumps({**request, "id": request_id})], fds)
+        message = fork_header(request_id, request) + orjson.dumps(request)
+        socket.send_fds(self._sock, [message], fds)
         pid = await reply
         return pid, self._exits[pid]
 

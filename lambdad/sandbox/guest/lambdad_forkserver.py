@@ -2,21 +2,29 @@
 
 A zygote forks environments from a freshly imported runtime; a snapshot forks *restored*
 environments from a function's initialised process. Both answer the same protocol on a
-SOCK_SEQPACKET socket (one JSON message per packet, file descriptors by SCM_RIGHTS):
+SOCK_SEQPACKET socket (one message per packet, file descriptors by SCM_RIGHTS):
 
-  lambdad -> server  {"id": n, ...request...}  with the fds the request needs
+  lambdad -> server  "ID PIDNS INIT UID GID\n" + JSON request   with the fds the request needs
   server -> lambdad  {"id": n, "pid": pid}  or  {"id": n, "error": "..."}
   server -> lambdad  {"exit": pid, "code": c, "signal": s}   when a child ends
   server -> lambdad  {"ready": pid}                           once, when the loop starts
+
+A request's header line (sandbox/zygote.py's fork_header) says what the server itself needs:
+the request's id, whether its child is born in a new PID namespace (PIDNS 1), and which
+compiled init is spawned there (INIT 0: none, 1: with the "go" pipe only, 2: also mounting for
+the sandbox, which runs as UID:GID). The JSON is parsed by the child alone: objects the server
+made for a request would be copied page by page, copy-on-write, in the server after every fork
+(it runs with hundreds of children sharing its memory) and again in the child that reads them.
 
 `serve` returns in each forked child with whatever the child function returned (a zygote's
 child function never returns); in the server it returns None once lambdad closes the socket.
 """
 
+import array
 import ctypes
 import json
 import os
-import selectors
+import select
 import signal
 import socket
 from collections.abc import Callable
@@ -24,14 +32,15 @@ from typing import Any
 
 Child = Callable[[dict[str, Any], list[int]], Any]
 # Spawns a compiled init as PID 1 of the new PID namespace a request's child is forked into
-# (lambdad_jail.spawn_init): given the request and its fds, returns init's pid and the
-# descriptors made for the child (this process closes its copies once the child is forked, or
-# fails to be: init then ends), or None to fork the child as PID 1 itself.
-SpawnInit = Callable[[dict[str, Any], list[int]], "tuple[int, list[int]] | None"]
+# (lambdad_jail.spawn_init): given the header's INIT, UID and GID and the request's fds,
+# returns init's pid and the descriptors made for the child by name (they go into its jail
+# plan as "init"; this process closes its copies once the child is forked, or fails to be:
+# init then ends), or None to fork the child as PID 1 itself.
+SpawnInit = Callable[[int, int, int, list[int]], "tuple[int, dict[str, int]] | None"]
 
 CLONE_NEWPID = 0x20000000
 _libc = ctypes.CDLL(None, use_errno=True)
-# A request with "pid_namespace" forks its child as PID 1 of a new PID namespace (no extra
+# A request with PIDNS 1 forks its child as PID 1 of a new PID namespace (no extra
 # process needed to get one). PID 1 cannot end itself by a signal, so such a child reports how
 # the environment ended on a status pipe ("code N" / "signal N"): child pid -> read end.
 _status_pipes: dict[int, int] = {}
@@ -111,24 +120,33 @@ def _fork(
     spawn_init: SpawnInit | None,
 ) -> bool:
     try:
-        data, fds, _flags, _addr = socket.recv_fds(control, 1 << 20, 8)
+        size, ancillary, flags, _addr = control.recvmsg_into([_buffer], _ANCILLARY)
     except OSError:
         return False
-    if not data:
+    if not size:
         return False
-    request = json.loads(data)
-    if len(fds) not in fds_allowed:
+    fds = _received_fds(ancillary)
+    line_end = _buffer.find(b"\n", 0, size)
+    try:
+        request_id, new_namespace, init_kind, uid, gid = map(int, _buffer[:line_end].split())
+    except ValueError:  # not this protocol: nothing to answer to
         for fd in fds:
             os.close(fd)
-        send(control, {"id": request.get("id"), "error": f"expected {fds_allowed} fd(s)"})
+        raise
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) not in fds_allowed:
+        for fd in fds:
+            os.close(fd)
+        error = f"expected {fds_allowed} fd(s) and at most {len(_buffer)} bytes"
+        send(control, {"id": request_id, "error": error})
         return True
     status = init = None
-    if request.get("pid_namespace"):
+    if new_namespace:
         _enter_pid_namespace()
         try:
-            init = spawn_init(request, fds) if spawn_init is not None else None
+            if spawn_init is not None and init_kind:
+                init = spawn_init(init_kind, uid, gid, fds)
         except OSError as exc:  # no init: no namespace either
-            return _refuse(control, request, fds, f"spawn init: {exc}")
+            return _refuse(control, request_id, True, fds, f"spawn init: {exc}")
         if init is None:
             status = os.pipe()
     try:
@@ -136,12 +154,12 @@ def _fork(
     except OSError as exc:
         if init is not None:
             _children_of_init[init[0]] = -1  # it ends (no child to wait for): reaped quietly
-            for fd in init[1]:
+            for fd in init[1].values():
                 os.close(fd)
         if status is not None:
             os.close(status[0])
             os.close(status[1])
-        return _refuse(control, request, fds, f"fork: {exc}")
+        return _refuse(control, request_id, new_namespace, fds, f"fork: {exc}")
     if pid == 0:
         control.close()
         os.close(wake[0])
@@ -154,32 +172,52 @@ def _fork(
         _status_pipes.clear()
         for table in (_inits, _children_of_init, _ended):
             table.clear()  # a SnapStart snapshot serves forks of its own later
+        request = json.loads(_buffer[line_end + 1 : size])
+        if init is not None:
+            request["jail"]["init"] = init[1]
         if status is not None:
             os.close(status[0])
             request["status_fd"] = status[1]
         raise _Forked(child(request, fds))
-    if request.get("pid_namespace"):
+    if new_namespace:
         _leave_pid_namespace()
     if init is not None:
         _inits[pid] = init[0]
         _children_of_init[init[0]] = pid
-        for fd in init[1]:
+        for fd in init[1].values():
             os.close(fd)
     if status is not None:
         os.close(status[1])
         _status_pipes[pid] = status[0]
     for fd in fds:
         os.close(fd)
-    send(control, {"id": request["id"], "pid": pid})
+    control.send(b'{"id": %d, "pid": %d}' % (request_id, pid))
     return True
 
 
-def _refuse(control: socket.socket, request: dict[str, Any], fds: list[int], error: str) -> bool:
-    if request.get("pid_namespace"):
+# A request is received into this buffer, made once: a fresh one per request would be mapped,
+# touched and unmapped each time (1 MiB: a plain environment's request carries its variables).
+_buffer = bytearray(1 << 20)
+_MAX_FDS = 8
+_ANCILLARY = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
+
+
+def _received_fds(ancillary: "list[tuple[int, int, bytes]]") -> "list[int]":
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    return list(fds)
+
+
+def _refuse(
+    control: socket.socket, request_id: int, new_namespace: int, fds: list[int], error: str
+) -> bool:
+    if new_namespace:
         _leave_pid_namespace()
     for fd in fds:
         os.close(fd)
-    send(control, {"id": request["id"], "error": error})
+    send(control, {"id": request_id, "error": error})
     return True
 
 
@@ -228,22 +266,24 @@ def serve(
     os.set_blocking(wake_w, False)
     previous = signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_w)
-    selector = selectors.DefaultSelector()
-    selector.register(control, selectors.EVENT_READ, "control")
-    selector.register(wake_r, selectors.EVENT_READ, "wake")
+    # epoll itself, not selectors: fewer objects touched per request (see the module's doc)
+    poller = select.epoll()
+    poller.register(control.fileno(), select.EPOLLIN)
+    poller.register(wake_r, select.EPOLLIN)
     send(control, {"ready": os.getpid()})
     try:
         while True:
-            for key, _ in selector.select():
-                if key.data == "wake":
+            for fd, _ in poller.poll():
+                if fd == wake_r:
                     os.read(wake_r, 4096)
                     _reap(control)
                 elif not _fork(control, (wake_r, wake_w), fds_allowed, child, spawn_init):
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, previous)
+                    poller.close()
                     return None
     except _Forked as forked:
-        selector.close()
+        poller.close()
         return forked.result
 
 

@@ -69,6 +69,7 @@ SECCOMP_MODE_FILTER = 2
 SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
 IFF_UP, IFF_RUNNING = 0x1, 0x40
 _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+INIT_GO, INIT_MOUNTS = 1, 2  # a fork request's INIT (lambdad_forkserver; sandbox/zygote.py)
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
@@ -385,28 +386,31 @@ _init_dir = -1  # the directory of the compiled init (enter_template opens it: s
 _init_name = ""
 
 
-def spawn_init(request: "dict[str, Any]", fds: "list[int]") -> "tuple[int, list[int]] | None":
+def spawn_init(
+    kind: int, uid: int, gid: int, fds: "list[int]"
+) -> "tuple[int, dict[str, int]] | None":
     """In the zygote, between unshare(CLONE_NEWPID) and forking a sandbox: spawn lambdad-init
     (guest/lambdad_init.c) as PID 1 of the new namespace — vfork + exec, so init never holds a
-    copy of the zygote's interpreter. The sandbox's descriptors for init go into its plan
-    ("init": "go", the write end of init's pipe, one byte once the sandbox has unshared its
-    namespaces, see prepare; unless it mounts for itself, "mounts", lambdad's end of init's
-    mount socket, and "ready", the read end of init's "ok" pipe). Returns init's pid and those
-    descriptors (see lambdad_forkserver.SpawnInit); None without the compiled init (the
-    sandbox then is its own PID 1)."""
-    plan = request.get("jail")
-    if plan is None or _init_dir < 0:
+    copy of the zygote's interpreter. `kind` is the fork request's INIT (lambdad_forkserver):
+    INIT_GO for a sandbox that mounts for itself (a SnapStart snapshot's, which keeps its
+    privileges), INIT_MOUNTS for one whose init mounts its assignment as `uid`:`gid`. Returns
+    init's pid and the sandbox's descriptors for it, which go into its plan as "init" ("go",
+    the write end of init's pipe, one byte once the sandbox has unshared its namespaces, see
+    prepare; with INIT_MOUNTS also "mounts", lambdad's end of init's mount socket, and "ready",
+    the read end of init's "ok" pipe); None without the compiled init (the sandbox then is its
+    own PID 1). `fds` are the request's: init must not hold them."""
+    if _init_dir < 0:
         return None
     go_r, go_w = os.pipe()
     theirs, ours = [go_r], {"go": go_w}
-    if not plan.get("late_privileges"):
+    if kind == INIT_MOUNTS:
         init_end, lambdads_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ready_r, ready_w = os.pipe()
         theirs += [init_end.detach(), ready_w]
         ours.update(mounts=lambdads_end.detach(), ready=ready_r)
     args = [str(fd) for fd in theirs]
     if len(theirs) > 1:
-        args += [str(plan["uid"]), str(plan["gid"])]
+        args += [str(uid), str(gid)]
     try:
         for fd in theirs:
             os.set_inheritable(fd, True)
@@ -429,8 +433,7 @@ def spawn_init(request: "dict[str, Any]", fds: "list[int]") -> "tuple[int, list[
     finally:
         for fd in theirs:
             os.close(fd)
-    plan["init"] = ours
-    return pid, list(ours.values())
+    return pid, ours
 
 
 class _Mounter:

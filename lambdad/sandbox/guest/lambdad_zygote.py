@@ -6,14 +6,15 @@ Usage: python lambdad_zygote.py CONTROL_FD [PRELOAD_DIR PRELOAD_MODULE]
 With LAMBDAD_TEMPLATE (a jail plan, JSON) in its environment, the zygote first moves into the
 sandboxes' common read-only root (lambdad_jail.enter_template) and forks only sandboxes.
 
-Protocol on the SOCK_SEQPACKET socket CONTROL_FD (one JSON message per packet):
+Protocol on the SOCK_SEQPACKET socket CONTROL_FD (one message per packet; a fork request is
+lambdad_forkserver's header line, then JSON that only the forked child parses):
   lambdad -> zygote  either a plain environment, with SCM_RIGHTS [log_fd] (plus, for a
                      SnapStart snapshot, the channel restores are requested on):
-                       {"id": n, "env": {...}, "cwd": "...",
+                       {"env": {...}, "cwd": "...",
                         "entry": "module:function" | "argv": [...]}   run in-process or exec
                      or a sandbox to prepare, with SCM_RIGHTS [channel_fd, *extra]
                      (extra: its cgroups' cgroup.procs files, its network namespace):
-                       {"id": n, "jail": {...}}   the rest (env, cwd, entry/argv, log fd)
+                       {"jail": {...}}   the rest (env, cwd, entry/argv, log fd)
                        arrives later on the channel: see lambdad_jail.prepare
   zygote -> lambdad  {"id": n, "pid": pid}            or {"id": n, "error": "..."}
   zygote -> lambdad  {"exit": pid, "code": c, "signal": s}   when a child ends
