@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
+import gc
 import logging
 import os
 import resource
@@ -305,12 +306,23 @@ def _reserve_descriptor_table(settings: Settings) -> None:
         os.close(null)
 
 
+def _freeze_startup_objects() -> None:
+    """Leave what start-up made (botocore's model, routes, the registries: ~57,000 objects)
+    out of every later garbage collection. A full collection walks all it tracks with the
+    event loop stopped: 35-42 ms with them in it, 6 ms without (one such collection per
+    ~90,000 no-op invocations here, always a latency outlier, a cold start's if one was in
+    flight)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def _run(platform: Platform) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     await platform.start()
+    _freeze_startup_objects()
     server = await http_server.serve(
         platform.app.handle,
         platform.settings.host,
