@@ -218,6 +218,7 @@ class Platform:
         await self.pools.close()
         await asyncio.sleep(0.05)
         await self.backend.close()
+        self.logs.close()
         self.store.close()
         self.layer_store.close()
         self.account_store.close()

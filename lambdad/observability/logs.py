@@ -193,6 +193,13 @@ class LogStore:
             writer.flush()
         return list(_read(path)) if path.exists() else []
 
+    def close(self) -> None:
+        """At shutdown: close the streams still open (what they buffered is written), then end
+        the file thread."""
+        for stream in list(self._open.values()):
+            stream.close()
+        self._files.shutdown(wait=True)
+
     def delete_group(self, account_id: str, group: str) -> None:
         directory = self._group_dir(account_id, group)
         if directory.is_dir():

@@ -123,6 +123,20 @@ def test_log_files_are_created_off_the_loop_and_read_in_full(
     stream.close()
 
 
+def test_closing_the_log_store_writes_what_open_streams_buffered(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    name = new_stream_name("$LATEST")
+    stream = store.open_stream("000000000000", "/aws/lambda/f", name)
+    stream.write("left in the buffer\n", 5)  # no flush: the server stops now
+    store.close()
+    (path,) = tmp_path.glob("000000000000/*/*.jsonl")
+    assert path.read_bytes() == b'[5,"left in the buffer\\n"]\n'
+    late = store.open_stream("000000000000", "/aws/lambda/f", new_stream_name("$LATEST"))
+    late.write("after\n", 6)
+    with pytest.raises(RuntimeError, match="shutdown"):  # its file thread has ended
+        late.flush()
+
+
 def test_exit_status_wording() -> None:
     assert ExitStatus(code=1).describe() == "exit status 1"
     assert ExitStatus(signal=9).describe() == "signal: killed"
