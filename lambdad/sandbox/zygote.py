@@ -68,7 +68,7 @@ class Zygote:
         self.memory_merge = memory_merge
         self._ids = itertools.count(1)
         # request id -> future of the forked pid
-        self._forks: dict[int, asyncio.Future[int]] = {}
+        self._forks: dict[int, asyncio.Future[tuple[int, asyncio.Future[ExitStatus]]]] = {}
         # pid -> future of its exit status (created on fork)
         self._exits: dict[int, asyncio.Future[ExitStatus]] = {}
         self._ready: asyncio.Future[int] | None = None
@@ -142,12 +142,13 @@ class Zygote:
             raise ZygoteError("zygote is not running")
         loop = asyncio.get_running_loop()
         request_id = next(self._ids)
-        reply: asyncio.Future[int] = loop.create_future()
+        reply: asyncio.Future[tuple[int, asyncio.Future[ExitStatus]]] = loop.create_future()
         self._forks[request_id] = reply
         message = fork_header(request_id, request) + orjson.dumps(request)
         socket.send_fds(self._sock, [message], fds)
-        pid = await reply
-        return pid, self._exits[pid]
+        # (the exit future comes with the pid: a child may have ended, and its exit been
+        # dispatched, before this coroutine runs again)
+        return await reply
 
     def _on_readable(self) -> None:
         assert self._sock is not None
@@ -180,8 +181,9 @@ class Zygote:
                 return
             if "pid" in message:
                 pid = int(message["pid"])  # type: ignore[call-overload]
-                self._exits[pid] = loop.create_future()
-                reply.set_result(pid)
+                exited: asyncio.Future[ExitStatus] = loop.create_future()
+                self._exits[pid] = exited
+                reply.set_result((pid, exited))
             else:
                 reply.set_exception(ZygoteError(str(message.get("error"))))
 
