@@ -72,4 +72,6 @@ def build_all() -> dict[str, str]:
 
     init = init_binary.ensure_built()
     outcomes["sandbox init"] = f"built: {init.name}" if init else "skipped: no C compiler"
+    loop = init_binary.ensure_fork_loop_built()
+    outcomes["sandbox fork loop"] = f"built: {loop.name}" if loop else "skipped: no C compiler"
     return outcomes

@@ -194,6 +194,8 @@ class NamespaceBackend(SandboxBackend):
         self._likely_memory_mb: dict[PoolKey, int] = {}
         # PID 1 of every environment: a tiny compiled program, or (None) a Python process
         self._init_program = init_binary.ensure_built()
+        # the zygotes' fork loop in C, or (None) their Python loop
+        self._fork_loop = init_binary.ensure_fork_loop_built()
         self._exec_interpreter = exec_interpreter
         self._zygotes = Zygotes(memory_merge, self._template)
         self._root = run_dir / "sandbox-root"
@@ -425,6 +427,7 @@ class NamespaceBackend(SandboxBackend):
             "symlinks": self._links,
             "dirs": ["/opt", "/var/lang", "/home"],
             "init_program": str(self._init_program) if self._init_program else None,
+            "fork_loop": str(self._fork_loop) if self._fork_loop else None,
         }
 
     async def open(self) -> None:

@@ -148,14 +148,27 @@ def handler(event, context):
 """
 
 
-@pytest.fixture(scope="module")
-def sandboxed(server: Server, lam: Any) -> Server:
+def require_namespaces(server: Server) -> Server:
+    """`server`, or a skip where the namespace sandbox is unavailable."""
     status = server.status()
     if status["isolation"]["backend"] != "namespaces":
         pytest.skip(
             "namespace sandbox unavailable here: " + "; ".join(status["isolation"]["notes"])
         )
     return server
+
+
+def check_init_mounts_the_assignment(lam: Any) -> None:
+    name = create_function(lam, {"app.py": PROBE})
+    body, error, _ = run(lam, name, {"attack": "write", "path": "/tmp/mine"})
+    assert error is None and body["ok"] is True
+    body, _, _ = run(lam, name, {"attack": "write", "path": "/var/task/owned.py"})
+    assert body["ok"] is False  # the code is there, read-only
+
+
+@pytest.fixture(scope="module")
+def sandboxed(server: Server, lam: Any) -> Server:
+    return require_namespaces(server)
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +252,30 @@ def test_pid_1_is_the_compiled_init(lam: Any, probe: str) -> None:
     # The zygote spawns lambdad-init as PID 1 and forks the function process beside it.
     body, _, _ = run(lam, probe, {"attack": "init"})
     assert body == {"pid": 2, "init": "lambdad-init"}
+
+
+def zygotes_forking_in_c(server: Server) -> dict[int, bool]:
+    """The server's zygotes: pid -> whether the compiled fork loop is loaded in it."""
+    zygotes = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        proc = Path("/proc", entry)
+        try:
+            if b"lambdad_zygote.py" not in (proc / "cmdline").read_bytes():
+                continue
+            parent = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+            if parent == server.process.pid:
+                zygotes[int(entry)] = "lambdad-forkloop-" in (proc / "maps").read_text()
+        except OSError:  # gone meanwhile
+            continue
+    return zygotes
+
+
+def test_the_sandbox_zygote_forks_in_c(sandboxed: Server, lam: Any, probe: str) -> None:
+    run(lam, probe, {"attack": "init"})  # its zygote is up
+    zygotes = zygotes_forking_in_c(sandboxed)
+    assert zygotes and all(zygotes.values()), zygotes
 
 
 def test_no_descriptor_reaches_outside_the_sandbox(lam: Any, probe: str) -> None:

@@ -5,24 +5,25 @@ and the environment behaves as with lambdad-init."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import Server, create_function, module_server
-from tests.e2e.test_isolation import PROBE, check_processes_end_with_the_environment, run
+from tests.e2e.test_isolation import (
+    PROBE,
+    check_init_mounts_the_assignment,
+    check_processes_end_with_the_environment,
+    require_namespaces,
+    run,
+)
 
 python_init_server = module_server("pyinit", env={"LAMBDAD_COMPILED_INIT": "off"})
 
 
 @pytest.fixture(scope="module")
-def sandboxed(python_init_server: Server) -> Iterator[Server]:
-    status = python_init_server.status()
-    if status["isolation"]["backend"] != "namespaces":
-        notes = "; ".join(status["isolation"]["notes"])
-        pytest.skip(f"namespace sandbox unavailable here: {notes}")
-    yield python_init_server
+def sandboxed(python_init_server: Server) -> Server:
+    return require_namespaces(python_init_server)
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +44,7 @@ def test_pid_1_is_the_forked_interpreter(lam: Any) -> None:
 
 
 def test_init_mounts_the_assignment(lam: Any) -> None:
-    name = create_function(lam, {"app.py": PROBE})
-    body, error, _ = run(lam, name, {"attack": "write", "path": "/tmp/mine"})
-    assert error is None and body["ok"] is True
-    body, _, _ = run(lam, name, {"attack": "write", "path": "/var/task/owned.py"})
-    assert body["ok"] is False  # the code is there, read-only
+    check_init_mounts_the_assignment(lam)
 
 
 def test_processes_end_with_the_environment(lam: Any) -> None:

@@ -1,14 +1,27 @@
-"""The fork-server protocol: lambdad's header line, a real zygote forking from it."""
+"""The fork-server protocol: lambdad's header line, a real zygote forking from it, and both
+fork loops (Python's and the compiled one) serving it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from lambdad.sandbox.zygote import INIT_GO, INIT_MOUNTS, INIT_NONE, Zygote, ZygoteError, fork_header
+from lambdad.sandbox import init_binary
+from lambdad.sandbox.zygote import (
+    GUEST_DIR,
+    INIT_GO,
+    INIT_MOUNTS,
+    INIT_NONE,
+    Zygote,
+    ZygoteError,
+    fork_header,
+)
 
 
 def test_the_header_says_what_the_server_needs_before_it_forks() -> None:
@@ -54,3 +67,70 @@ async def test_a_zygote_forks_the_request_only_its_child_parses(tmp_path: Path) 
         assert (await exited).code == 1
     finally:
         await zygote.close()
+
+
+# A fork server of either loop, without sandboxes: its children exec the request's argv with
+# their output on the request's one descriptor.
+SERVER = """
+import os, socket, sys
+sys.path.insert(0, sys.argv[1])
+import lambdad_forkserver as forkserver
+compiled = None
+if sys.argv[3]:
+    entry = forkserver.load_compiled_loop(sys.argv[3])
+    assert entry is not None
+    compiled = (entry, -1, "")
+def child(request, fds):
+    os.dup2(fds[0], 1)
+    os.close(fds[0])
+    os.execve(request["argv"][0], request["argv"], request["env"])
+forkserver.serve(socket.socket(fileno=int(sys.argv[2])), child, (1,), None, compiled)
+"""
+
+
+@pytest.fixture(params=["python", "compiled"])
+def fork_loop(request: pytest.FixtureRequest) -> str:
+    if request.param == "python":
+        return ""
+    built = init_binary.ensure_fork_loop_built()
+    if built is None:
+        pytest.skip("no C compiler")
+    return str(built)
+
+
+async def test_either_fork_loop_serves_the_protocol(fork_loop: str, tmp_path: Path) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    argv = [sys.executable, "-c", SERVER, str(GUEST_DIR), str(theirs.fileno()), fork_loop]
+    server = subprocess.Popen(argv, pass_fds=[theirs.fileno()])
+    theirs.close()
+    zygote = Zygote.adopt(ours, "test")
+    try:
+        await asyncio.wait_for(zygote.wait_ready(), 10)
+
+        async def run(argv: list[str], output: Path) -> tuple[int | None, str]:
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                _, exited = await zygote.fork({"env": {"V": output.name}, "argv": argv}, [fd])
+            finally:
+                os.close(fd)
+            status = await asyncio.wait_for(exited, 10)
+            return status.code, output.read_text()
+
+        echo = ["/bin/sh", "-c", 'printf "%s" "$V"; exit 3']
+        assert await run(echo, tmp_path / "one") == (3, "one")
+        # More forks at once than the compiled loop records between two returns to Python
+        # (64): every exit is still reported, with its own status.
+        outcomes = await asyncio.gather(*(run(echo, tmp_path / f"n{i}") for i in range(150)))
+        assert outcomes == [(3, f"n{i}") for i in range(150)]
+        # Refused by its id (two descriptors where one is allowed); the server goes on.
+        pair = [os.open(os.devnull, os.O_RDONLY) for _ in range(2)]
+        try:
+            with pytest.raises(ZygoteError):
+                await zygote.fork({"env": {}, "argv": ["/bin/true"]}, pair)
+        finally:
+            for fd in pair:
+                os.close(fd)
+        assert await run(["/bin/sh", "-c", "printf ok"], tmp_path / "last") == (0, "ok")
+    finally:
+        await zygote.close()
+        assert server.wait(timeout=10) == 0  # it ends once lambdad's end is closed

@@ -21,6 +21,7 @@ child function never returns); in the server it returns None once lambdad closes
 """
 
 import array
+import contextlib
 import ctypes
 import json
 import os
@@ -161,17 +162,7 @@ def _fork(
             os.close(status[1])
         return _refuse(control, request_id, new_namespace, fds, f"fork: {exc}")
     if pid == 0:
-        control.close()
-        os.close(wake[0])
-        os.close(wake[1])
-        _forget_pid_namespace()
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for report_fd in _status_pipes.values():
-            os.close(report_fd)
-        _status_pipes.clear()
-        for table in (_inits, _children_of_init, _ended):
-            table.clear()  # a SnapStart snapshot serves forks of its own later
+        _leave_server(control, wake)
         request = json.loads(_buffer[line_end + 1 : size])
         if init is not None:
             request["jail"]["init"] = init[1]
@@ -208,6 +199,21 @@ def _received_fds(ancillary: "list[tuple[int, int, bytes]]") -> "list[int]":
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
     return list(fds)
+
+
+def _leave_server(control: socket.socket, wake: tuple[int, int]) -> None:
+    """In a forked child: drop what is the server's."""
+    control.close()
+    os.close(wake[0])
+    os.close(wake[1])
+    _forget_pid_namespace()
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for report_fd in _status_pipes.values():
+        os.close(report_fd)
+    _status_pipes.clear()
+    for table in (_inits, _children_of_init, _ended):
+        table.clear()  # a SnapStart snapshot serves forks of its own later
 
 
 def _refuse(
@@ -255,13 +261,140 @@ def _leave_pid_namespace() -> None:
         raise OSError(err, f"setns(CLONE_NEWPID): {os.strerror(err)}")
 
 
+# --- the compiled loop (lambdad_forkloop.c: the same protocol, for a sandbox zygote) ----------
+
+
+class _LoopConfig(ctypes.Structure):
+    _fields_ = [
+        ("control", ctypes.c_int),
+        ("wake", ctypes.c_int),
+        ("own_pid_namespace", ctypes.c_int),
+        ("init_dir", ctypes.c_int),
+        ("init_name", ctypes.c_char_p),
+        ("fds_allowed", ctypes.c_uint),
+        ("buffer", ctypes.c_void_p),
+        ("buffer_size", ctypes.c_size_t),
+    ]
+
+
+class _ForkRecord(ctypes.Structure):
+    _fields_ = [("pid", ctypes.c_int), ("init_pid", ctypes.c_int), ("status_fd", ctypes.c_int)]
+
+
+class _ChildRecord(ctypes.Structure):
+    _fields_ = [
+        ("body_offset", ctypes.c_size_t),
+        ("body_size", ctypes.c_size_t),
+        ("fds", ctypes.c_int * 8),
+        ("nfds", ctypes.c_int),
+        ("go", ctypes.c_int),
+        ("mounts", ctypes.c_int),
+        ("ready", ctypes.c_int),
+        ("status_fd", ctypes.c_int),
+    ]
+
+
+# The compiled loop's entry point (load_compiled_loop), and the directory (an O_PATH
+# descriptor, or -1) and name of the compiled init it spawns.
+CompiledLoop = tuple[Any, int, str]
+_LOOP_EOF, _LOOP_WAKE, _LOOP_CHILD, _LOOP_FULL, _LOOP_BAD_REQUEST, _LOOP_STRANDED = range(6)
+_RECORDS = 64  # forks between two returns to Python at most
+
+
+def load_compiled_loop(path: "str | None") -> Any:
+    """The compiled loop's entry point (lambdad_forkloop.c, built by lambdad beside
+    lambdad-init), loaded now, while its file is reachable; None without one."""
+    if not path:
+        return None
+    try:
+        entry = ctypes.PyDLL(path).lambdad_fork_loop  # PyDLL: it runs holding the GIL
+    except (OSError, AttributeError) as exc:
+        os.write(2, f"lambdad zygote: the fork loop stays Python's ({exc})\n".encode())
+        return None
+    entry.restype = ctypes.c_int
+    entry.argtypes = [
+        ctypes.POINTER(_LoopConfig),
+        ctypes.POINTER(_ForkRecord),
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.POINTER(_ChildRecord),
+    ]
+    return entry
+
+
+def _remember(records: Any, count: int) -> None:
+    """The compiled loop's forks since its last return, into the tables `_reap` reads."""
+    for record in records[:count]:
+        if record.pid < 0:  # the fork failed: its init ends by itself, reaped quietly
+            _children_of_init[record.init_pid] = -1
+            continue
+        if record.init_pid >= 0:
+            _inits[record.pid] = record.init_pid
+            _children_of_init[record.init_pid] = record.pid
+        if record.status_fd >= 0:
+            _status_pipes[record.pid] = record.status_fd
+
+
+def _serve_compiled(
+    control: socket.socket,
+    wake: tuple[int, int],
+    fds_allowed: tuple[int, ...],
+    child: Child,
+    compiled: CompiledLoop,
+) -> Any:
+    entry, init_dir, init_name = compiled
+    remember_pid_namespace()
+    os.set_blocking(wake[0], False)
+    config = _LoopConfig(
+        control.fileno(),
+        wake[0],
+        _own_pid_namespace,
+        init_dir,
+        init_name.encode(),
+        sum(1 << n for n in fds_allowed),
+        ctypes.addressof((ctypes.c_char * len(_buffer)).from_buffer(_buffer)),
+        len(_buffer),
+    )
+    records = (_ForkRecord * _RECORDS)()
+    count = ctypes.c_int(0)
+    info = _ChildRecord()
+    while True:
+        outcome = entry(ctypes.byref(config), records, _RECORDS, ctypes.byref(count), info)
+        _remember(records, count.value)
+        if outcome == _LOOP_WAKE:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake[0], 4096)
+            _reap(control)
+        elif outcome == _LOOP_CHILD:
+            _leave_server(control, wake)
+            fds = list(info.fds[: info.nfds])
+            request = json.loads(_buffer[info.body_offset : info.body_offset + info.body_size])
+            if info.go >= 0:
+                init = {"go": info.go}
+                if info.mounts >= 0:
+                    init.update(mounts=info.mounts, ready=info.ready)
+                request["jail"]["init"] = init
+            if info.status_fd >= 0:
+                request["status_fd"] = info.status_fd
+            raise _Forked(child(request, fds))
+        elif outcome == _LOOP_EOF:
+            return None
+        elif outcome == _LOOP_BAD_REQUEST:
+            raise ValueError("a fork request without its header line")
+        elif outcome == _LOOP_STRANDED:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns(CLONE_NEWPID): {os.strerror(err)}")
+
+
 def serve(
     control: socket.socket,
     child: Child,
     fds_allowed: tuple[int, ...] = (1,),
     spawn_init: SpawnInit | None = None,
+    compiled: CompiledLoop | None = None,
 ) -> Any:
-    """Fork one child per request until lambdad closes `control`."""
+    """Fork one child per request until lambdad closes `control` (in the compiled loop when
+    there is one: see lambdad_forkloop.c; it spawns the compiled init itself)."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     previous = signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -272,6 +405,12 @@ def serve(
     poller.register(wake_r, select.EPOLLIN)
     send(control, {"ready": os.getpid()})
     try:
+        if compiled is not None:
+            poller.close()
+            result = _serve_compiled(control, (wake_r, wake_w), fds_allowed, child, compiled)
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, previous)
+            return result
         while True:
             for fd, _ in poller.poll():
                 if fd == wake_r:

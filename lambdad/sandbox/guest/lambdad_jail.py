@@ -386,6 +386,11 @@ _init_dir = -1  # the directory of the compiled init (enter_template opens it: s
 _init_name = ""
 
 
+def init_program() -> "tuple[int, str]":
+    """The compiled init's directory (an O_PATH descriptor; -1: none) and name in it."""
+    return _init_dir, _init_name
+
+
 def spawn_init(
     kind: int, uid: int, gid: int, fds: "list[int]"
 ) -> "tuple[int, dict[str, int]] | None":

@@ -117,15 +117,19 @@ def main() -> None:
         preloaded = importlib.import_module(sys.argv[3])  # pay the imports once, before any fork
         warm_up = getattr(preloaded, "warm_up", None)
     template = os.environ.pop("LAMBDAD_TEMPLATE", None)
+    compiled_loop = None
     if template is not None:  # a sandboxing zygote: it lives in the sandboxes' common root
+        plan = json.loads(template)
+        compiled_loop = forkserver.load_compiled_loop(plan.get("fork_loop"))
         forkserver.remember_pid_namespace()
-        jail.enter_template(json.loads(template))
+        jail.enter_template(plan)
     if warm_up is not None:  # the preloaded runtime's first runs (specialised bytecode shared)
         warm_up()
     gc.collect()
     gc.freeze()
     spawn_init = jail.spawn_init if template is not None else None
-    forkserver.serve(control, _child, MAX_FDS, spawn_init)
+    compiled = None if compiled_loop is None else (compiled_loop, *jail.init_program())
+    forkserver.serve(control, _child, MAX_FDS, spawn_init, compiled)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""Sandbox zygotes without the compiled fork loop (no C compiler: LAMBDAD_COMPILED_FORK_LOOP=off
+stands in): the zygote's Python loop forks the same sandboxes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server, create_function, module_server
+from tests.e2e.test_isolation import (
+    PROBE,
+    check_init_mounts_the_assignment,
+    check_processes_end_with_the_environment,
+    require_namespaces,
+    run,
+    zygotes_forking_in_c,
+)
+
+python_loop_server = module_server("pyloop", env={"LAMBDAD_COMPILED_FORK_LOOP": "off"})
+
+
+@pytest.fixture(scope="module")
+def sandboxed(python_loop_server: Server) -> Server:
+    return require_namespaces(python_loop_server)
+
+
+@pytest.fixture(scope="module")
+def lam(sandboxed: Server) -> Any:
+    return sandboxed.client()
+
+
+def test_sandboxes_are_forked_by_the_python_loop(sandboxed: Server, lam: Any) -> None:
+    name = create_function(lam, {"app.py": PROBE})
+    body, error, _ = run(lam, name, {"attack": "init"})
+    assert error is None
+    assert body == {"pid": 2, "init": "lambdad-init"}
+    zygotes = zygotes_forking_in_c(sandboxed)
+    assert zygotes and not any(zygotes.values()), zygotes
+
+
+def test_init_mounts_the_assignment(lam: Any) -> None:
+    check_init_mounts_the_assignment(lam)
+
+
+def test_processes_end_with_the_environment(lam: Any) -> None:
+    check_processes_end_with_the_environment(lam, create_function(lam, {"app.py": PROBE}))
