@@ -296,7 +296,7 @@ class NamespaceBackend(SandboxBackend):
         if not isinstance(snapshot, _JailedProcess) or snapshot.forkserver is None:
             raise OSError("not a snapshot of this backend")
         if snapshot.restores is None:
-            plan = {**self._sandbox_plan(), "tmp_mb": tmp_mb}
+            plan = {**self._sandbox_plan(), "seccomp": self._seccomp_hex, "tmp_mb": tmp_mb}
             snapshot.restores = RestorePool(
                 snapshot, snapshot.forkserver, self._cgroups, plan, memory_mb
             )
@@ -402,7 +402,6 @@ class NamespaceBackend(SandboxBackend):
             "gid": SANDBOX_GID,
             "hostname": "localhost",
             "nofile": 1024,
-            "seccomp": self._seccomp_hex,
             "runtime_api_port": RUNTIME_API_PORT,
             "runtime_api_unix": RUNTIME_API_UNIX,
         }
@@ -427,6 +426,7 @@ class NamespaceBackend(SandboxBackend):
             "symlinks": self._links,
             "dirs": ["/opt", "/var/lang", "/home"],
             "init_program": str(self._init_program) if self._init_program else None,
+            "seccomp": self._seccomp_hex,  # every sandbox's filter (see lambdad_jail)
             "fork_loop": str(self._fork_loop) if self._fork_loop else None,
         }
 
