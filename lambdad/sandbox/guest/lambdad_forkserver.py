@@ -20,7 +20,7 @@ made for a request would be copied page by page, copy-on-write, in the server af
 child function never returns); in the server it returns None once lambdad closes the socket.
 """
 
-import _signal
+import _signal  # type: ignore[import-not-found]  # (no stubs: signal without its enums)
 import array
 import contextlib
 import ctypes
