@@ -310,7 +310,8 @@ def load_compiled_loop(path: "str | None") -> Any:
     if not path:
         return None
     try:
-        entry = ctypes.PyDLL(path).lambdad_fork_loop  # PyDLL: it runs holding the GIL
+        # PyDLL: it runs holding the GIL; use_errno: a stranded loop's errno reaches Python
+        entry = ctypes.PyDLL(path, use_errno=True).lambdad_fork_loop
     except (OSError, AttributeError) as exc:
         os.write(2, f"lambdad zygote: the fork loop stays Python's ({exc})\n".encode())
         return None
@@ -344,7 +345,7 @@ def _serve_compiled(
     fds_allowed: tuple[int, ...],
     child: Child,
     compiled: CompiledLoop,
-) -> Any:
+) -> None:
     entry, init_dir, init_name = compiled
     remember_pid_namespace()
     os.set_blocking(wake[0], False)
@@ -381,7 +382,7 @@ def _serve_compiled(
                 request["status_fd"] = info.status_fd
             raise _Forked(child(request, fds))
         elif outcome == _LOOP_EOF:
-            return None
+            return
         elif outcome == _LOOP_BAD_REQUEST:
             raise ValueError("a fork request without its header line")
         elif outcome == _LOOP_STRANDED:
@@ -402,31 +403,40 @@ def serve(
     os.set_blocking(wake_w, False)
     previous = signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_w)
-    # epoll itself, not selectors: fewer objects touched per request (see the module's doc)
-    poller = select.epoll()
-    poller.register(control.fileno(), select.EPOLLIN)
-    poller.register(wake_r, select.EPOLLIN)
     send(control, {"ready": os.getpid()})
     try:
         if compiled is not None:
-            poller.close()
-            result = _serve_compiled(control, (wake_r, wake_w), fds_allowed, child, compiled)
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, previous)
-            return result
+            _serve_compiled(control, (wake_r, wake_w), fds_allowed, child, compiled)
+        else:
+            _serve_python(control, (wake_r, wake_w), fds_allowed, child, spawn_init)
+    except _Forked as forked:  # in a child
+        return forked.result
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, previous)
+    return None
+
+
+def _serve_python(
+    control: socket.socket,
+    wake: tuple[int, int],
+    fds_allowed: tuple[int, ...],
+    child: Child,
+    spawn_init: SpawnInit | None,
+) -> None:
+    # epoll itself, not selectors: fewer objects touched per request (see the module's doc)
+    poller = select.epoll()
+    try:
+        poller.register(control.fileno(), select.EPOLLIN)
+        poller.register(wake[0], select.EPOLLIN)
         while True:
             for fd, _ in poller.poll():
-                if fd == wake_r:
-                    os.read(wake_r, 4096)
+                if fd == wake[0]:
+                    os.read(wake[0], 4096)
                     _reap(control)
-                elif not _fork(control, (wake_r, wake_w), fds_allowed, child, spawn_init):
-                    signal.set_wakeup_fd(-1)
-                    signal.signal(signal.SIGCHLD, previous)
-                    poller.close()
-                    return None
-    except _Forked as forked:
+                elif not _fork(control, wake, fds_allowed, child, spawn_init):
+                    return
+    finally:
         poller.close()
-        return forked.result
 
 
 def serve_snapshot(fd: int) -> "dict[str, Any]":
