@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import harness
+from bench import harness, procfs
 
 SLEEPER = "import time\ndef handler(event, context):\n    time.sleep(1)\n    return None\n"
 LAST_STARTED_TARGET_S = 5.0  # the issue's target for 1,000
@@ -34,6 +34,8 @@ class BurstResult:
     median_s: float
     wall_s: float
     sending_s: float  # from the first request sent to the last
+    # CPU seconds by role over the burst (procfs.cpu_by_role): (processes, seconds)
+    cpu: dict[str, tuple[int, float]]
 
     def verdicts(self) -> dict[str, bool]:
         """Each part of the target on its own."""
@@ -124,8 +126,11 @@ def run_burst(count: int, work_dir: Path) -> BurstResult:
         lam = harness.lambda_client(server)
         harness.create_function(lam, "sleeper", harness.function_zip(SLEEPER))
         request = harness.signed_request(server.url, harness.invoke_path("sleeper"), b"{}")
+        watched = [server.pid, *procfs.descendants(server.pid)]
+        before = {pid: procfs.run_seconds(pid) for pid in watched}
         with _peak_environments(server) as seen:
             latencies, succeeded, wall, sending = _fire(server, request, count)
+        cpu = procfs.cpu_by_role(server.pid, before)
     finally:
         server.stop()
     return BurstResult(
@@ -136,6 +141,7 @@ def run_burst(count: int, work_dir: Path) -> BurstResult:
         median_s=latencies[len(latencies) // 2],
         wall_s=wall,
         sending_s=sending,
+        cpu=cpu,
     )
 
 
@@ -147,6 +153,16 @@ def report(result: BurstResult) -> list[str]:
         f"{result.last_started_s:.2f} s, median latency {result.median_s:.2f} s, "
         f"wall {result.wall_s:.2f} s (all sent within {result.sending_s * 1000:.0f} ms)",
     ]
+    per = max(result.requested, 1)
+    shares = ", ".join(
+        f"{role} {seconds / per * 1000:.2f} ({count:,} process{'es' if count > 1 else ''})"
+        for role, (count, seconds) in sorted(result.cpu.items(), key=lambda item: -item[1][1])
+    )
+    total = sum(seconds for _, seconds in result.cpu.values())
+    lines.append(
+        f"  CPU per environment, ms (schedstat of the processes alive at the end): {shares}; "
+        f"total {total / per * 1000:.2f} ms, {total / result.wall_s:.2f} cores over the wall time"
+    )
     for name, passed in result.verdicts().items():
         lines.append(f"  {'PASS' if passed else 'MISS'}  {name}")
     lines.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -129,6 +130,58 @@ class CpuMeter:
         after = tree_cpu_seconds([self._pid, *self._children])
         own = after[self._pid] - self._before[self._pid]
         return TreeCpu(own, sum(after[p] - self._before[p] for p in self._children))
+
+
+def run_seconds(pid: int) -> float:
+    """Time the process's live threads have run (schedstat, nanoseconds: /proc/PID/stat's
+    clock ticks round a few milliseconds down to nothing, which is all most environments'
+    processes use), 0 if it is gone."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            path = f"/proc/{pid}/task/{task}/schedstat"
+            with contextlib.suppress(OSError), open(path) as schedstat:
+                total += int(schedstat.read().split()[0])
+    except OSError:
+        return 0.0
+    return total / 1e9
+
+
+def cpu_by_role(server: int, before: dict[int, float]) -> dict[str, tuple[int, float]]:
+    """CPU seconds lambdad `server` and the processes below it used since `before` (their
+    run_seconds; processes started since count from zero), by role: lambdad,
+    zygotes, helpers (its other children), environments (the zygotes' children: function
+    processes and their inits). Each role: (processes, seconds). Only processes still alive
+    are counted."""
+    roles: dict[str, tuple[int, float]] = {}
+    zygotes: set[int] = set()
+    below = descendants(server)
+    children = {pid for pid in below if _parent_or_none(pid) == server}
+    for pid in below:
+        try:
+            if pid in children and "lambdad_zygote" in command_line(pid):
+                zygotes.add(pid)
+        except OSError:
+            continue
+    for pid in [server, *below]:
+        if pid == server:
+            role = "lambdad"
+        elif pid in zygotes:
+            role = "zygotes"
+        elif pid in children:
+            role = "helpers"
+        else:
+            role = "environments"
+        count, seconds = roles.get(role, (0, 0.0))
+        roles[role] = (count + 1, seconds + run_seconds(pid) - before.get(pid, 0.0))
+    return roles
+
+
+def _parent_or_none(pid: int) -> int | None:
+    try:
+        return parent_of(pid)
+    except (OSError, IndexError):
+        return None
 
 
 @dataclass(frozen=True)
