@@ -4,11 +4,19 @@ A slot (see sandbox/network.py) is built in these steps, all in the host's netwo
 except the first:
 
     unshare(CLONE_NEWNET) on this thread, open the new namespace (the file descriptor that
-    keeps it, handed to lambdad), disable IPv6 for new devices, open a NETLINK_ROUTE socket
-    inside (it stays there), setns back home
+    keeps it, handed to lambdad), open a NETLINK_ROUTE socket inside (it stays there), setns
+    back home
     -> veth: the host side lbd<tag>-<n>, the peer "eth0" created inside the namespace
     -> host side: IPv6 disabled, gateway address, up
-    -> inside: lo up; eth0 addressed and up; default route via the gateway
+    -> inside: lo up; eth0 without IPv6 addresses (addr_gen_mode "none"), addressed and up;
+       default route via the gateway
+
+IPv6 inside: eth0 is given no IPv6 address of any kind (no link-local either), so nothing can
+be sent over IPv6 (and the host side drops IPv6 anyway). Writing the namespace's
+net.ipv6.conf.default.disable_ipv6 instead cost a quarter of a builder's CPU with 1,000 slots:
+each component of a path under /proc/sys/net is compared with every network namespace's
+(proc_sys_compare), and that write came from inside the new namespace, which has no open
+directory to start from (the host side's is written relative to one).
 
 Why a process: lambdad's event loop is busiest exactly when slots are wanted (a burst of cold
 starts), and a worker thread of lambdad waits for the GIL after every system call (see
@@ -41,7 +49,8 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 18, 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 NLMSG_ERROR = 2
 NLA_F_NESTED = 0x8000
-IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_NET_NS_FD = 3, 4, 18, 28
+IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_AF_SPEC, IFLA_NET_NS_FD = 3, 4, 18, 26, 28
+IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 8, 1
 IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES = 31, 32
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -106,6 +115,13 @@ def _link(index: int = 0, up: bool = False) -> bytes:
     """An ifinfomsg; `up` sets IFF_UP."""
     flags = IFF_UP if up else 0
     return struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, flags, flags)
+
+
+def _without_ipv6_addresses(index: int) -> tuple[int, int, bytes]:
+    """Link `index` gets no IPv6 address, not even a link-local one (addr_gen_mode none)."""
+    mode = _attr(IFLA_INET6_ADDR_GEN_MODE, struct.pack("=B", IN6_ADDR_GEN_MODE_NONE))
+    spec = _attr(IFLA_AF_SPEC | NLA_F_NESTED, _attr(socket.AF_INET6 | NLA_F_NESTED, mode))
+    return RTM_NEWLINK, 0, _link(index) + spec
 
 
 def _address(index: int, address: str, prefixlen: int) -> tuple[int, int, bytes]:
@@ -179,7 +195,7 @@ class SlotMaker:
         namespace, inner = self._create_namespace()
         try:
             self._add_veth(namespace, plan)
-            self._configure_inside(inner, plan)
+            self._configure_inside(inner, plan, ipv6=self._host_ipv6 is not None)
         except BaseException:
             with contextlib.suppress(OSError):
                 self._delete_link(plan["interface"])
@@ -204,7 +220,6 @@ class SlotMaker:
         namespace = -1
         try:
             namespace = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            _write_sysctl("net/ipv6/conf/default/disable_ipv6", "1")  # eth0 arrives without v6
             return namespace, _Netlink()
         except BaseException:
             if namespace >= 0:
@@ -227,12 +242,15 @@ class SlotMaker:
         )
 
     @staticmethod
-    def _configure_inside(inner: _Netlink, plan: dict[str, Any]) -> None:
+    def _configure_inside(inner: _Netlink, plan: dict[str, Any], *, ipv6: bool) -> None:
+        """lo up; eth0 (without IPv6 addresses, where the kernel has IPv6: set while it is
+        down, before it could make its link-local one) addressed and up; the default route."""
         (reply,) = inner.request((RTM_GETLINK, 0, _link() + _name(SANDBOX_INTERFACE)))
         eth0 = struct.unpack_from("=BxHiII", reply)[2]
         address, prefixlen = plan["address"].split("/")
         inner.request(
             (RTM_NEWLINK, 0, _link(LOOPBACK_INDEX, up=True)),
+            *([_without_ipv6_addresses(eth0)] if ipv6 else []),
             _address(eth0, address, int(prefixlen)),
             (RTM_NEWLINK, 0, _link(eth0, up=True)),
             _default_route(plan["gateway"]),

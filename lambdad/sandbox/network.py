@@ -23,8 +23,9 @@ The host rules (one table per pool, replaced atomically, removed at close) are:
     postrouting  ip saddr <subnet> oifname != "lbd*" masquerade            outbound through NAT
 
 plus net.ipv4.ip_forward=1. The value it had before the first lambdad pool is written in each
-table's comment; the last pool to close restores it. IPv6 is disabled on both ends of every
-veth, so a sandbox has IPv4 only (as a Lambda function outside a VPC).
+table's comment; the last pool to close restores it. IPv6 is disabled on the host's end of
+every veth and the sandbox's end has no IPv6 address (sandbox/netlink.py), so a sandbox has
+IPv4 only (as a Lambda function outside a VPC).
 
 Reuse: a released slot is reused, not rebuilt. Nothing in it can have been changed by the
 function (it runs without capabilities, so addresses, routes and sysctls are out of its reach)

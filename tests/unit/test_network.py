@@ -435,12 +435,28 @@ def sysctl_in(netns_path: str, name: str) -> str:
 
 @needs_host
 @pytest.mark.skipif(not Path("/proc/sys/net/ipv6").is_dir(), reason="no IPv6 in this kernel")
-async def test_a_slot_has_ipv6_disabled_on_both_sides_of_its_veth() -> None:
+async def test_a_slot_carries_no_ipv6() -> None:
     async with running_pool() as pool:
         slot = await pool.acquire()
         host_side = Path(f"/proc/sys/net/ipv6/conf/{slot.interface}/disable_ipv6")
         assert host_side.read_text().strip() == "1"
-        assert sysctl_in(slot.path, "net/ipv6/conf/eth0/disable_ipv6") == "1"
+        # inside: eth0 has no IPv6 address at all (not even fe80::), set up never to make one
+        assert sysctl_in(slot.path, "net/ipv6/conf/eth0/addr_gen_mode") == "1"
+        inet6 = Path("/proc/thread-self/net/if_inet6")  # (/proc/net: the process's namespace)
+        addresses = in_namespace(slot.path, inet6.read_text)
+        assert [line for line in addresses.splitlines() if line.endswith("eth0")] == []
+
+        def connect_v6() -> int:
+            probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            try:
+                probe.connect(("2001:db8::1", 9))
+            except OSError as exc:
+                return exc.errno or 0
+            finally:
+                probe.close()
+            return 0
+
+        assert in_namespace(slot.path, connect_v6) == errno.ENETUNREACH
 
 
 @needs_host
