@@ -224,9 +224,10 @@ class CgroupManager:
             "paths": [str(p) for p in paths.values()],
             "settings": [
                 (str(paths["pids"] / "pids.max"), str(MAX_PIDS)),
-                # The init phase's CPU (every core, as AWS boosts init), set ahead.
+                # The init phase's CPU is every core (as AWS boosts init): a new cgroup's quota,
+                # unlimited, is that already. Each write of a period or a quota walks every
+                # task group on the host (tg_set_cfs_bandwidth): one write fewer per sandbox.
                 (str(cpu / "cpu.cfs_period_us"), str(CFS_PERIOD_US)),
-                (str(cpu / "cpu.cfs_quota_us"), str(CFS_PERIOD_US * self._cpus)),
                 # Memory: the limit first, then memsw (never below it; needs swap accounting).
                 (str(memory / "memory.limit_in_bytes"), limit),
             ],
