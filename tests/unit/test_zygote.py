@@ -134,3 +134,27 @@ async def test_either_fork_loop_serves_the_protocol(fork_loop: str, tmp_path: Pa
     finally:
         await zygote.close()
         assert server.wait(timeout=10) == 0  # it ends once lambdad's end is closed
+
+
+def test_either_fork_loop_stops_at_a_request_without_its_header(fork_loop: str) -> None:
+    # lambdad is the only writer: a request it could not have written ends the server (lambdad
+    # then sees the socket closed), rather than being guessed at.
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    argv = [sys.executable, "-c", SERVER, str(GUEST_DIR), str(theirs.fileno()), fork_loop]
+    server = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stderr=subprocess.PIPE)
+    theirs.close()
+    try:
+        assert b'"ready"' in ours.recv(4096)
+        fd = os.open(os.devnull, os.O_WRONLY)
+        try:
+            socket.send_fds(ours, [b'{"env": {}, "argv": ["/bin/true"]}'], [fd])
+        finally:
+            os.close(fd)
+        _, errors = server.communicate(timeout=10)
+        assert server.returncode != 0
+        assert b"ValueError" in errors
+        assert ours.recv(4096) == b""  # no answer, then the socket is closed
+    finally:
+        ours.close()
+        if server.poll() is None:
+            server.kill()
