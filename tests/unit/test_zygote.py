@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,6 +89,15 @@ forkserver.serve(socket.socket(fileno=int(sys.argv[2])), child, (1,), None, comp
 """
 
 
+def start_server(fork_loop: str, **popen: Any) -> tuple[socket.socket, subprocess.Popen[bytes]]:
+    """A SERVER on a socket pair: lambdad's end and the process."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    argv = [sys.executable, "-c", SERVER, str(GUEST_DIR), str(theirs.fileno()), fork_loop]
+    server = subprocess.Popen(argv, pass_fds=[theirs.fileno()], **popen)
+    theirs.close()
+    return ours, server
+
+
 @pytest.fixture(params=["python", "compiled"])
 def fork_loop(request: pytest.FixtureRequest) -> str:
     if request.param == "python":
@@ -99,10 +109,7 @@ def fork_loop(request: pytest.FixtureRequest) -> str:
 
 
 async def test_either_fork_loop_serves_the_protocol(fork_loop: str, tmp_path: Path) -> None:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    argv = [sys.executable, "-c", SERVER, str(GUEST_DIR), str(theirs.fileno()), fork_loop]
-    server = subprocess.Popen(argv, pass_fds=[theirs.fileno()])
-    theirs.close()
+    ours, server = start_server(fork_loop)
     zygote = Zygote.adopt(ours, "test")
     try:
         await asyncio.wait_for(zygote.wait_ready(), 10)
@@ -139,10 +146,7 @@ async def test_either_fork_loop_serves_the_protocol(fork_loop: str, tmp_path: Pa
 def test_either_fork_loop_stops_at_a_request_without_its_header(fork_loop: str) -> None:
     # lambdad is the only writer: a request it could not have written ends the server (lambdad
     # then sees the socket closed), rather than being guessed at.
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    argv = [sys.executable, "-c", SERVER, str(GUEST_DIR), str(theirs.fileno()), fork_loop]
-    server = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stderr=subprocess.PIPE)
-    theirs.close()
+    ours, server = start_server(fork_loop, stderr=subprocess.PIPE)
     try:
         assert b'"ready"' in ours.recv(4096)
         fd = os.open(os.devnull, os.O_WRONLY)
