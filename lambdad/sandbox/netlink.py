@@ -159,17 +159,13 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _write_sysctl(name: str, value: str, directory: int | None = None) -> None:
-    """Write /proc/sys/<name> as seen from the calling thread's network namespace, or <name>
-    relative to `directory`, an open directory of /proc/sys."""
-    path = name if directory is not None else f"/proc/sys/{name}"
-    # FileNotFoundError: no IPv6 in this kernel, nothing to disable
-    with contextlib.suppress(FileNotFoundError):
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC, dir_fd=directory)
-        try:
-            os.write(fd, value.encode())
-        finally:
-            os.close(fd)
+def _write_sysctl(name: str, value: str, directory: int) -> None:
+    """Write <name> relative to `directory`, an open directory of /proc/sys."""
+    fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=directory)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
 
 class SlotMaker:

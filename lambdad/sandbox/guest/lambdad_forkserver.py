@@ -21,7 +21,6 @@ child function never returns); in the server it returns None once lambdad closes
 """
 
 import _signal  # type: ignore[import-not-found]  # (no stubs: signal without its enums)
-import array
 import contextlib
 import ctypes
 import json
@@ -122,15 +121,14 @@ def _fork(
     spawn_init: SpawnInit | None,
 ) -> bool:
     try:
-        size, ancillary, flags, _addr = control.recvmsg_into([_buffer], _ANCILLARY)
+        data, fds, flags, _addr = socket.recv_fds(control, len(_buffer), _MAX_FDS)
     except OSError:
         return False
-    if not size:
+    if not data:
         return False
-    fds = _received_fds(ancillary)
-    line_end = _buffer.find(b"\n", 0, size)
+    header, _, body = data.partition(b"\n")
     try:
-        request_id, new_namespace, init_kind, uid, gid = map(int, _buffer[:line_end].split())
+        request_id, new_namespace, init_kind, uid, gid = map(int, header.split())
     except ValueError:  # not this protocol: nothing to answer to
         for fd in fds:
             os.close(fd)
@@ -164,7 +162,7 @@ def _fork(
         return _refuse(control, request_id, new_namespace, fds, f"fork: {exc}")
     if pid == 0:
         _leave_server(control, wake)
-        request = json.loads(_buffer[line_end + 1 : size])
+        request = json.loads(body)
         if init is not None:
             request["jail"]["init"] = init[1]
         if status is not None:
@@ -187,19 +185,11 @@ def _fork(
     return True
 
 
-# A request is received into this buffer, made once: a fresh one per request would be mapped,
-# touched and unmapped each time (1 MiB: a plain environment's request carries its variables).
+# The compiled loop receives requests into this buffer, made once (a fresh one per request
+# would be mapped, touched and unmapped each time); 1 MiB: a plain environment's request
+# carries its variables. The Python loop reads at most as much.
 _buffer = bytearray(1 << 20)
-_MAX_FDS = 8
-_ANCILLARY = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
-
-
-def _received_fds(ancillary: "list[tuple[int, int, bytes]]") -> "list[int]":
-    fds = array.array("i")
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    return list(fds)
+_MAX_FDS = 8  # descriptors a request may carry at most (lambdad_forkloop.c's MAX_FDS)
 
 
 def _leave_server(control: socket.socket, wake: tuple[int, int]) -> None:
@@ -288,7 +278,7 @@ class _ChildRecord(ctypes.Structure):
     _fields_ = [
         ("body_offset", ctypes.c_size_t),
         ("body_size", ctypes.c_size_t),
-        ("fds", ctypes.c_int * 8),
+        ("fds", ctypes.c_int * _MAX_FDS),
         ("nfds", ctypes.c_int),
         ("go", ctypes.c_int),
         ("mounts", ctypes.c_int),
@@ -388,6 +378,8 @@ def _serve_compiled(
         elif outcome == _LOOP_STRANDED:
             err = ctypes.get_errno()
             raise OSError(err, f"setns(CLONE_NEWPID): {os.strerror(err)}")
+        elif outcome != _LOOP_FULL:  # (full: its records are taken above; serve on)
+            raise RuntimeError(f"the compiled fork loop returned {outcome}")
 
 
 def serve(
