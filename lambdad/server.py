@@ -41,6 +41,7 @@ from lambdad.sandbox.base import SandboxBackend
 from lambdad.sandbox.memory_merge import MemoryMerge
 from lambdad.sandbox.namespaces import NamespaceBackend
 from lambdad.sandbox.process import ProcessBackend
+from lambdad.scheduler.answer_polling import AnswerPolling
 from lambdad.scheduler.launcher import EnvironmentLauncher
 from lambdad.scheduler.limiter import ConcurrencyLimiter
 from lambdad.scheduler.pools import EvictionPolicy, PoolManager
@@ -93,8 +94,15 @@ class Platform:
             burst=settings.burst,
             burst_window=settings.burst_window_seconds,
         )
+        self.answer_polling = AnswerPolling(settings.answer_polling_us)
         launcher = EnvironmentLauncher(
-            self.backend, self.catalog, self.code, self.logs, self.accounts, self.layers
+            self.backend,
+            self.catalog,
+            self.code,
+            self.logs,
+            self.accounts,
+            self.layers,
+            self.answer_polling,
         )
         # SnapStart versions' snapshots; it starts every environment (restoring those versions').
         self.snapshots = SnapshotManager(launcher)
@@ -173,6 +181,7 @@ class Platform:
             "provisioned": dataclasses.asdict(self.provisioner.statistics()),
             "snapStart": self.snapshots.statistics(),
             "asyncQueue": dataclasses.asdict(self.queue.statistics()),
+            "answerPolling": dataclasses.asdict(self.answer_polling.statistics()),
             "concurrency": {
                 account: dataclasses.asdict(self.limiter.statistics(account))
                 for account in self.limiter.account_ids()

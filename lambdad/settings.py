@@ -46,6 +46,9 @@ class Settings:
     # Scaling rate, per function: at most `burst` new environments per `burst_window` seconds.
     burst: int = 1000
     burst_window_seconds: float = 10.0
+    # Microseconds lambdad may busy-poll a warm environment for its answer while that is the
+    # only invocation running (scheduler/answer_polling.py); 0 always sleeps until it comes.
+    answer_polling_us: int = 200
     # Sandbox backend: "auto" (namespaces where the host allows, else processes),
     # "namespaces" (refuse to start without them) or "process" (no isolation).
     isolation: str = "auto"

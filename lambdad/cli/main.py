@@ -12,6 +12,16 @@ from lambdad.cli.accounts import register as register_accounts
 from lambdad.settings import DEFAULT_PORT, DEFAULT_REGION, Settings, default_data_dir
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"cannot be negative: {value}")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
     from lambdad.server import serve
 
@@ -32,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
         min_unreserved_concurrency=args.min_unreserved,
         burst=args.burst,
         burst_window_seconds=args.burst_window,
+        answer_polling_us=args.answer_polling,
     )
     serve(settings)
     return 0
@@ -86,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1000,
         help="idle execution environments kept at most (least recently used stop first)",
+    )
+    serve.add_argument(
+        "--answer-polling",
+        type=_non_negative_int,
+        default=200,
+        metavar="MICROSECONDS",
+        help="how long lambdad may busy-poll a warm environment for its answer while that is "
+        "the only invocation running, instead of sleeping until woken (0: never)",
     )
     serve.add_argument(
         "--min-free-memory",

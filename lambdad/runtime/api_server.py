@@ -11,7 +11,9 @@ runtime client in practice); everything Lambda-specific is delegated to a ``Runt
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
+import time
 from typing import Protocol, cast
 
 import httptools
@@ -39,6 +41,10 @@ _REASONS = {
 class NextReply(Protocol):
     def send(self, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
         """Answer a parked /next; False if the runtime's connection is gone."""
+
+    def poll_for_answer(self, budget_ns: int) -> bool:
+        """Busy-poll the connection, without yielding the event loop, until the runtime has
+        sent something or `budget_ns` has passed; True if it has (the loop reads it next)."""
 
 
 class PushChannel(Protocol):
@@ -100,6 +106,7 @@ class _Connection(asyncio.Protocol):
         # that read ended with a parked /next (a pipelining runtime), with the event it gets
         self._unsent: list[bytes] = []
         self._pushed = False  # the next /next was answered ahead (push)
+        self._poller: select.poll | None = None  # made for the first poll_for_answer
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -221,6 +228,20 @@ class _Connection(asyncio.Protocol):
             return False
         self._parked = False
         self._write_event(headers, body)
+        return True
+
+    def poll_for_answer(self, budget_ns: int) -> bool:
+        if self._transport is None:
+            return False
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self._transport.get_extra_info("socket").fileno(), select.POLLIN)
+        poll, clock = poller.poll, time.perf_counter_ns
+        end = clock() + budget_ns
+        while not poll(0):
+            if clock() >= end:
+                return False
         return True
 
     # PushChannel

@@ -30,6 +30,7 @@ from lambdad.runtime.api_server import (
     error_body,
 )
 from lambdad.sandbox.base import ExitStatus, SandboxProcess
+from lambdad.scheduler.answer_polling import AnswerPolling, typical_duration
 
 TAIL_BYTES = 4096
 MAX_EVENT_BYTES = 256 * 1024 - 26  # CloudWatch Logs' event size limit, less its overhead
@@ -124,6 +125,7 @@ class Environment:
         initialization_type: InitializationType = InitializationType.ON_DEMAND,
         role: EnvironmentRole = EnvironmentRole.RUNS,
         created: float | None = None,
+        polling: AnswerPolling | None = None,
     ) -> None:
         self.config = config
         self.initialization_type = initialization_type
@@ -147,6 +149,8 @@ class Environment:
         self._current: Invocation | None = None
         self._result: asyncio.Future[InvocationResult] | None = None
         self._delivered_at = 0.0
+        self._polling = AnswerPolling(0) if polling is None else polling
+        self._typical_s = math.inf  # its invocations' typical duration (answer_polling)
         self._last_request_id = ""
         self._tail: bytearray | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -267,16 +271,18 @@ class Environment:
         self._tail = bytearray() if invocation.tail else None
         result: asyncio.Future[InvocationResult] = self._loop.create_future()
         self._result = result
-        if self._init_error is not None:
-            self._fail_init()
-        elif self._parked is not None:
-            reply, self._parked = self._parked, None
-            self._deliver(reply)
-        elif self._push is not None and self.state is EnvironmentState.STARTING:
-            self._push_event()
+        self._polling.started()
         try:
+            if self._init_error is not None:
+                self._fail_init()
+            elif self._parked is not None:
+                reply, self._parked = self._parked, None
+                self._deliver(reply)
+            elif self._push is not None and self.state is EnvironmentState.STARTING:
+                self._push_event()
             return await result
         finally:
+            self._polling.ended()
             self.last_used = time.monotonic()
 
     def accept_pushes(self, channel: PushChannel) -> None:
@@ -307,6 +313,10 @@ class Environment:
         self._started(inv)
         if not sent:
             self.kill()
+            return
+        budget_ns = self._polling.budget_for(self._typical_s)
+        if budget_ns:
+            self._polling.polled(reply.poll_for_answer(budget_ns))
 
     def _started(self, inv: Invocation) -> None:
         self.state = EnvironmentState.BUSY
@@ -454,6 +464,7 @@ class Environment:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+            self._typical_s = typical_duration(self._typical_s, duration_ms / 1000)
         self._drain_output()
         init_ms = None
         if self._pending_init_report:

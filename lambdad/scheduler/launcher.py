@@ -19,6 +19,7 @@ from lambdad.runtime.launch import (
 )
 from lambdad.runtime.runtimes import Family, RuntimeCatalog
 from lambdad.sandbox.base import SandboxBackend, SandboxProcess
+from lambdad.scheduler.answer_polling import AnswerPolling
 from lambdad.scheduler.environment import Environment, EnvironmentRole, InitializationType
 from lambdad.store.code_cache import CodeCache
 
@@ -32,6 +33,7 @@ class EnvironmentLauncher:
         logs: LogStore,
         sessions: SessionRegistry | None = None,
         layers: LayerContent | None = None,
+        polling: AnswerPolling | None = None,
     ) -> None:
         self.backend = backend
         self.catalog = catalog
@@ -39,6 +41,8 @@ class EnvironmentLauncher:
         self.logs = logs
         self.sessions = sessions
         self.layers = layers
+        # shared by every environment it starts: it counts the invocations they run
+        self.polling = AnswerPolling(0) if polling is None else polling
 
     async def launch(
         self,
@@ -61,7 +65,15 @@ class EnvironmentLauncher:
 
         def environment() -> Environment:
             log = self.logs.open_stream(config.account_id, config.log_group, stream)
-            return Environment(config, log, forget, initialization_type, role, created=created)
+            return Environment(
+                config,
+                log,
+                forget,
+                initialization_type,
+                role,
+                created=created,
+                polling=self.polling,
+            )
 
         runtime = self.catalog.get(config.runtime)
         if runtime is None:

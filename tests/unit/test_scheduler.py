@@ -12,6 +12,7 @@ from lambdad.control.model import FunctionConfig
 from lambdad.observability.logs import LogStore
 from lambdad.runtime.runtimes import Family, RuntimeCatalog, RuntimeSpec
 from lambdad.sandbox.fake import FakeBackend, FakeBehaviour, FakeExit
+from lambdad.scheduler.answer_polling import AnswerPolling
 from lambdad.scheduler.environment import Invocation, InvocationResult
 from lambdad.scheduler.launcher import EnvironmentLauncher
 from lambdad.scheduler.pools import EvictionPolicy, PoolManager
@@ -38,7 +39,9 @@ def config(**changes: object) -> FunctionConfig:
     return base.evolve(**changes)
 
 
-def manager(tmp_path: Path, behaviour: FakeBehaviour) -> tuple[PoolManager, FakeBackend, LogStore]:
+def manager(
+    tmp_path: Path, behaviour: FakeBehaviour, polling: AnswerPolling | None = None
+) -> tuple[PoolManager, FakeBackend, LogStore]:
     backend = FakeBackend(behaviour)
     catalog = RuntimeCatalog(
         {"provided.al2023": RuntimeSpec("provided.al2023", Family.PROVIDED, None)}
@@ -47,7 +50,7 @@ def manager(tmp_path: Path, behaviour: FakeBehaviour) -> tuple[PoolManager, Fake
     code = CodeCache(tmp_path / "code", MemoryBlobStore())
     code.path_for("0" * 64).mkdir(parents=True)
     (code.path_for("0" * 64) / "bootstrap").write_text("#!/bin/sh\n")
-    launcher = EnvironmentLauncher(backend, catalog, code, logs)
+    launcher = EnvironmentLauncher(backend, catalog, code, logs, polling=polling)
     return PoolManager(launcher.launch, keep_alive_seconds=60, reap_interval=60), backend, logs
 
 
@@ -72,6 +75,30 @@ async def test_warm_reuse_and_init_duration_only_on_cold(tmp_path: Path) -> None
     assert first.init_duration_ms is not None and second.init_duration_ms is None
     assert len(backend.processes) == 1
     assert pools.pool_for(cfg).statistics().warm_starts == 1
+    await pools.close()
+
+
+async def test_lambdad_polls_for_a_fast_environments_answer_only(tmp_path: Path) -> None:
+    # The fake runtime runs on lambdad's own loop, so no poll can see its answer: each one
+    # spends its budget (20 ms here) and the invocation completes after it, as it would have.
+    async def slow(event: bytes, headers: Mapping[str, str]) -> bytes:
+        await asyncio.sleep(0.05)
+        return event
+
+    polling = AnswerPolling(budget_us=20_000)
+    pools, _, _ = manager(tmp_path, FakeBehaviour(echo), polling)
+    fast = config()
+    for i in range(3):
+        assert (await invoke(pools, fast, b"%d" % i)).payload == b"%d" % i
+    # not the cold start's delivery (nothing known of the environment yet), then each one
+    assert (polling.polls, polling.answered, polling.running) == (2, 0, 0)
+    await pools.close()
+
+    polling = AnswerPolling(budget_us=20_000)
+    pools, _, _ = manager(tmp_path / "slow", FakeBehaviour(slow), polling)
+    for i in range(3):
+        assert (await invoke(pools, config(name="slow"), b"%d" % i)).payload == b"%d" % i
+    assert (polling.polls, polling.running) == (0, 0)  # 50 ms answers: slept on
     await pools.close()
 
 
