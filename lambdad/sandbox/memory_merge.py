@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -44,6 +46,10 @@ PACE_INTERVAL_S = 0.5
 BUSY_INVOCATIONS_PER_S = 200
 BUSY_ENVIRONMENTS = 32
 
+# Where the lambdads running on this host note that they pace ksmd, and the pace the host had
+# before the first of them (see Sharers).
+SHARERS_DIR = Path("/run/lambdad-ksm")
+
 MERGE_NOTE = (
     "memory merging (KSM) is on: identical memory pages are shared between environments, "
     "a timing side channel between functions (--memory-merge off closes it)"
@@ -57,25 +63,111 @@ class MemoryMergeUnavailable(RuntimeError):
     """`--memory-merge on`, but this host cannot merge (no KSM, or not root)."""
 
 
+class Sharers:
+    """The lambdads on this host that pace ksmd, and the pace the host had before the first.
+
+    Each running lambdad holds a file in `directory` named by its pid, its start time and a
+    serial number; the first to join (no live member left) records the host's pages_to_scan,
+    and the last to leave gets it back to restore (if they all died, the next first one keeps
+    that record rather than the pace they left). Without this, a lambdad started while
+    another had raised the pace took the raised pace for the host's and left it raised. A
+    member that died without leaving is dropped by the next one to join or leave. All of it
+    under an exclusive lock on `directory`/lock."""
+
+    _serial = itertools.count()
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._member = f"{os.getpid()}-{_start_time(os.getpid())}-{next(self._serial)}"
+
+    def join(self, current: int) -> int:
+        """Register this lambdad; the host's own pace (`current` when it is the first)."""
+        self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with self._locked():
+            original = self._directory / "original"
+            self._live_members()  # drops the dead
+            if not original.exists():  # (left by members that all died: still the host's)
+                original.write_text(f"{current}\n")
+            (self._directory / f"member-{self._member}").touch()
+            return _read_int(original)
+
+    def leave(self) -> int | None:
+        """Unregister: the host's own pace when this was the last lambdad, else None."""
+        with self._locked():
+            with contextlib.suppress(FileNotFoundError):
+                (self._directory / f"member-{self._member}").unlink()
+            if self._live_members():
+                return None
+            original = self._directory / "original"
+            try:
+                return _read_int(original)
+            except (OSError, ValueError):
+                return None
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    original.unlink()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self._directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _live_members(self) -> list[Path]:
+        live = []
+        for path in self._directory.glob("member-*"):
+            pid, start, _ = path.name.removeprefix("member-").split("-")
+            if _start_time(int(pid)) == start:
+                live.append(path)
+            else:  # that lambdad died without leaving
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return live
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time (clock ticks since boot), "" when there is no such process:
+    with the pid, it names one process even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
 class MergePace:
     """Sets ksmd's pages_to_scan for lambdad's load: `quiet` pages per wake-up while the
     environments are quiet, `busy` while invocations flow. Writes on every call (another
-    lambdad on the host may have set its own); `restore` writes back what the host had when
-    lambdad started."""
+    lambdad on the host may have set its own); `restore` writes back what the host had before
+    lambdad — the first of those running — started, when it is the last to stop."""
 
-    def __init__(self, pages_to_scan: Path, quiet: int, busy: int, hosts: int) -> None:
+    def __init__(
+        self, pages_to_scan: Path, quiet: int, busy: int, hosts: int, sharers: Sharers
+    ) -> None:
         self._path = pages_to_scan
         self.quiet = quiet
         self.busy = busy
         self.hosts = hosts
         self.is_busy = False
+        self._sharers: Sharers | None = sharers
 
     def set_busy(self, busy: bool) -> None:
         self.is_busy = busy
         self._write(self.busy if busy else self.quiet)
 
     def restore(self) -> None:
-        self._write(self.hosts)
+        sharers, self._sharers = self._sharers, None
+        if sharers is None:
+            return  # restored already
+        try:
+            hosts = sharers.leave()
+        except OSError:
+            hosts = self.hosts
+        if hosts is not None:
+            self._write(hosts)
 
     def _write(self, pages: int) -> None:
         with contextlib.suppress(OSError):
@@ -121,19 +213,26 @@ def configure(
     ksm_dir: Path = KSM_DIR,
     pages_to_scan: int = PAGES_TO_SCAN,
     privileged: bool | None = None,
+    sharers_dir: Path | None = None,
 ) -> MemoryMerge:
     """Switch ksmd on for lambdad's environments, as `mode` asks and the host allows."""
     if mode == "off":
         return MemoryMerge(False, "off (--memory-merge off)")
     reason = _unavailable(ksm_dir, os.geteuid() == 0 if privileged is None else privileged)
     hosts = 0
+    sharers = Sharers(SHARERS_DIR if sharers_dir is None else sharers_dir)
     if reason is None:
+        joined = False
         try:
-            hosts = _read_int(ksm_dir / "pages_to_scan")
+            hosts = sharers.join(_read_int(ksm_dir / "pages_to_scan"))
+            joined = True
             _raise_to(ksm_dir / "pages_to_scan", pages_to_scan)
             (ksm_dir / "run").write_text("1\n")
         except OSError as exc:
             reason = f"cannot switch KSM on ({exc.strerror or exc})"
+            if joined:
+                with contextlib.suppress(OSError):
+                    sharers.leave()
     if reason is not None:
         if mode == "on":
             raise MemoryMergeUnavailable(f"--memory-merge on, but {reason}")
@@ -143,7 +242,7 @@ def configure(
     # A host value between the kernel's default and ours may be an earlier lambdad's, left by
     # a crash: while busy, the kernel's default is used whatever it was.
     busy = scan if hosts > pages_to_scan else min(hosts, KERNEL_PAGES_TO_SCAN)
-    pace = MergePace(ksm_dir / "pages_to_scan", scan, busy, hosts)
+    pace = MergePace(ksm_dir / "pages_to_scan", scan, busy, hosts, sharers)
     detail = f"KSM, ksmd scans {scan} pages every {sleep} ms"
     if busy < scan:
         detail += f" while environments are quiet ({busy} while invocations flow)"

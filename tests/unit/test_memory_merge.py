@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lambdad.sandbox import memory_merge
 from lambdad.sandbox.memory_merge import (
     MemoryMergeUnavailable,
     configure,
@@ -18,11 +19,43 @@ from lambdad.sandbox.memory_merge import (
 
 
 @pytest.fixture
-def ksm(tmp_path: Path) -> Path:
+def ksm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     values = {"run": 0, "pages_to_scan": 100, "sleep_millisecs": 20, "pages_sharing": 7}
     for name, value in values.items():
         (tmp_path / name).write_text(f"{value}\n")
+    # the lambdads sharing this fake host's ksmd: never the real host's record
+    monkeypatch.setattr(memory_merge, "SHARERS_DIR", tmp_path / "sharers")
     return tmp_path
+
+
+def test_the_last_of_two_lambdads_to_stop_puts_the_hosts_pace_back(ksm: Path) -> None:
+    first = configure("auto", ksm, pages_to_scan=1000, privileged=True)
+    second = configure("auto", ksm, pages_to_scan=1000, privileged=True)  # starts at 1000
+    assert first.pace is not None and second.pace is not None
+    assert second.pace.hosts == 100 and second.pace.busy == 100  # the host's, not the first's
+    first.pace.restore()
+    assert (ksm / "pages_to_scan").read_text() == "1000\n"  # the second still paces it
+    second.pace.restore()
+    assert (ksm / "pages_to_scan").read_text() == "100\n"
+    second.pace.restore()  # once only
+    third = configure("auto", ksm, pages_to_scan=1000, privileged=True)
+    assert third.pace is not None and third.pace.hosts == 100
+
+
+def test_lambdads_that_died_without_stopping_are_dropped_and_the_hosts_pace_kept(
+    ksm: Path,
+) -> None:
+    sharers = ksm / "sharers"
+    sharers.mkdir()
+    (sharers / "original").write_text("100\n")  # recorded by the first of them
+    (sharers / "member-999999999-12345-0").touch()  # no such process
+    (ksm / "pages_to_scan").write_text("1000\n")  # the pace they left
+    merge = configure("auto", ksm, pages_to_scan=1000, privileged=True)
+    assert merge.pace is not None and merge.pace.hosts == 100
+    assert [p.name for p in sharers.glob("member-*")] != ["member-999999999-12345-0"]
+    merge.pace.restore()
+    assert (ksm / "pages_to_scan").read_text() == "100\n"
+    assert not list(sharers.glob("member-*")) and not (sharers / "original").exists()
 
 
 def test_auto_switches_ksmd_on_and_raises_its_scan_rate(ksm: Path) -> None:
