@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).resolve().parent / "guest" / "lambdad_init.c"
 FORK_LOOP_SOURCE = SOURCE.parent / "lambdad_forkloop.c"
 BUILD_DIR = SOURCE.parent / "build"
+FREESTANDING = [
+    "-static",
+    "-nostdlib",
+    "-ffreestanding",
+    "-fno-stack-protector",
+    "-fno-tree-loop-distribute-patterns",  # its memset/memcpy must not call themselves
+    "-DLAMBDAD_FREESTANDING",
+]
 
 
 def built_path() -> Path:
@@ -35,8 +43,13 @@ def ensure_built() -> Path | None:
     if os.environ.get("LAMBDAD_COMPILED_INIT") == "off":
         log.info("LAMBDAD_COMPILED_INIT=off: environments keep a Python init process")
         return None
-    # static: no dynamic loader pages at all
-    return _build(SOURCE, built_path(), [["-static"], []], "environments keep a Python init")
+    return _build(
+        SOURCE,
+        built_path(),
+        # x86-64: no C library at all (see the source); elsewhere static, else as it can
+        [FREESTANDING, ["-static"], []],
+        "environments keep a Python init",
+    )
 
 
 def ensure_fork_loop_built() -> Path | None:
