@@ -16,6 +16,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lambdad.runtime.api_server import RuntimeApiServer
+
 
 @dataclass(frozen=True)
 class LaunchSpec:
@@ -80,6 +82,9 @@ class SandboxProcess(ABC):
     runtime_api_unix_socket: socket.socket | None = None
     # lambdad's end of a Runtime API connection already made for the runtime, if any.
     runtime_api_connection: socket.socket | None = None
+    # Or all of them served already, while the sandbox waited (bound to the environment by
+    # the launcher): then the three above are left unset.
+    runtime_api_server: RuntimeApiServer | None = None
 
     @abstractmethod
     async def wait(self) -> ExitStatus:

@@ -260,11 +260,13 @@ class NamespaceBackend(SandboxBackend):
         except BaseException:
             prepared.discard()
             raise
-        process = _JailedProcess(
-            prepared.pid, prepared.exited, prepared.cgroup, prepared.runtime_api
-        )
-        process.runtime_api_unix_socket = prepared.runtime_api_unix
-        process.runtime_api_connection = prepared.runtime_api_connection
+        process = _JailedProcess(prepared.pid, prepared.exited, prepared.cgroup, None)
+        if prepared.api is not None:
+            process.runtime_api_server = prepared.api
+        else:
+            process.runtime_api_socket = prepared.runtime_api
+            process.runtime_api_unix_socket = prepared.runtime_api_unix
+            process.runtime_api_connection = prepared.runtime_api_connection
         if spec.snapshot:
             process.forkserver = Zygote.adopt(prepared.channel, f"snapshot {prepared.pid}")
         return process
@@ -393,7 +395,14 @@ class NamespaceBackend(SandboxBackend):
                 os.kill(pid, signal.SIGKILL)
             exited.add_done_callback(lambda _: cgroup.remove())
             return None
-        return PreparedSandbox.ready(pid, exited, cgroup, ours, listeners)
+        prepared = PreparedSandbox.ready(pid, exited, cgroup, ours, listeners)
+        try:
+            await prepared.serve_ahead()
+        except BaseException:
+            prepared.discard()
+            exited.add_done_callback(lambda _: cgroup.remove())
+            raise
+        return prepared
 
     def _sandbox_plan(self) -> dict[str, Any]:
         """The jail plan of a sandbox (see guest/lambdad_jail.prepare), before what is its own."""

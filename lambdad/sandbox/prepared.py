@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lambdad.runtime.api_server import RuntimeApiServer
 from lambdad.sandbox.base import ExitStatus
 from lambdad.sandbox.cgroups import EnvironmentCgroup
 from lambdad.sandbox.zygote import ZygoteKey
@@ -43,6 +44,8 @@ class PreparedSandbox:
     # where the sandbox's init takes the assignment's code to mount (the function process has
     # dropped its privileges ahead); None: the function process mounts it itself
     mounts: socket.socket | None = None
+    # the Runtime API served on the sockets above while it waits (serve_ahead), unbound
+    api: RuntimeApiServer | None = None
 
     @classmethod
     def ready(
@@ -64,12 +67,28 @@ class PreparedSandbox:
             sockets.mounts,
         )
 
+    async def serve_ahead(self) -> None:
+        """Serve its Runtime API now, unbound (see RuntimeApiServer): off the path of the
+        cold start that takes it."""
+        api = RuntimeApiServer()
+        try:
+            await api.serve(self.runtime_api)
+            await api.serve(self.runtime_api_unix)
+            if self.runtime_api_connection is not None:
+                await api.adopt(self.runtime_api_connection)
+        except BaseException:
+            api.close()
+            raise
+        self.api = api
+
     @property
     def alive(self) -> bool:
         return not self.exited.done()
 
     def discard(self) -> None:
         """Tear down a sandbox that will never be assigned."""
+        if self.api is not None:
+            self.api.close()  # (the sockets' last users: it closes them)
         self.channel.close()
         self.runtime_api.close()
         self.runtime_api_unix.close()

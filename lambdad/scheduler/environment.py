@@ -285,6 +285,13 @@ class Environment:
             self._polling.ended()
             self.last_used = time.monotonic()
 
+    def use_api(self, server: RuntimeApiServer) -> None:
+        """Take a Runtime API server that was serving ahead of this environment (a prepared
+        sandbox's) instead of its own, which had served nothing."""
+        self.api.close()
+        server.bind(self)
+        self.api = server
+
     def accept_pushes(self, channel: PushChannel) -> None:
         """The runtime is lambdad's own bootstrap on a connection made for it: a cold start's
         event is pushed to it while it initialises (api_server's _Connection.push)."""

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from lambdad.control.model import FunctionConfig
 from lambdad.observability.logs import LogStore, new_stream_name
+from lambdad.runtime.api_server import PushChannel
 from lambdad.runtime.launch import (
     EnvironmentPlan,
     SessionCredentials,
@@ -131,12 +132,17 @@ class EnvironmentLauncher:
             self.sessions.register_session(
                 creds.access_key_id, creds.secret_access_key, config.account_id, creds.session_token
             )
+        connection: PushChannel | None = None
+        if process.runtime_api_server is not None:  # served while the sandbox waited
+            env.use_api(process.runtime_api_server)
+            connection = process.runtime_api_server.connection
         if process.runtime_api_socket is not None:
             await env.api.serve(process.runtime_api_socket)
         if process.runtime_api_unix_socket is not None:
             await env.api.serve(process.runtime_api_unix_socket)
         if process.runtime_api_connection is not None:
             connection = await env.api.adopt(process.runtime_api_connection)
+        if connection is not None:
             # lambdad's own bootstrap, run in-process on that connection, takes a pushed event
             in_process = spec.zygote_interpreter is not None and not spec.exec_argv
             on_demand = initialization_type is InitializationType.ON_DEMAND

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from lambdad.runtime.api_server import ACCEPTED, NextReply, _Connection
+import asyncio
+import socket
+
+import pytest
+
+from lambdad.runtime.api_server import ACCEPTED, NextReply, RuntimeApiServer, _Connection
 from tests.unit.fake_transport import RecordingTransport
 
 NEXT = b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: rt\r\n\r\n"
@@ -94,3 +99,26 @@ def test_nothing_is_pushed_to_a_runtime_waiting_on_next_or_gone() -> None:
     assert transport.writes == []
     conn.connection_lost(None)
     assert not conn.push([], b"{}")
+
+
+async def test_a_server_made_ahead_serves_its_environment_once_bound() -> None:
+    server = RuntimeApiServer()  # a prepared sandbox's: no environment yet
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    try:
+        channel = await server.adopt(ours)
+        assert server.connection is channel
+        await asyncio.get_running_loop().sock_sendall(theirs, NEXT)
+        early = await asyncio.get_running_loop().sock_recv(theirs, 4096)
+        assert early.startswith(b"HTTP/1.1 503 ")  # nothing runs in a sandbox before that
+        handler = Handler()
+        server.bind(handler)  # type: ignore[arg-type]  # only what this test calls
+        await asyncio.get_running_loop().sock_sendall(theirs, response("r1"))
+        answer = await asyncio.get_running_loop().sock_recv(theirs, 4096)
+        assert answer.startswith(b"HTTP/1.1 202 Accepted\r\n")
+        assert handler.responses == [("r1", b"null")]
+        with pytest.raises(RuntimeError):
+            server.bind(Handler())  # type: ignore[arg-type]
+    finally:
+        server.close()
+        theirs.close()
