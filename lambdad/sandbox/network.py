@@ -32,7 +32,8 @@ function (it runs without capabilities, so addresses, routes and sysctls are out
 and its processes are gone with their sockets; what survives is the host's conntrack entries for
 the slot's address, which are deleted, and a Runtime API listener lambdad may not have closed
 yet, which is waited for (up to RECYCLE_ATTEMPTS x RECYCLE_RETRY_S) before the slot is
-destroyed and a new one built instead.
+destroyed and a new one built instead (its conntrack entries deleted then: the new one gets
+the same address).
 
 Processes and threads: slots are built by BUILDERS processes of their own (sandbox/netlink.py
 explains why), taking slots in turn, up to BUILDS_IN_FLIGHT requests queued there at once. The
@@ -386,7 +387,7 @@ class NetworkPool:
         except Exception:
             log.exception("network pool %s: cannot recycle %s", self.tag, slot.name)
         self._recycling -= 1
-        await self._destroy(slot)
+        await self._destroy(slot, forget=True)  # its address is built again later
 
     def _offer(self, slot: NetworkSlot) -> None:
         """A slot is ready: to the oldest waiter, else idle (or destroyed if idle is full)."""
@@ -401,12 +402,14 @@ class NetworkPool:
         else:
             self._idle.append(slot)
 
-    async def _destroy(self, slot: NetworkSlot) -> None:
+    async def _destroy(self, slot: NetworkSlot, *, forget: bool = False) -> None:
+        """Remove a slot and free its address; `forget`: also delete the host's conntrack
+        entries from that address (not recycled, they are still there)."""
         if self._state is not PoolState.RUNNING:
             self._idle.append(slot)  # close() removes it
             return
         try:
-            await self._run(self._host.destroy, slot)
+            await self._run(self._host.destroy, slot, forget)
         except Exception:
             log.exception("network pool %s: cannot remove %s", self.tag, slot.name)
             return  # its index stays taken; close() sweeps it
@@ -495,10 +498,13 @@ class _Host:
         self._forget_connections(slot)
         return True
 
-    def destroy(self, slot: NetworkSlot) -> None:
-        """Delete the slot's veth (the caller then closes its namespace's descriptor)."""
+    def destroy(self, slot: NetworkSlot, forget: bool = False) -> None:
+        """Delete the slot's veth (the caller then closes its namespace's descriptor); with
+        `forget`, then the conntrack entries from its address (none can be made after)."""
         for index in self._ipr.link_lookup(ifname=slot.interface):
             self._delete_link(index)  # removes the peer inside the namespace too
+        if forget:
+            self._forget_connections(slot)
 
     def sweep(self) -> None:
         """Remove every veth of this tag once its namespace is gone (at close, after the

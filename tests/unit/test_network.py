@@ -569,6 +569,25 @@ async def test_a_slot_whose_listener_stays_open_is_destroyed(
 
 
 @needs_host
+async def test_a_destroyed_slots_connections_are_forgotten_before_its_address_is_reused(
+    outside: OutsideHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(network, "RECYCLE_ATTEMPTS", 3)
+    async with running_pool(target_idle=0, max_idle=4) as pool:
+        slot = await pool.acquire()
+        with serving(listen(socket_in(outside.path))) as server:
+            await asyncio.to_thread(fetch, slot.path, outside.address, server.port)
+        assert conntrack_sources(ip_of(slot)) >= 1
+        with listen(socket_in(slot.path), "127.0.0.1"):  # so it is not recycled
+            namespace = os.readlink(slot.path)
+            pool.release(slot)
+            await wait_until(lambda: namespace not in held_namespaces())
+        assert conntrack_sources(ip_of(slot)) == 0  # a later slot gets the same address
+        replacement = await pool.acquire()
+        assert replacement.address == slot.address
+
+
+@needs_host
 async def test_acquire_from_a_warm_pool_is_well_under_a_millisecond() -> None:
     async with running_pool(target_idle=8) as pool:
         timings = []
