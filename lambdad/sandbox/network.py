@@ -323,6 +323,11 @@ class NetworkPool:
         if self._state is not PoolState.RUNNING:
             self._idle.append(slot)  # close() removes it
             return
+        if not self._waiters and len(self._idle) + self._recycling >= self._max_idle:
+            # It would be destroyed once recycled (as many environments end at once, say):
+            # destroy it now, without waiting for listeners or looking for them.
+            self._spawn(self._destroy(slot, forget=True))
+            return
         self._recycling += 1
         self._spawn(self._recycle(slot))
 

@@ -588,6 +588,32 @@ async def test_a_destroyed_slots_connections_are_forgotten_before_its_address_is
 
 
 @needs_host
+async def test_slots_beyond_the_idle_cap_are_destroyed_without_recycling(
+    outside: OutsideHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recycled: list[str] = []
+    recycle = network._Host.recycle
+
+    def counting(host: Any, slot: NetworkSlot) -> bool:
+        recycled.append(slot.name)
+        return recycle(host, slot)
+
+    monkeypatch.setattr(network._Host, "recycle", counting)
+    async with running_pool(target_idle=0, max_idle=1) as pool:
+        first, second = await pool.acquire(), await pool.acquire()
+        with serving(listen(socket_in(outside.path))) as server:
+            await asyncio.to_thread(fetch, second.path, outside.address, server.port)
+        pool.release(first)
+        await wait_until(lambda: pool.statistics().idle == 1)
+        namespace = os.readlink(second.path)
+        pool.release(second)  # the idle cap is reached: destroyed at once
+        await wait_until(lambda: namespace not in held_namespaces())
+        assert recycled == [first.name]
+        assert conntrack_sources(ip_of(second)) == 0  # forgotten all the same
+        assert pool.statistics().idle == 1 and pool.statistics().in_use == 0
+
+
+@needs_host
 async def test_acquire_from_a_warm_pool_is_well_under_a_millisecond() -> None:
     async with running_pool(target_idle=8) as pool:
         timings = []
