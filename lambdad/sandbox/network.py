@@ -33,7 +33,8 @@ and its processes are gone with their sockets; what survives is the host's connt
 the slot's address, which are deleted, and a Runtime API listener lambdad may not have closed
 yet, which is waited for (up to RECYCLE_ATTEMPTS x RECYCLE_RETRY_S) before the slot is
 destroyed and a new one built instead (its conntrack entries deleted then: the new one gets
-the same address).
+the same address). A slot released while the idle ones (and those being recycled) already
+reach the idle cap is destroyed at once, the same way.
 
 Processes and threads: slots are built by BUILDERS processes of their own (sandbox/netlink.py
 explains why), taking slots in turn, up to BUILDS_IN_FLIGHT requests queued there at once. The
