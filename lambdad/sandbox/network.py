@@ -23,7 +23,11 @@ The host rules (one table per pool, replaced atomically, removed at close) are:
     postrouting  ip saddr <subnet> oifname != "lbd*" masquerade            outbound through NAT
 
 plus net.ipv4.ip_forward=1. The value it had before the first lambdad pool is written in each
-table's comment; the last pool to close restores it. IPv6 is disabled on the host's end of
+table's comment; the last pool to close restores it. A pool's subnet is its own: one that
+overlaps a host route or another pool's table (its masquerade rule, read under the same lock
+that installs tables) is refused, and lambdad tries the next (two servers starting together
+used to take the same one, before either had a route, and built slots with the same
+addresses). IPv6 is disabled on the host's end of
 every veth and the sandbox's end has no IPv6 address (sandbox/netlink.py), so a sandbox has
 IPv4 only (as a Lambda function outside a VPC).
 
@@ -109,6 +113,7 @@ NLA_F_NESTED = 0x8000
 
 _TAG = re.compile(r"[a-z0-9]{1,7}")
 _FORWARD_NOTE = re.compile(r'comment "lambdad: ip_forward was ([01])"')
+_MASQUERADED = re.compile(r"ip saddr (\d+\.\d+\.\d+\.\d+/\d+) oifname")
 _libc = ctypes.CDLL(None, use_errno=True)
 _T = TypeVar("_T")
 
@@ -710,8 +715,17 @@ table inet {table} {{
 
 
 def _install_rules(plan: _AddressPlan) -> str:
-    """Install the table and turn forwarding on; return ip_forward's value before lambdad."""
+    """Install the table and turn forwarding on; return ip_forward's value before lambdad.
+    Refused when another pool's table claims an overlapping subnet: the host's routes show a
+    pool's subnet only once it has built slots, so two pools starting together both found
+    the same one free and built slots with the same addresses."""
     with _host_lock():
+        for table, subnet in _claimed_subnets(exclude=plan.table):
+            if subnet.overlaps(plan.subnet):
+                raise NetworkPoolError(
+                    f"subnet {plan.subnet} overlaps {subnet}, another lambdad network pool's"
+                    f" (nft table {table})"
+                )
         before = _recorded_forward(exclude=plan.table) or IP_FORWARD.read_text().strip()
         _nft("-f", "-", script=_ruleset(plan.table, str(plan.subnet), before))
         IP_FORWARD.write_text("1")
@@ -743,6 +757,21 @@ def _host_lock() -> Iterator[None]:
 def _lambdad_tables() -> list[str]:
     names = (line.split()[-1] for line in _nft("list", "tables").splitlines() if line.strip())
     return [name for name in names if name.startswith(TABLE_PREFIX)]
+
+
+def _claimed_subnets(exclude: str) -> list[tuple[str, ipaddress.IPv4Network]]:
+    """The subnets other pools' tables masquerade, by table."""
+    claimed = []
+    for table in _lambdad_tables():
+        if table == exclude:
+            continue
+        try:
+            found = _MASQUERADED.search(_nft("list", "table", "inet", table))
+        except NetworkPoolError:  # removed meanwhile by something not holding the lock
+            continue
+        if found:
+            claimed.append((table, ipaddress.IPv4Network(found.group(1), strict=False)))
+    return claimed
 
 
 def _recorded_forward(exclude: str) -> str:

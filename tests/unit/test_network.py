@@ -691,6 +691,23 @@ async def test_start_refuses_a_subnet_in_use_and_leaves_nothing() -> None:
 
 
 @needs_host
+async def test_start_refuses_a_subnet_another_pool_claimed_before_building_a_slot() -> None:
+    # Two servers starting together: the first has its table but no slot (so no route) yet.
+    async with running_pool(target_idle=0) as pool:
+        inside = ipaddress.ip_network(pool._plan.subnet).subnets(new_prefix=28)
+        clash = NetworkPool(subnet=str(next(inside)), tag=new_tag())
+        try:
+            with pytest.raises(NetworkPoolError, match="another lambdad network pool"):
+                await clash.start()
+        finally:
+            await clash.close()  # (started, if the check failed)
+        assert clash.state is PoolState.CLOSED
+        assert leftovers(clash.tag) == {"netns": [], "links": [], "tables": []}
+        slot = await pool.acquire()  # the first is unharmed
+        assert ipaddress.ip_address(ip_of(slot)) in ipaddress.ip_network(pool._plan.subnet)
+
+
+@needs_host
 async def test_start_removes_what_a_crashed_run_with_the_same_tag_left() -> None:
     tag = new_tag()
     try:
