@@ -759,31 +759,30 @@ def _lambdad_tables() -> list[str]:
     return [name for name in names if name.startswith(TABLE_PREFIX)]
 
 
-def _claimed_subnets(exclude: str) -> list[tuple[str, ipaddress.IPv4Network]]:
-    """The subnets other pools' tables masquerade, by table."""
-    claimed = []
+def _other_tables(exclude: str) -> Iterator[tuple[str, str]]:
+    """(name, listing) of every other pool's table (call with the host lock held)."""
     for table in _lambdad_tables():
         if table == exclude:
             continue
         try:
-            found = _MASQUERADED.search(_nft("list", "table", "inet", table))
+            yield table, _nft("list", "table", "inet", table)
         except NetworkPoolError:  # removed meanwhile by something not holding the lock
             continue
-        if found:
+
+
+def _claimed_subnets(exclude: str) -> list[tuple[str, ipaddress.IPv4Network]]:
+    """The subnets other pools' tables masquerade, by table."""
+    claimed = []
+    for table, listing in _other_tables(exclude):
+        if found := _MASQUERADED.search(listing):
             claimed.append((table, ipaddress.IPv4Network(found.group(1), strict=False)))
     return claimed
 
 
 def _recorded_forward(exclude: str) -> str:
     """ip_forward's value before lambdad, as another running pool's table recorded it."""
-    for table in _lambdad_tables():
-        if table == exclude:
-            continue
-        try:
-            found = _FORWARD_NOTE.search(_nft("list", "table", "inet", table))
-        except NetworkPoolError:  # removed meanwhile by something not holding the lock
-            continue
-        if found:
+    for _, listing in _other_tables(exclude):
+        if found := _FORWARD_NOTE.search(listing):
             return found.group(1)
     return ""
 
