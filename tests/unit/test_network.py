@@ -62,7 +62,7 @@ def sh(*argv: str) -> str:
 
 
 def free_network(parent: str, prefixlen: int) -> str:
-    """A random subnet of parent that no host route overlaps."""
+    """A random subnet of parent that no host route and no running pool's table overlaps."""
     routes = json.loads(sh("ip", "-j", "-4", "route", "show", "table", "all"))
     used = [
         ipaddress.ip_network(r["dst"], strict=False)
@@ -70,6 +70,7 @@ def free_network(parent: str, prefixlen: int) -> str:
         if r.get("dst", "default") not in ("default", "broadcast")
         and r.get("dst", "").count(".") == 3
     ]
+    used += [subnet for _, subnet in network._claimed_subnets(exclude="")]
     candidates = list(ipaddress.ip_network(parent).subnets(new_prefix=prefixlen))
     for candidate in random.sample(candidates, min(len(candidates), 64)):
         if not any(candidate.overlaps(u) for u in used):
@@ -283,7 +284,8 @@ def new_tag() -> str:
 async def running_pool(**options: Any) -> AsyncIterator[NetworkPool]:
     """A started pool on a free subnet; closed and swept afterwards, even on failure."""
     options.setdefault("tag", new_tag())
-    options.setdefault("subnet", free_network("10.202.0.0/16", 24))
+    # outside the 10.200-10.239 range lambdad servers (other tests') take their pools from
+    options.setdefault("subnet", free_network("10.244.0.0/16", 24))
     options.setdefault("target_idle", 2)
     forward_before = IP_FORWARD.read_text()
     pool = NetworkPool(**options)
@@ -528,7 +530,7 @@ async def test_connections_are_forgotten_without_the_kernels_filtered_flush(
 
 @needs_host
 async def test_acquire_fails_fast_when_every_address_is_taken() -> None:
-    async with running_pool(subnet=free_network("10.202.0.0/16", 29), target_idle=0) as pool:
+    async with running_pool(subnet=free_network("10.244.0.0/16", 29), target_idle=0) as pool:
         await pool.acquire()
         await pool.acquire()
         with pytest.raises(NetworkPoolError, match="all 2 addresses"):
