@@ -29,7 +29,7 @@ import select
 import signal
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 Child = Callable[[dict[str, Any], list[int]], Any]
 # Spawns a compiled init as PID 1 of the new PID namespace a request's child is forked into
@@ -161,14 +161,17 @@ def _fork(
             os.close(status[1])
         return _refuse(control, request_id, new_namespace, fds, f"fork: {exc}")
     if pid == 0:
-        _leave_server(control, wake)
-        request = json.loads(body)
-        if init is not None:
-            request["jail"]["init"] = init[1]
         if status is not None:
             os.close(status[0])
-            request["status_fd"] = status[1]
-        raise _Forked(child(request, fds))
+        _become_child(
+            control,
+            wake,
+            child,
+            body,
+            fds,
+            init[1] if init is not None else None,
+            status[1] if status is not None else None,
+        )
     if new_namespace:
         _leave_pid_namespace()
     if init is not None:
@@ -190,6 +193,26 @@ def _fork(
 # carries its variables. The Python loop reads at most as much.
 _buffer = bytearray(1 << 20)
 _MAX_FDS = 8  # descriptors a request may carry at most (lambdad_forkloop.c's MAX_FDS)
+
+
+def _become_child(
+    control: socket.socket,
+    wake: tuple[int, int],
+    child: Child,
+    body: "bytes | bytearray",
+    fds: list[int],
+    init: "dict[str, int] | None",
+    status_fd: "int | None",
+) -> NoReturn:
+    """In a forked child (either loop): leave the server, parse the request (the server never
+    does) with its init's descriptors and status pipe, and run it."""
+    _leave_server(control, wake)
+    request = json.loads(body)
+    if init is not None:
+        request["jail"]["init"] = init
+    if status_fd is not None:
+        request["status_fd"] = status_fd
+    raise _Forked(child(request, fds))
 
 
 def _leave_server(control: socket.socket, wake: tuple[int, int]) -> None:
@@ -360,17 +383,20 @@ def _serve_compiled(
                 os.read(wake[0], 4096)
             _reap(control)
         elif outcome == _LOOP_CHILD:
-            _leave_server(control, wake)
-            fds = list(info.fds[: info.nfds])
-            request = json.loads(_buffer[info.body_offset : info.body_offset + info.body_size])
+            init = None
             if info.go >= 0:
                 init = {"go": info.go}
                 if info.mounts >= 0:
                     init.update(mounts=info.mounts, ready=info.ready)
-                request["jail"]["init"] = init
-            if info.status_fd >= 0:
-                request["status_fd"] = info.status_fd
-            raise _Forked(child(request, fds))
+            _become_child(
+                control,
+                wake,
+                child,
+                _buffer[info.body_offset : info.body_offset + info.body_size],
+                list(info.fds[: info.nfds]),
+                init,
+                info.status_fd if info.status_fd >= 0 else None,
+            )
         elif outcome == _LOOP_EOF:
             return
         elif outcome == _LOOP_BAD_REQUEST:
