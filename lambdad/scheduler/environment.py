@@ -126,13 +126,17 @@ class Environment:
         role: EnvironmentRole = EnvironmentRole.RUNS,
         created: float | None = None,
         polling: AnswerPolling | None = None,
+        api: RuntimeApiServer | None = None,
     ) -> None:
         self.config = config
         self.initialization_type = initialization_type
         self.role = role
         self.state = EnvironmentState.STARTING
         self.log = log
-        self.api = RuntimeApiServer(self)
+        # its Runtime API: its own, or one served ahead for it (a prepared sandbox's)
+        self.api = RuntimeApiServer(self) if api is None else api
+        if api is not None:
+            api.bind(self)
         self.process: SandboxProcess | None = None
         # when its launch began (time.monotonic): Init Duration counts from there
         self.created = time.monotonic() if created is None else created
@@ -284,13 +288,6 @@ class Environment:
         finally:
             self._polling.ended()
             self.last_used = time.monotonic()
-
-    def use_api(self, server: RuntimeApiServer) -> None:
-        """Take a Runtime API server that was serving ahead of this environment (a prepared
-        sandbox's) instead of its own, which had served nothing."""
-        self.api.close()
-        server.bind(self)
-        self.api = server
 
     def accept_pushes(self, channel: PushChannel) -> None:
         """The runtime is lambdad's own bootstrap on a connection made for it: a cold start's

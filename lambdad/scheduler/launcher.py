@@ -11,7 +11,7 @@ from typing import Protocol
 
 from lambdad.control.model import FunctionConfig
 from lambdad.observability.logs import LogStore, new_stream_name
-from lambdad.runtime.api_server import PushChannel
+from lambdad.runtime.api_server import RuntimeApiServer
 from lambdad.runtime.launch import (
     EnvironmentPlan,
     SessionCredentials,
@@ -64,7 +64,7 @@ class EnvironmentLauncher:
         creds = SessionCredentials.generate()
         forget = self._forgetting(creds, on_dead)
 
-        def environment() -> Environment:
+        def environment(api: RuntimeApiServer | None = None) -> Environment:
             log = self.logs.open_stream(config.account_id, config.log_group, stream)
             return Environment(
                 config,
@@ -74,6 +74,7 @@ class EnvironmentLauncher:
                 role,
                 created=created,
                 polling=self.polling,
+                api=api,
             )
 
         runtime = self.catalog.get(config.runtime)
@@ -127,21 +128,19 @@ class EnvironmentLauncher:
         finally:
             os.close(write_fd)
         # Nothing above awaited since the start: the runtime cannot have used these yet.
-        env = env or environment()
+        # (a Runtime API served while the sandbox waited is bound to it)
+        env = env or environment(process.runtime_api_server)
         if self.sessions is not None:
             self.sessions.register_session(
                 creds.access_key_id, creds.secret_access_key, config.account_id, creds.session_token
             )
-        connection: PushChannel | None = None
-        if process.runtime_api_server is not None:  # served while the sandbox waited
-            env.use_api(process.runtime_api_server)
-            connection = process.runtime_api_server.connection
         if process.runtime_api_socket is not None:
             await env.api.serve(process.runtime_api_socket)
         if process.runtime_api_unix_socket is not None:
             await env.api.serve(process.runtime_api_unix_socket)
         if process.runtime_api_connection is not None:
-            connection = await env.api.adopt(process.runtime_api_connection)
+            await env.api.adopt(process.runtime_api_connection)
+        connection = env.api.connection  # adopted now, or by the server served ahead
         if connection is not None:
             # lambdad's own bootstrap, run in-process on that connection, takes a pushed event
             in_process = spec.zygote_interpreter is not None and not spec.exec_argv
