@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import lambdad
-from tests.conftest import Server, create_function
+from tests.conftest import Server, create_function, start_server
 
 PROBE = r"""
 import ctypes, errno, json, os, socket, sys, time
@@ -156,6 +156,21 @@ def require_namespaces(server: Server) -> Server:
             "namespace sandbox unavailable here: " + "; ".join(status["isolation"]["notes"])
         )
     return server
+
+
+def sandboxed_server(name: str, env: Mapping[str, str]) -> Any:
+    """A module fixture: a server of its own started with `env` in its environment, with the
+    namespace sandbox (skipped where it is unavailable)."""
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+        srv = start_server(tmp_path_factory.mktemp(name) / "data", env=env)
+        try:
+            yield require_namespaces(srv)
+        finally:
+            srv.stop()
+
+    return fixture
 
 
 def check_init_mounts_the_assignment(lam: Any) -> None:

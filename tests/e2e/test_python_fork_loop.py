@@ -7,22 +7,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server, create_function, module_server
+from tests.conftest import Server, create_function
 from tests.e2e.test_isolation import (
     PROBE,
     check_init_mounts_the_assignment,
     check_processes_end_with_the_environment,
-    require_namespaces,
     run,
+    sandboxed_server,
     zygotes_forking_in_c,
 )
 
-python_loop_server = module_server("pyloop", env={"LAMBDAD_COMPILED_FORK_LOOP": "off"})
-
-
-@pytest.fixture(scope="module")
-def sandboxed(python_loop_server: Server) -> Server:
-    return require_namespaces(python_loop_server)
+sandboxed = sandboxed_server("pyloop", {"LAMBDAD_COMPILED_FORK_LOOP": "off"})
 
 
 @pytest.fixture(scope="module")

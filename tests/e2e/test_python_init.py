@@ -9,21 +9,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server, create_function, module_server
+from tests.conftest import Server, create_function
 from tests.e2e.test_isolation import (
     PROBE,
     check_init_mounts_the_assignment,
     check_processes_end_with_the_environment,
-    require_namespaces,
     run,
+    sandboxed_server,
 )
 
-python_init_server = module_server("pyinit", env={"LAMBDAD_COMPILED_INIT": "off"})
-
-
-@pytest.fixture(scope="module")
-def sandboxed(python_init_server: Server) -> Server:
-    return require_namespaces(python_init_server)
+sandboxed = sandboxed_server("pyinit", {"LAMBDAD_COMPILED_INIT": "off"})
 
 
 @pytest.fixture(scope="module")
