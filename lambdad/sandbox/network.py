@@ -27,9 +27,8 @@ table's comment; the last pool to close restores it. A pool's subnet is its own:
 overlaps a host route or another pool's table (its masquerade rule, read under the same lock
 that installs tables) is refused, and lambdad tries the next (two servers starting together
 used to take the same one, before either had a route, and built slots with the same
-addresses). IPv6 is disabled on the host's end of
-every veth and the sandbox's end has no IPv6 address (sandbox/netlink.py), so a sandbox has
-IPv4 only (as a Lambda function outside a VPC).
+addresses). IPv6 is disabled on the host's end of every veth and the sandbox's end has no IPv6
+address (sandbox/netlink.py), so a sandbox has IPv4 only (as a Lambda function outside a VPC).
 
 Reuse: a released slot is reused, not rebuilt. Nothing in it can have been changed by the
 function (it runs without capabilities, so addresses, routes and sysctls are out of its reach)

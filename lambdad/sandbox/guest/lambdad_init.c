@@ -117,11 +117,17 @@ struct text {
     size_t length;
 };
 
-static void add_string(struct text *t, const char *s) {
-    while (*s != '\0' && t->length < sizeof t->chars - 1) {
-        t->chars[t->length++] = *s++;
+static void add_char(struct text *t, char c) {
+    if (t->length < sizeof t->chars - 1) {
+        t->chars[t->length++] = c;
+        t->chars[t->length] = '\0';
     }
-    t->chars[t->length] = '\0';
+}
+
+static void add_string(struct text *t, const char *s) {
+    while (*s != '\0') {
+        add_char(t, *s++);
+    }
 }
 
 static void add_long(struct text *t, long value) {
@@ -133,12 +139,10 @@ static void add_long(struct text *t, long value) {
         magnitude /= 10;
     } while (magnitude != 0);
     if (value < 0) {
-        add_string(t, "-");
+        add_char(t, '-');
     }
-    char one[2] = {0, 0};
     while (n > 0) {
-        one[0] = digits[--n];
-        add_string(t, one);
+        add_char(t, digits[--n]);
     }
 }
 
