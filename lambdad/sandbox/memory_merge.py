@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from lambdad.sandbox.host_lock import locked_directory
 
 KSM_DIR = Path("/sys/kernel/mm/ksm")
 # Pages ksmd looks at per wake-up (every sleep_millisecs, 20 ms by default): 1,000 is 200 MB/s,
@@ -72,7 +73,7 @@ class Sharers:
     that record rather than the pace they left). Without this, a lambdad started while
     another had raised the pace took the raised pace for the host's and left it raised. A
     member that died without leaving is dropped by the next one to join or leave. All of it
-    under an exclusive lock on `directory`/lock."""
+    under an exclusive lock on `directory`."""
 
     _serial = itertools.count()
 
@@ -82,8 +83,7 @@ class Sharers:
 
     def join(self, current: int) -> int:
         """Register this lambdad; the host's own pace (`current` when it is the first)."""
-        self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with self._locked():
+        with locked_directory(self._directory, 0o700):
             original = self._directory / "original"
             self._live_members()  # drops the dead
             if not original.exists():  # (left by members that all died: still the host's)
@@ -93,7 +93,7 @@ class Sharers:
 
     def leave(self) -> int | None:
         """Unregister: the host's own pace when this was the last lambdad, else None."""
-        with self._locked():
+        with locked_directory(self._directory, 0o700):
             with contextlib.suppress(FileNotFoundError):
                 (self._directory / f"member-{self._member}").unlink()
             if self._live_members():
@@ -106,15 +106,6 @@ class Sharers:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     original.unlink()
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self._directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def _live_members(self) -> list[Path]:
         live = []

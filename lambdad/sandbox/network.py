@@ -53,7 +53,6 @@ import contextlib
 import ctypes
 import enum
 import errno
-import fcntl
 import heapq
 import importlib.util
 import ipaddress
@@ -75,6 +74,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lambdad.sandbox.helper import HelperProcess
+from lambdad.sandbox.host_lock import locked_directory
 
 __all__ = ["NetworkPool", "NetworkPoolError", "NetworkSlot", "NetworkStatistics", "PoolState"]
 
@@ -738,19 +738,10 @@ def _remove_rules(table: str, forward_before: str) -> None:
             IP_FORWARD.write_text(forward_before)
 
 
-@contextlib.contextmanager
-def _host_lock() -> Iterator[None]:
-    """Serialise table changes and the ip_forward bookkeeping between pools and processes.
-
-    The lock is an flock on the /run/netns directory itself, so it leaves no file behind.
-    """
-    NETNS_DIR.mkdir(parents=True, exist_ok=True)
-    directory = os.open(NETNS_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(directory, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(directory)
+def _host_lock() -> contextlib.AbstractContextManager[None]:
+    """Serialise table changes and the ip_forward bookkeeping between pools and processes
+    (the lock is on the /run/netns directory)."""
+    return locked_directory(NETNS_DIR)
 
 
 def _lambdad_tables() -> list[str]:
