@@ -240,8 +240,11 @@ class _Connection(asyncio.Protocol):
             return False
         poller = self._poller
         if poller is None:
+            sock = self._transport.get_extra_info("socket")
+            if sock is None:  # (a transport without one: nothing to poll)
+                return False
             poller = self._poller = select.poll()
-            poller.register(self._transport.get_extra_info("socket").fileno(), select.POLLIN)
+            poller.register(sock.fileno(), select.POLLIN)
         poll, clock = poller.poll, time.perf_counter_ns
         end = clock() + budget_ns
         while not poll(0):

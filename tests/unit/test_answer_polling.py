@@ -68,6 +68,9 @@ def test_the_poll_sees_an_answer_waiting_in_the_socket_and_gives_up_without_one(
         assert ours.recv(4) == b"POST"  # the poll leaves the bytes for the loop to read
         conn.connection_lost(None)
         assert not conn.poll_for_answer(1_000_000)  # no connection, nothing to poll
+    socketless = _Connection(None)  # type: ignore[arg-type]
+    socketless.connection_made(RecordingTransport())  # type: ignore[arg-type]
+    assert not socketless.poll_for_answer(1_000_000)
 
 
 def test_serve_takes_a_polling_budget_in_microseconds_never_negative(
