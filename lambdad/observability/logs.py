@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, unquote
@@ -24,8 +22,10 @@ import orjson
 
 
 def new_stream_name(version: str, now: float | None = None) -> str:
-    day = datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime("%Y/%m/%d")
-    return f"{day}/[{version}]{uuid.uuid4().hex}"
+    """AWS's shape: the UTC day, the version, 32 random hex digits (made for every environment
+    started: no datetime or UUID objects, which cost ~40 us there)."""
+    day = time.strftime("%Y/%m/%d", time.gmtime(time.time() if now is None else now))
+    return f"{day}/[{version}]{os.urandom(16).hex()}"
 
 
 # Writers batch invocations' log lines into one write per this many seconds at most.

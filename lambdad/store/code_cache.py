@@ -33,14 +33,18 @@ class CodeCache:
     def __init__(self, root: Path, blobs: BlobStore) -> None:
         self._root = root
         self._blobs = blobs
+        self._paths: dict[str, Path] = {}  # path_for's answers (one per package: few)
 
     @property
     def root(self) -> Path:
         return self._root
 
     def path_for(self, key: str) -> Path:
-        """Where package ``key`` is (or would be) extracted."""
-        return self._root / validate_key(key)
+        """Where package ``key`` is (or would be) extracted (asked at every launch)."""
+        path = self._paths.get(key)
+        if path is None:
+            path = self._paths[key] = self._root / validate_key(key)
+        return path
 
     def ensure(self, key: str, *, max_unzipped: int = MAX_UNZIPPED_BYTES) -> Path:
         """Return the directory holding package ``key``, extracting it if needed.

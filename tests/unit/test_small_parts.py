@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import stat
 import threading
 from pathlib import Path
@@ -84,7 +85,9 @@ def test_code_urls_expire_and_resist_tampering() -> None:
 def test_log_store_streams_and_events(tmp_path: Path) -> None:
     store = LogStore(tmp_path)
     name = new_stream_name("$LATEST", now=0)
-    assert name.startswith("1970/01/01/[$LATEST]") and len(name.split("]")[1]) == 32
+    assert re.fullmatch(r"1970/01/01/\[\$LATEST\][0-9a-f]{32}", name)
+    assert new_stream_name("7", now=86400 * 365).startswith("1971/01/01/[7]")
+    assert new_stream_name("$LATEST") != new_stream_name("$LATEST")
     stream = store.open_stream("000000000000", "/aws/lambda/f", name)
     stream.write("one\n", 5)
     stream.write("two\n", 6)
@@ -135,6 +138,18 @@ def test_closing_the_log_store_writes_what_open_streams_buffered(tmp_path: Path)
     late.write("after\n", 6)
     with pytest.raises(RuntimeError, match="shutdown"):  # its file thread has ended
         late.flush()
+
+
+def test_session_credentials_have_aws_shapes_and_differ() -> None:
+    made = [SessionCredentials.generate() for _ in range(200)]
+    for creds in made:
+        assert re.fullmatch(r"ASIA[A-Z2-7]{16}", creds.access_key_id)
+        assert re.fullmatch(r"[A-Za-z0-9_-]{40}", creds.secret_access_key)
+        assert re.fullmatch(r"[A-Za-z0-9_-]{128}", creds.session_token)
+    assert len({c.access_key_id for c in made}) == len({c.secret_access_key for c in made}) == 200
+    # every character of the alphabet turns up: the key is not a biased or truncated encoding
+    seen = set("".join(c.access_key_id[4:] for c in made))
+    assert seen == set("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 
 
 def test_exit_status_wording() -> None:
