@@ -413,6 +413,7 @@ class NamespaceBackend(SandboxBackend):
             "nofile": 1024,
             "runtime_api_port": RUNTIME_API_PORT,
             "runtime_api_unix": RUNTIME_API_UNIX,
+            "task_root": TASK_ROOT,
         }
 
     def _template(self, interpreter: str) -> dict[str, Any]:

@@ -670,3 +670,74 @@ print("ok")
 def test_warm_up_keeps_the_text_log_handler_for_init(python: str, tmp_path: Path) -> None:
     out = run_python(python, SPARE_HANDLER_CHECK, tmp_path, str(BOOTSTRAP.parent))
     assert out.stdout == "ok\n"
+
+
+AHEAD_CHECK = r"""
+import logging, os, socket, sys, threading
+bootstrap_dir, task_root, case = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path.insert(0, bootstrap_dir)
+import lambdad_bootstrap as b
+root = logging.getLogger()
+ours, theirs = socket.socketpair()
+fd = theirs.detach()  # the connection made for the runtime: prepare_ahead's from now on
+b.prepare_ahead(fd, "127.0.0.1:9001", "/no/such.sock", task_root)
+ahead = b._ahead
+assert ahead is not None and sys.path[0] == task_root
+assert [type(h) for h in root.handlers] == [b._LambdaLogHandler]
+env = {
+    "_HANDLER": "app.handler",
+    "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001",
+    "LAMBDAD_RUNTIME_API_SOCKET": "/no/such.sock",
+    "LAMBDAD_RUNTIME_API_FD": str(fd),
+    "LAMBDA_TASK_ROOT": task_root,
+}
+if case == "json":
+    env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+if case == "other-root":
+    other = os.path.join(task_root, "sub")
+    env["LAMBDA_TASK_ROOT"] = other
+os.environ.clear()
+os.environ.update(env)
+client = b._set_up(os.environ)
+assert b._ahead is None and "LAMBDAD_RUNTIME_API_FD" not in os.environ
+handlers = [h for h in root.handlers if isinstance(h, b._LambdaLogHandler)]
+assert len(handlers) == 1, root.handlers  # the ahead one, or (undone) one in its place
+if case == "agrees":
+    assert client is ahead.client and handlers[0] is ahead.handler
+    assert not isinstance(handlers[0].formatter, b._JsonFormatter)
+if case == "json":
+    assert client is ahead.client and handlers[0] is not ahead.handler
+    assert isinstance(handlers[0].formatter, b._JsonFormatter)
+if case == "other-root":
+    assert client is not ahead.client and ahead.client._sock is None
+    assert sys.path[0] == other and task_root not in sys.path[:3]
+assert os.getcwd() == env["LAMBDA_TASK_ROOT"]
+# Either way the client speaks on the connection made for it: one invocation end to end.
+def runtime_api():
+    ours.recv(4096)  # GET /next
+    event = b'{"n": 1}'
+    ours.sendall(
+        b"HTTP/1.1 200 OK\r\nLambda-Runtime-Aws-Request-Id: r1\r\n"
+        b"Lambda-Runtime-Deadline-Ms: 0\r\nContent-Length: %d\r\n\r\n%s" % (len(event), event)
+    )
+    print(ours.recv(4096).split(b"\r\n\r\n", 1)[1].decode())
+    ours.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+thread = threading.Thread(target=runtime_api)
+thread.start()
+headers, body = client.next_invocation()
+client.post_response(headers["lambda-runtime-aws-request-id"], b'{"ok": 1}', "application/json")
+thread.join()
+"""
+
+
+@pytest.mark.parametrize("case", ["agrees", "json", "other-root"])
+def test_prepared_ahead_is_taken_only_when_the_assignment_agrees(
+    python: str, tmp_path: Path, case: str
+) -> None:
+    """prepare_ahead (a prepared sandbox, before its assignment) makes the client, sys.path and
+    the text log handler; main's set-up takes them when the variables name the same connection,
+    address and task root, replaces only the log handler for JSON logs, and undoes all of it
+    for another task root."""
+    (tmp_path / "sub").mkdir()
+    out = run_python(python, AHEAD_CHECK, tmp_path, str(BOOTSTRAP.parent), str(tmp_path), case)
+    assert out.stdout.startswith('{"ok": 1}'), out.stdout

@@ -16,7 +16,8 @@ process ends). The forked process is the *function process*, PID 2:
   /run/lambdad -> loopback up, hostname, rlimits -> the Runtime API sockets, created inside the
   namespace, are sent to lambdad (which also means "ready") -> drop to the unprivileged uid,
   no_new_privs, seccomp -> with "warm" (lambdad's own bootstrap, run in this process, and no
-  request waiting yet): warm it up and make room for the variables -> wait
+  request waiting yet): warm it up, make room for the variables and let it set up what no
+  function changes (its Runtime API client, sys.path, logging: prepare_ahead) -> wait
 (Without the compiled init, the forked process is PID 1 itself: it forks the function process
 and stays as a Python init.)
 *assign* (on the request path, well under a millisecond):
@@ -381,6 +382,7 @@ def prepare(plan: "dict[str, Any]", channel: socket.socket) -> "dict[str, Any]":
     if plan.get("warm"):  # the preloaded runtime will run in this very process
         _warm_up(plan["warm"])
         _make_room_for_variables()
+        _prepare_ahead(plan)
     if ready is None:
         return _assign_snapshot(plan, channel)
     return _assigned(channel, plan.get("runtime_api_fd"), ready)
@@ -584,6 +586,19 @@ def _warm_up(entry: str) -> None:
     loaded = sys.modules.get(module)
     if loaded is not None and hasattr(loaded, function):
         getattr(loaded, function)()
+
+
+def _prepare_ahead(plan: "dict[str, Any]") -> None:
+    """Let the preloaded runtime set up, while waiting, what the assignment will not change:
+    its `prepare_ahead` (lambdad_bootstrap's), given what the assignment will name (the
+    connection made for it, the Runtime API's address and socket, the task root)."""
+    module = sys.modules.get(plan["warm"].split(":")[0])
+    prepare = getattr(module, "prepare_ahead", None)
+    fd = plan.get("runtime_api_fd")
+    if prepare is None or fd is None or "task_root" not in plan:
+        return
+    address = f"127.0.0.1:{plan['runtime_api_port']}"
+    prepare(fd, address, plan["runtime_api_unix"], plan["task_root"])
 
 
 def _build_function_process(
