@@ -741,3 +741,69 @@ def test_prepared_ahead_is_taken_only_when_the_assignment_agrees(
     (tmp_path / "sub").mkdir()
     out = run_python(python, AHEAD_CHECK, tmp_path, str(BOOTSTRAP.parent), str(tmp_path), case)
     assert out.stdout.startswith('{"ok": 1}'), out.stdout
+
+
+PRECOMPILED_CHECK = r"""
+import compileall, importlib, importlib.util, py_compile, sys
+bootstrap_dir, root = sys.argv[1], sys.argv[2]
+sys.path.insert(0, bootstrap_dir)
+import lambdad_bootstrap as b
+sys.path.insert(0, root)
+unchecked = py_compile.PycInvalidationMode.UNCHECKED_HASH
+for name in ("plain", "boom", "swapped"):
+    py_compile.compile(f"{root}/{name}.py", invalidation_mode=unchecked, doraise=True)
+py_compile.compile(f"{root}/stamped.py", doraise=True)  # a timestamp .pyc: importlib's to check
+
+# The .py files now say something else: only the .pyc's code may run (unchecked means that).
+for name in ("plain", "stamped"):
+    with open(f"{root}/{name}.py", "a") as f:
+        f.write("SOURCE_RAN = True\n")
+
+plain = b._load_precompiled("plain", f"{root}/plain.py")
+assert plain is sys.modules["plain"] and plain.VALUE == 42 and not hasattr(plain, "SOURCE_RAN")
+spec = plain.__spec__
+assert (spec.name, spec.origin, spec.has_location) == ("plain", f"{root}/plain.py", True)
+assert spec.cached == plain.__cached__ == importlib.util.cache_from_source(f"{root}/plain.py")
+assert plain.__file__ == f"{root}/plain.py" and plain.__package__ == ""
+assert type(plain.__loader__).__name__ == "SourceFileLoader" and spec.loader is plain.__loader__
+assert plain.where.__code__.co_filename == f"{root}/plain.py"  # not where it was compiled
+assert spec._initializing is False
+
+assert b._load_precompiled("stamped", f"{root}/stamped.py") is None  # ran nothing
+assert "stamped" not in sys.modules
+assert b._load_precompiled("missing", f"{root}/missing.py") is None
+
+try:
+    b._load_precompiled("boom", f"{root}/boom.py")
+except RuntimeError as e:
+    assert str(e) == "at import" and "boom" not in sys.modules
+    tb = e.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    assert tb.tb_frame.f_code.co_filename == f"{root}/boom.py" and tb.tb_lineno == 1
+else:
+    raise AssertionError("boom did not raise")
+
+swapped = b._load_precompiled("swapped", f"{root}/swapped.py")
+assert swapped == "replacement" and sys.modules["swapped"] == "replacement"
+
+# Through the handler loader: the precompiled module, found without the path finder.
+del sys.modules["plain"]
+assert b._import_top_level("plain").VALUE == 42
+assert all(type(finder).__name__ != "_SourceFinder" for finder in sys.meta_path)
+print("ok")
+"""
+
+
+def test_handler_modules_load_from_their_unchecked_pyc(python: str, tmp_path: Path) -> None:
+    """lambdad's code cache compiles packages to unchecked-hash .pyc files; the bootstrap loads a
+    handler module from one directly, as importlib's SourceFileLoader would (spec, attributes,
+    code filename, sys.modules on success and failure), and leaves any other .pyc to importlib."""
+    root = tmp_path / "task"
+    root.mkdir()
+    (root / "plain.py").write_text("VALUE = 42\ndef where():\n    return 1\n")
+    (root / "stamped.py").write_text("VALUE = 1\n")
+    (root / "boom.py").write_text("raise RuntimeError('at import')\n")
+    (root / "swapped.py").write_text("import sys\nsys.modules[__name__] = 'replacement'\n")
+    out = run_python(python, PRECOMPILED_CHECK, tmp_path, str(BOOTSTRAP.parent), str(root))
+    assert out.stdout == "ok\n"

@@ -27,6 +27,7 @@ import importlib.util
 import io
 import json
 import logging
+import marshal
 import math
 import os
 import select
@@ -34,6 +35,7 @@ import socket
 import sys
 import time
 import traceback
+import types
 
 import snapshot_restore_py  # type: ignore[import-not-found]  # SnapStart's hook registry: loaded before any function code
 
@@ -623,10 +625,69 @@ _DEFAULT_META_PATH = [type(f) for f in sys.meta_path]
 _EXTENSION_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 
 
+def _load_precompiled(name: str, path: str) -> object | None:
+    """Load top-level module `name` from `path`'s unchecked-hash .pyc — what lambdad's code
+    cache compiles every package's .py files to — as importlib's SourceFileLoader would (the
+    same module attributes and spec, the code's filename fixed to `path`, sys.modules set
+    before the code runs and cleared if it raises), without the import machinery around it:
+    ~90 against ~240 us in a cold start (the machinery's Python runs cache-cold in a freshly
+    forked process). None, having run nothing, when there is no such .pyc or the interpreter
+    would not take one as is (a pycache prefix, -O, check_hash_based_pycs=always): importlib
+    then imports it. Unlike importlib's, the traceback of an error raised by the module's code
+    has no importlib frames above the module's own."""
+    if sys.pycache_prefix is not None or sys.flags.optimize:
+        return None
+    if _imp.check_hash_based_pycs == "always":
+        return None
+    directory, filename = os.path.split(path)
+    cached = f"{directory}/__pycache__/{filename[:-3]}.{sys.implementation.cache_tag}.pyc"
+    try:
+        with io.open_code(cached) as file:
+            data = file.read()
+    except OSError:
+        return None
+    if data[:4] != importlib.util.MAGIC_NUMBER or data[4:8] != _UNCHECKED_HASH_FLAGS:
+        return None
+    try:
+        code = marshal.loads(memoryview(data)[16:])
+    except (EOFError, ValueError, TypeError):
+        return None
+    if not isinstance(code, types.CodeType):
+        return None
+    _imp._fix_co_filename(code, path)  # type: ignore[attr-defined]  # (what importlib calls)
+    loader = importlib.machinery.SourceFileLoader(name, path)
+    spec = importlib.machinery.ModuleSpec(name, loader, origin=path)
+    spec.has_location = True
+    spec.cached = cached
+    module = types.ModuleType(name)
+    module.__spec__, module.__loader__, module.__package__ = spec, loader, ""
+    module.__file__ = path
+    module.__cached__ = cached  # type: ignore[attr-defined]
+    sys.modules[name] = module
+    spec._initializing = True  # type: ignore[attr-defined]  # as importlib marks it meanwhile
+    try:
+        exec(code, module.__dict__)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    finally:
+        spec._initializing = False  # type: ignore[attr-defined]
+    return sys.modules[name]  # (a module may put something else there: importlib returns it)
+
+
+# A PEP 552 .pyc's flags word: hash-based, not checked against its source.
+_UNCHECKED_HASH_FLAGS = b"\x01\x00\x00\x00"
+
+
 def _import_top_level(name: str) -> object:
-    """importlib.import_module(name), sooner when _SourceFinder can find it."""
+    """importlib.import_module(name), sooner when _SourceFinder can find it (and sooner still
+    from its precompiled .pyc)."""
     finder = _SourceFinder.install(name)
     try:
+        if finder is not None:
+            module = _load_precompiled(name, finder.path)
+            if module is not None:
+                return module
         return importlib.import_module(name)
     finally:
         if finder is not None:
