@@ -162,3 +162,36 @@ def test_either_fork_loop_stops_at_a_request_without_its_header(fork_loop: str) 
         ours.close()
         if server.poll() is None:
             server.kill()
+
+
+VARIABLES_CHECK = r"""
+import ctypes, os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+import lambdad_zygote
+os.environ["ZYGOTE_ONLY"] = "gone after"
+wanted = {"PATH": os.environ["PATH"], "A_VAR": "one", "UNICODE": "caf\u00e9 \u2603", "EMPTY": ""}
+lambdad_zygote._set_variables(wanted)
+assert dict(os.environ) == wanted, dict(os.environ)
+getenv = ctypes.CDLL(None).getenv
+getenv.restype = ctypes.c_char_p
+assert getenv(b"ZYGOTE_ONLY") is None and getenv(b"UNICODE") == wanted["UNICODE"].encode()
+child = subprocess.run(["env"], capture_output=True, text=True, check=True).stdout  # C environ
+assert sorted(child.splitlines()) == sorted(f"{k}={v}" for k, v in wanted.items()), child
+os.environ["LATER"] = "x"  # os.environ still works as a mapping of the C environment
+assert getenv(b"LATER") == b"x"
+print("ok")
+"""
+
+
+def test_a_child_gets_exactly_its_variables(tmp_path: Path) -> None:
+    """_set_variables (the zygote's child, every environment): os.environ, the C environment
+    and what a spawned program inherits are exactly the request's variables."""
+    out = subprocess.run(
+        [sys.executable, "-c", VARIABLES_CHECK, str(GUEST_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "ok\n"
