@@ -35,7 +35,7 @@ from lambdad.invoke.async_queue import AsyncQueue
 from lambdad.invoke.invoker import Invoker
 from lambdad.observability.logs import LogStore
 from lambdad.runtime import toolchains
-from lambdad.runtime.runtimes import BOOTSTRAP_DIR, PYTHON_BOOTSTRAP, Family, RuntimeCatalog
+from lambdad.runtime.runtimes import BOOTSTRAP_DIR, PYTHON_PRELOAD, Family, RuntimeCatalog
 from lambdad.sandbox import memory_merge
 from lambdad.sandbox.base import SandboxBackend
 from lambdad.sandbox.memory_merge import MemoryMerge
@@ -209,7 +209,7 @@ class Platform:
                 self.memory_merge.pace, lambda: self.invoker.invocations, self.pools.working
             )
             self._pacing = asyncio.ensure_future(pacing)
-        preload = (str(PYTHON_BOOTSTRAP.parent), PYTHON_BOOTSTRAP.stem)
+        preload = PYTHON_PRELOAD
         for spec in self.catalog.available():
             if spec.family is Family.PYTHON and spec.executable:
                 warm_up = self.backend.prepare(spec.executable, preload)

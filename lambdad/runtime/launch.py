@@ -13,6 +13,7 @@ from lambdad.runtime.runtimes import (
     BOOTSTRAP_DIR,
     NODE_BOOTSTRAP,
     PYTHON_BOOTSTRAP,
+    PYTHON_PRELOAD,
     Family,
     RuntimeSpec,
 )
@@ -20,6 +21,7 @@ from lambdad.runtime.toolchains import build_module
 from lambdad.sandbox.base import LaunchSpec, SandboxLayout
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+_PYTHON_BOOTSTRAP_NAME = PYTHON_BOOTSTRAP.name
 EXEC_WRAPPER = "AWS_LAMBDA_EXEC_WRAPPER"
 # Runtimes AWS starts through AWS_LAMBDA_EXEC_WRAPPER (not custom runtimes).
 MANAGED = frozenset({Family.PYTHON, Family.NODEJS, Family.RUBY, Family.JAVA, Family.DOTNET})
@@ -162,7 +164,7 @@ def launch_spec(
         # Forked from the interpreter's zygote, which has the bootstrap loaded already.
         zygote = {
             "zygote_interpreter": rt.executable,
-            "zygote_preload": (str(PYTHON_BOOTSTRAP.parent), PYTHON_BOOTSTRAP.stem),
+            "zygote_preload": PYTHON_PRELOAD,
         }
     wrapper = plan.config.environment.get(EXEC_WRAPPER)
     if wrapper and rt.family in MANAGED:
@@ -195,7 +197,7 @@ def _exec_argv(plan: EnvironmentPlan) -> tuple[str, ...]:
     rt, runtime_dir = plan.runtime, plan.runtime_dir
     if rt.family is Family.PYTHON:
         assert rt.executable is not None
-        return (rt.executable, "-u", f"{runtime_dir}/python/{PYTHON_BOOTSTRAP.name}")
+        return (rt.executable, "-u", f"{runtime_dir}/python/{_PYTHON_BOOTSTRAP_NAME}")
     if rt.family is Family.NODEJS:
         assert rt.executable is not None
         return (rt.executable, f"{runtime_dir}/{NODE_BOOTSTRAP.relative_to(BOOTSTRAP_DIR)}")

@@ -15,6 +15,8 @@ from lambdad.errors import InvalidParameterValueException
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstraps"
 PYTHON_BOOTSTRAP = BOOTSTRAP_DIR / "python" / "lambdad_bootstrap.py"
+# What a Python zygote imports before forking: (its directory, the module)
+PYTHON_PRELOAD = (str(PYTHON_BOOTSTRAP.parent), PYTHON_BOOTSTRAP.stem)
 NODE_BOOTSTRAP = BOOTSTRAP_DIR / "node" / "bootstrap.mjs"
 
 
