@@ -41,7 +41,7 @@ from lambdad.sandbox.base import (
 from lambdad.sandbox.cgroups import CgroupManager, EnvironmentCgroup
 from lambdad.sandbox.etc import EtcMirror
 from lambdad.sandbox.memory_merge import MERGE_NOTE
-from lambdad.sandbox.mounts import read_only_tree
+from lambdad.sandbox.mounts import SpareTrees
 from lambdad.sandbox.network import NetworkPool, NetworkPoolError, sweep_stale_pools
 from lambdad.sandbox.prepared import (
     PoolKey,
@@ -198,6 +198,7 @@ class NamespaceBackend(SandboxBackend):
         self._fork_loop = init_binary.ensure_fork_loop_built()
         self._exec_interpreter = exec_interpreter
         self._zygotes = Zygotes(memory_merge, self._template)
+        self._trees = SpareTrees()  # detached code (and layer) mounts made ahead
         self._root = run_dir / "sandbox-root"
         self._root.mkdir(parents=True, exist_ok=True)
         self._etc = self._write_identity_files(run_dir / "etc")
@@ -314,9 +315,9 @@ class NamespaceBackend(SandboxBackend):
             message["entry"] = spec.zygote_entry
         else:
             message["argv"] = list(spec.argv)
-        trees = [read_only_tree(spec.code_dir)]
+        trees = [self._trees.take(spec.code_dir)]
         if spec.opt_dir:
-            trees.append(read_only_tree(spec.opt_dir))
+            trees.append(self._trees.take(spec.opt_dir))
         try:
             if prepared.mounts is not None:  # init mounts while the function process starts
                 tmp_mb = message.pop("tmp_mb")
@@ -327,6 +328,11 @@ class NamespaceBackend(SandboxBackend):
         finally:
             for tree in trees:
                 os.close(tree)
+            # the next assignment of these directories takes a tree made meanwhile
+            loop = asyncio.get_running_loop()
+            for directory in (spec.code_dir, spec.opt_dir):
+                if directory:
+                    loop.call_soon(self._trees.refill, directory)
             if prepared.mounts is not None:
                 prepared.mounts.close()
             if not spec.snapshot:  # a snapshot's channel stays: restores are asked there
@@ -526,6 +532,7 @@ class NamespaceBackend(SandboxBackend):
         return IsolationReport("namespaces", features, notes)
 
     async def close(self) -> None:
+        self._trees.close()
         await self._pool.close()
         await self._zygotes.close()
         if self._network is not None:
