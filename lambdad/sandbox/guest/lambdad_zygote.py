@@ -101,7 +101,7 @@ def _set_variables(env: dict[str, str]) -> None:
     if environ:
         environ.clear()
     data = getattr(environ, "_data", None)
-    if not isinstance(data, dict) or sys.platform == "win32":
+    if not isinstance(data, dict):  # (CPython's os.environ keeps one: bytes -> bytes)
         environ.update(env)
         return
     putenv, encoding = os.putenv, sys.getfilesystemencoding()

@@ -1000,10 +1000,7 @@ class _Ahead:
         self.path = sys.path[:]  # as it was before: put back if the assignment disagrees
         self.client = _RuntimeClient(address, unix_path)
         self.client._sock = socket.socket(fileno=fd)
-        _setup_sys_path(task_root)
-        sys.stdout = _line_flushed(sys.stdout)
-        sys.stderr = _line_flushed(sys.stderr)
-        self.handler = _setup_logging("", "")
+        self.handler = _set_up_process(task_root, "", "")
 
     def agrees(self, env: Any) -> bool:
         """Whether the assignment's variables name what was set up."""
@@ -1055,13 +1052,18 @@ def _set_up(env: Any) -> _RuntimeClient:
         ahead.undo()
     client = _RuntimeClient.from_environment(env)
     task_root = env.get("LAMBDA_TASK_ROOT") or os.getcwd()
-    _setup_sys_path(task_root)
+    _set_up_process(task_root, log_format, log_level)
     with contextlib.suppress(OSError):
         os.chdir(task_root)
+    return client
+
+
+def _set_up_process(task_root: str, log_format: str, log_level: str) -> _LambdaLogHandler:
+    """sys.path for `task_root`, line-buffered stdout and stderr, the log handler (returned)."""
+    _setup_sys_path(task_root)
     sys.stdout = _line_flushed(sys.stdout)
     sys.stderr = _line_flushed(sys.stderr)
-    _setup_logging(log_format, log_level)
-    return client
+    return _setup_logging(log_format, log_level)
 
 
 def main() -> None:
