@@ -600,8 +600,10 @@ class _SourceFinder:
         ):
             return None
         base = os.path.join(directory, name)
-        # What the directory's FileFinder would try first: a package, extension modules.
-        if os.path.isdir(base) or any(os.path.exists(base + s) for s in _EXTENSION_SUFFIXES):
+        # What the directory's FileFinder would try first: a package (anything of that name
+        # here), extension modules; asked with access(), which says "no" without raising.
+        exists = os.access
+        if exists(base, os.F_OK) or any(exists(base + s, os.F_OK) for s in _EXTENSION_SUFFIXES):
             return None
         if not os.path.isfile(base + ".py"):
             return None
