@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 TASK_ROOT = "/var/task"
 RUNTIME_DIR = "/var/runtime"
 RUNTIME_API_PORT = 9001
+# AWS_LAMBDA_RUNTIME_API in a sandbox: where its jail listens (lambdad_jail.RUNTIME_API_HOST),
+# and what the Python bootstrap set up ahead is checked against
+RUNTIME_API_ADDRESS = f"127.0.0.1:{RUNTIME_API_PORT}"
 DEFAULT_MEMORY_MB = 128  # AWS's default MemorySize
 # lambdad's own bootstraps reach the Runtime API here (cheaper than loopback TCP).
 RUNTIME_API_UNIX = "/run/lambdad/runtime-api.sock"
@@ -242,9 +245,7 @@ class NamespaceBackend(SandboxBackend):
         return backend, ""
 
     def layout(self) -> SandboxLayout:
-        return SandboxLayout(
-            TASK_ROOT, RUNTIME_DIR, f"127.0.0.1:{RUNTIME_API_PORT}", RUNTIME_API_UNIX
-        )
+        return SandboxLayout(TASK_ROOT, RUNTIME_DIR, RUNTIME_API_ADDRESS, RUNTIME_API_UNIX)
 
     async def start(self, spec: LaunchSpec) -> SandboxProcess:
         interpreter = spec.zygote_interpreter or self._exec_interpreter

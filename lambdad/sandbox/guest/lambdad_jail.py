@@ -45,6 +45,7 @@ import sys
 from typing import Any
 
 _libc = ctypes.CDLL(None, use_errno=True)
+RUNTIME_API_HOST = "127.0.0.1"  # the Runtime API's TCP listener inside a sandbox
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -248,7 +249,7 @@ def _runtime_api_sockets(
     and means "ready"."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
+    listener.bind((RUNTIME_API_HOST, port))
     listener.listen(64)
     local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     directory, name = os.path.split(unix_path)
@@ -597,7 +598,7 @@ def _prepare_ahead(plan: "dict[str, Any]") -> None:
     fd = plan.get("runtime_api_fd")
     if prepare is None or fd is None or "task_root" not in plan:
         return
-    address = f"127.0.0.1:{plan['runtime_api_port']}"
+    address = f"{RUNTIME_API_HOST}:{plan['runtime_api_port']}"  # where it listens
     prepare(fd, address, plan["runtime_api_unix"], plan["task_root"])
 
 
