@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import lambdad
-from tests.conftest import Server, create_function, start_server
+from tests.conftest import Server, create_function, start_server, wait_for
 
 PROBE = r"""
 import ctypes, errno, json, os, socket, sys, time
@@ -436,3 +436,34 @@ def test_attacks_in_parallel_leave_neighbours_working(lam: Any, probe: str) -> N
     with ThreadPoolExecutor(len(attacks)) as pool:
         results = list(pool.map(lambda e: run(lam, probe, e)[1], attacks))
     assert results == [None] * len(attacks)
+
+
+AHEAD_PROBE = """
+import logging, sys
+
+def handler(event, context):
+    logging.getLogger().warning("logged")
+    return {"took_ahead": sys.modules["lambdad_bootstrap"]._took_ahead, "path": sys.path[0]}
+"""
+
+
+@pytest.mark.parametrize("log_format", ["Text", "JSON"])
+def test_a_prepared_sandbox_hands_its_python_set_up_to_init(
+    lam: Any, sandboxed: Server, log_format: str
+) -> None:
+    """A pooled Python sandbox sets up its bootstrap's client, sys.path and log handler while it
+    waits (prepare_ahead, with the jail's own Runtime API address): the cold start taking it
+    uses them — the variables lambdad assigns name the same address, socket and task root —
+    and JSON logs (AWS_LAMBDA_LOG_FORMAT) still come out as JSON."""
+    assert wait_for(lambda: sandboxed.status()["sandboxPool"]["idle"] > 0)
+    taken = sandboxed.status()["sandboxPool"]["taken_warm"]
+    variables = {"AWS_LAMBDA_LOG_FORMAT": log_format} if log_format == "JSON" else {}
+    name = create_function(lam, {"app.py": AHEAD_PROBE}, Environment={"Variables": variables})
+    body, error, log = run(lam, name, {})
+    assert error is None
+    assert sandboxed.status()["sandboxPool"]["taken_warm"] == taken + 1
+    assert body == {"took_ahead": True, "path": "/var/task"}
+    if log_format == "JSON":
+        assert '"message": "logged"' in log and '"level": "WARNING"' in log, log
+    else:
+        assert "[WARNING]" in log and "\tlogged" in log, log

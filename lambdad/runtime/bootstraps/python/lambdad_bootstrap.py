@@ -1023,6 +1023,7 @@ class _Ahead:
 
 
 _ahead: _Ahead | None = None
+_took_ahead = False  # whether init took what prepare_ahead made (the e2e tests ask)
 
 
 def prepare_ahead(runtime_api_fd: int, address: str, unix_path: str, task_root: str) -> None:
@@ -1038,12 +1039,13 @@ def prepare_ahead(runtime_api_fd: int, address: str, unix_path: str, task_root: 
 
 def _set_up(env: Any) -> _RuntimeClient:
     """The environment's Runtime API client (returned), sys.path, stdio and logging."""
-    global _ahead
+    global _ahead, _took_ahead
     ahead, _ahead = _ahead, None
     log_format = env.get("AWS_LAMBDA_LOG_FORMAT", "")
     log_level = env.get("AWS_LAMBDA_LOG_LEVEL", "")
     if ahead is not None and ahead.agrees(env):
         del env["LAMBDAD_RUNTIME_API_FD"]  # (from_environment's pop: the fd is taken)
+        _took_ahead = True
         if log_format.upper() == "JSON" or log_level:  # not the default logging after all
             logging.getLogger().removeHandler(ahead.handler)
             _setup_logging(log_format, log_level)
