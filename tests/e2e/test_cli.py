@@ -194,24 +194,29 @@ def test_logs_follow_prints_new_invocations(server: Server, deployed: str) -> No
         command, env=server.cli_env(), cwd=ROOT, stdout=subprocess.PIPE, text=True
     ) as follower:
         assert follower.stdout is not None
-        lines = _lines(follower.stdout)
+        lines, pump = _lines(follower.stdout)
         try:
             _wait_for(lines, "marker before-follow")  # the backlog: it is polling now
             ok(cli(server, "invoke", deployed, "--payload", '{"marker": "while-following"}'))
             _wait_for(lines, "marker while-following")
         finally:
+            # The reader ends at the pipe's end of file, before Popen closes the pipe under it.
             follower.terminate()
+            follower.wait(timeout=WAIT_SECONDS)
+            pump.join(timeout=WAIT_SECONDS)
 
 
-def _lines(stream: IO[str]) -> queue.Queue[str]:
+def _lines(stream: IO[str]) -> tuple[queue.Queue[str], threading.Thread]:
+    """A queue of `stream`'s lines, filled by the thread returned with it (it ends at EOF)."""
     received: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:
         for line in stream:
             received.put(line)
 
-    threading.Thread(target=pump, daemon=True).start()
-    return received
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return received, thread
 
 
 def _wait_for(lines: queue.Queue[str], text: str) -> None:
