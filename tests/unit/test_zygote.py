@@ -195,3 +195,55 @@ def test_a_child_gets_exactly_its_variables(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "ok\n"
+
+
+CHILD_TABLES_CHECK = r"""
+import os, socket, sys, threading
+sys.path.insert(0, sys.argv[1])
+import lambdad_forkserver as forkserver
+# What a server has when it forks: its children's tables, a status pipe of one of them.
+status_r, status_w = os.pipe()
+forkserver._status_pipes[12] = status_r
+forkserver._inits[10] = 11
+forkserver._children_of_init[11] = 10
+forkserver._ended[9] = 0
+fs = forkserver
+tables = (fs._status_pipes, fs._inits, fs._children_of_init, fs._ended)
+before = [dict(t) for t in tables]
+control, _ = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+forkserver._leave_server(control, os.pipe())
+# the child keeps the tables untouched (no page of them copied) but none of the descriptors
+assert [dict(t) for t in tables] == before, tables
+try:
+    os.fstat(status_r)
+    raise AssertionError("a sibling's status pipe stayed open in the child")
+except OSError:
+    pass
+# ...until it serves forks of its own (a SnapStart snapshot): then it starts with none
+ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+seen = []
+def lambdad():
+    try:
+        seen.append((ours.recv(4096), [dict(t) for t in tables]))
+    finally:
+        ours.close()
+threading.Thread(target=lambdad).start()
+assert forkserver.serve(theirs, lambda request, fds: None) is None
+assert len(seen) == 1 and b"ready" in seen[0][0], seen
+assert seen[0][1] == [{}, {}, {}, {}], seen
+print("ok")
+"""
+
+
+def test_a_child_keeps_its_servers_tables_until_it_serves() -> None:
+    """_leave_server (every forked child) closes its server's descriptors but writes nothing to
+    the tables of the server's children (that would copy their pages in every child);
+    `serve`, where a child becomes a fork server itself, starts with them empty."""
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD_TABLES_CHECK, str(GUEST_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "ok\n"
