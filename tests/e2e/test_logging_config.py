@@ -5,6 +5,7 @@ group."""
 from __future__ import annotations
 
 import json
+import shutil
 from typing import Any
 
 import pytest
@@ -205,6 +206,52 @@ def test_published_versions_keep_their_logging_config(lam: Any, logs: Any) -> No
     assert "platform.report" in types
     latest = invoke(lam, name)
     assert latest["env"]["AWS_LAMBDA_LOG_FORMAT"] is None and latest["group"] == group
+
+
+NODE_CODE = """
+exports.handler = async (event, context) => {
+  console.info("info from node");
+  console.warn("warning from node");
+  return {stream: context.logStreamName};
+};
+"""
+RUBY_CODE = """
+require 'logger'
+def handler(event:, context:)
+  Logger.new($stdout).warn('warning from ruby')
+  { 'stream' => context.log_stream_name }
+end
+"""
+
+
+@pytest.mark.toolchain
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_node_console_writes_json_at_its_level(lam: Any, logs: Any) -> None:
+    name = create_function(
+        lam,
+        {"index.js": NODE_CODE},
+        runtime="nodejs20.x",
+        handler="index.handler",
+        LoggingConfig={"LogFormat": "JSON", "ApplicationLogLevel": "WARN"},
+    )
+    found = records(logs, f"/aws/lambda/{name}", invoke(lam, name)["stream"])
+    application = [r for r in found if "type" not in r]
+    assert [(r["level"], r["message"]) for r in application] == [("WARN", "warning from node")]
+
+
+@pytest.mark.toolchain
+@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed")
+def test_ruby_logger_writes_json(lam: Any, logs: Any) -> None:
+    name = create_function(
+        lam,
+        {"app.rb": RUBY_CODE},
+        runtime="ruby3.3",
+        handler="app.handler",
+        LoggingConfig={"LogFormat": "JSON"},
+    )
+    found = records(logs, f"/aws/lambda/{name}", invoke(lam, name)["stream"])
+    application = [r for r in found if "type" not in r]
+    assert [(r["level"], r["message"]) for r in application] == [("WARN", "warning from ruby")]
 
 
 def create_raw(lam: Any, name: str, logging: dict[str, str]) -> dict[str, Any]:
