@@ -225,33 +225,35 @@ end
 
 
 @pytest.mark.toolchain
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-def test_node_console_writes_json_at_its_level(lam: Any, logs: Any) -> None:
+@pytest.mark.parametrize(
+    ("runtime", "tool", "files", "level", "expected"),
+    [
+        # console.info is filtered at WARN by the Node.js runtime itself
+        ("nodejs20.x", "node", {"index.js": NODE_CODE}, "WARN", ("WARN", "warning from node")),
+        # Ruby's runtime formats Logger records as JSON (and does not filter them)
+        ("ruby3.3", "ruby", {"app.rb": RUBY_CODE}, "INFO", ("WARN", "warning from ruby")),
+    ],
+)
+def test_other_runtimes_log_json(
+    lam: Any,
+    logs: Any,
+    runtime: str,
+    tool: str,
+    files: dict[str, str],
+    level: str,
+    expected: tuple[str, str],
+) -> None:
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
     name = create_function(
         lam,
-        {"index.js": NODE_CODE},
-        runtime="nodejs20.x",
-        handler="index.handler",
-        LoggingConfig={"LogFormat": "JSON", "ApplicationLogLevel": "WARN"},
+        files,
+        runtime=runtime,
+        handler=f"{next(iter(files)).split('.')[0]}.handler",
+        LoggingConfig={"LogFormat": "JSON", "ApplicationLogLevel": level},
     )
     found = records(logs, f"/aws/lambda/{name}", invoke(lam, name)["stream"])
-    application = [r for r in found if "type" not in r]
-    assert [(r["level"], r["message"]) for r in application] == [("WARN", "warning from node")]
-
-
-@pytest.mark.toolchain
-@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed")
-def test_ruby_logger_writes_json(lam: Any, logs: Any) -> None:
-    name = create_function(
-        lam,
-        {"app.rb": RUBY_CODE},
-        runtime="ruby3.3",
-        handler="app.handler",
-        LoggingConfig={"LogFormat": "JSON"},
-    )
-    found = records(logs, f"/aws/lambda/{name}", invoke(lam, name)["stream"])
-    application = [r for r in found if "type" not in r]
-    assert [(r["level"], r["message"]) for r in application] == [("WARN", "warning from ruby")]
+    assert [(r["level"], r["message"]) for r in found if "type" not in r] == [expected]
 
 
 def create_raw(lam: Any, name: str, logging: dict[str, str]) -> dict[str, Any]:
