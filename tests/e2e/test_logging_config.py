@@ -86,7 +86,8 @@ def test_create_json_defaults_and_the_recorded_updates(lam: Any) -> None:
         "SystemLogLevel": "DEBUG",
         "LogGroup": "cool_lambda",
     }
-    listed = [f for f in lam.list_functions()["Functions"] if f["FunctionName"] == name]
+    pages = lam.get_paginator("list_functions").paginate()
+    listed = [f for page in pages for f in page["Functions"] if f["FunctionName"] == name]
     assert listed[0]["LoggingConfig"]["ApplicationLogLevel"] == "TRACE"
 
 
