@@ -16,6 +16,7 @@ from lambdad.api.shapes import function_configuration
 from lambdad.control.arns import FunctionRef, check_reachable, parse_function_ref
 from lambdad.control.functions import FunctionRegistry, FunctionSettings
 from lambdad.control.layers import LayerRegistry
+from lambdad.control.logging_config import LoggingUpdate
 from lambdad.control.model import LATEST, FunctionConfig, FunctionState
 from lambdad.control.package import MAX_UNZIPPED_BYTES, MAX_ZIPPED_BYTES
 from lambdad.errors import InvalidParameterValueException
@@ -85,6 +86,18 @@ def _settings(params: Params) -> FunctionSettings:
         layers=tuple(params["Layers"]) if "Layers" in params else None,
         # SnapStart={} (no ApplyOn) is taken as ApplyOn None, the member's default.
         snap_start=(snap_start.get("ApplyOn") or "None") if snap_start is not None else None,
+        logging=_logging(params.get("LoggingConfig")),
+    )
+
+
+def _logging(config: Mapping[str, str] | None) -> LoggingUpdate | None:
+    if config is None:
+        return None
+    return LoggingUpdate(
+        log_format=config.get("LogFormat"),
+        application_log_level=config.get("ApplicationLogLevel"),
+        system_log_level=config.get("SystemLogLevel"),
+        log_group=config.get("LogGroup"),
     )
 
 

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from lambdad.control.model import Alias, FunctionConfig
-
-
-def runtime_version_arn(config: FunctionConfig) -> str:
-    digest = hashlib.sha256(config.runtime.encode()).hexdigest()
-    return f"arn:aws:lambda:{config.region}::runtime:{digest}"
 
 
 def function_configuration(
@@ -43,7 +37,7 @@ def function_configuration(
             "ApplyOn": config.snap_start,
             "OptimizationStatus": "On" if config.snap_start_on else "Off",
         },
-        "LoggingConfig": {"LogFormat": config.log_format, "LogGroup": config.log_group},
+        "LoggingConfig": logging_config(config),
     }
     if config.environment:
         doc["Environment"] = {"Variables": dict(config.environment)}
@@ -51,7 +45,7 @@ def function_configuration(
         doc["Layers"] = [{"Arn": arn, "CodeSize": size} for arn, size in config.layers]
     if listing:
         return doc
-    doc["RuntimeVersionConfig"] = {"RuntimeVersionArn": runtime_version_arn(config)}
+    doc["RuntimeVersionConfig"] = {"RuntimeVersionArn": config.runtime_version_arn}
     doc["State"] = config.state.value
     if config.state_reason:
         doc["StateReason"] = config.state_reason
@@ -63,6 +57,16 @@ def function_configuration(
         doc["LastUpdateStatusReason"] = config.last_update_status_reason
     if config.last_update_status_reason_code:
         doc["LastUpdateStatusReasonCode"] = config.last_update_status_reason_code
+    return doc
+
+
+def logging_config(config: FunctionConfig) -> dict[str, str]:
+    """LoggingConfig; the levels only when the format is JSON, as AWS answers."""
+    doc = {"LogFormat": config.log_format, "LogGroup": config.log_group}
+    if config.application_log_level:
+        doc["ApplicationLogLevel"] = config.application_log_level
+    if config.system_log_level:
+        doc["SystemLogLevel"] = config.system_log_level
     return doc
 
 

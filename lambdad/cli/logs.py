@@ -1,4 +1,5 @@
-"""`lambdad logs`: a function's log events (log group /aws/lambda/NAME), oldest first.
+"""`lambdad logs`: a function's log events (its LoggingConfig's LogGroup, by default
+/aws/lambda/NAME), oldest first.
 
 Without `--follow`, one FilterLogEvents query across all streams. With `--follow`, each stream
 is read with its own GetLogEvents forward token. A stream only ever grows at its end, so a
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, target: Target) -> int:
     logs = make_client(target, "logs")
-    group = f"/aws/lambda/{args.name}"
+    group = log_group(make_client(target, "lambda"), args.name)
     if args.follow:
         return follow(StreamFollower(logs, group, args.since))
     try:
@@ -72,6 +73,17 @@ def run(args: argparse.Namespace, target: Target) -> int:
         make_client(target, "lambda").get_function(FunctionName=args.name)  # unknown: raises
         note(f"no log events for {args.name} yet (no log group {group})")
     return 0
+
+
+def log_group(lam: Any, name: str) -> str:
+    """The function's log group; a deleted function's logs stay in the default one's."""
+    try:
+        group: str = lam.get_function_configuration(FunctionName=name)["LoggingConfig"]["LogGroup"]
+    except ClientError as error:
+        if not _is_not_found(error):
+            raise
+        return f"/aws/lambda/{name}"
+    return group
 
 
 def filter_events(logs: Any, group: str, start_ms: int) -> Iterator[dict[str, Any]]:

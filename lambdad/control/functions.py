@@ -22,6 +22,7 @@ from lambdad.control import versions
 from lambdad.control.aliases import STALE_REVISION, AliasRegistry
 from lambdad.control.arns import FunctionRef
 from lambdad.control.layers import LayerRegistry, check_combined_size
+from lambdad.control.logging_config import LoggingUpdate, logging_fields
 from lambdad.control.model import (
     LATEST,
     FunctionConfig,
@@ -86,6 +87,7 @@ class FunctionSettings:
     architectures: tuple[str, ...] | None = None
     layers: tuple[str, ...] | None = None  # LayerVersionArns; () removes every layer
     snap_start: str | None = None  # SnapStart.ApplyOn: "PublishedVersions" or "None"
+    logging: LoggingUpdate | None = None  # LoggingConfig; its members merge with what is stored
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,7 @@ class FunctionRegistry:
             self._check_settings(settings)
             ephemeral_storage = settings.ephemeral_storage or FunctionConfig.ephemeral_storage
             check_snap_start(settings.runtime, settings.snap_start or "None", ephemeral_storage)
+            logging = logging_fields(None, settings.logging or LoggingUpdate(), name)
             self._check_tags(tags)
             architectures = settings.architectures or ("x86_64",)
             layers = await self._resolve_layers(
@@ -300,6 +303,7 @@ class FunctionRegistry:
                 tags=dict(tags),
                 layers=layers,
                 snap_start=settings.snap_start or "None",
+                **logging,
             )
             # The package is extracted already, so the function is Active at once; the create
             # response still shows Pending, as AWS's does.
@@ -372,6 +376,8 @@ class FunctionRegistry:
                 )
                 if value is not None
             }
+            if settings.logging is not None:
+                changes.update(logging_fields(current, settings.logging, current.name))
             if settings.environment is not None:
                 changes["environment"] = dict(settings.environment)
             if settings.layers is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import uuid
 from collections.abc import Mapping
@@ -63,7 +64,10 @@ class FunctionConfig:
     version: str = LATEST
     package_type: str = "Zip"
     tracing_mode: str = "PassThrough"
-    log_format: str = "Text"
+    log_format: str = "Text"  # LoggingConfig (control/logging_config.py): "Text" or "JSON"
+    application_log_level: str | None = None  # JSON only: TRACE ... FATAL
+    system_log_level: str | None = None  # JSON only: DEBUG, INFO or WARN
+    custom_log_group: str | None = None  # None: the default, /aws/lambda/<name>
     snap_start: str = "None"  # SnapStart.ApplyOn: "PublishedVersions" snapshots published versions
     last_modified: str = field(default_factory=aws_timestamp)
     revision_id: str = field(default_factory=new_revision_id)
@@ -88,8 +92,15 @@ class FunctionConfig:
         return self.snap_start == "PublishedVersions" and self.version != LATEST
 
     @property
+    def runtime_version_arn(self) -> str:
+        """RuntimeVersionConfig.RuntimeVersionArn (one per runtime and region here)."""
+        digest = hashlib.sha256(self.runtime.encode()).hexdigest()
+        return f"arn:aws:lambda:{self.region}::runtime:{digest}"
+
+    @property
     def log_group(self) -> str:
-        return f"/aws/lambda/{self.name}"
+        """The CloudWatch Logs group its environments write to."""
+        return self.custom_log_group or default_log_group(self.name)
 
     def evolve(self, **changes: Any) -> FunctionConfig:
         return dataclasses.replace(self, **changes)
@@ -183,6 +194,10 @@ class FunctionMeta:
 def is_version_number(qualifier: str) -> bool:
     """Whether a qualifier names a published version (digits) rather than an alias."""
     return _VERSION_NUMBER.match(qualifier) is not None
+
+
+def default_log_group(name: str) -> str:
+    return f"/aws/lambda/{name}"
 
 
 def function_arn(region: str, account_id: str, name: str) -> str:

@@ -70,10 +70,12 @@ def snapshot(latest: FunctionConfig, number: int, description: str | None) -> Fu
 
 def digest(latest: FunctionConfig) -> str:
     """A fingerprint of $LATEST's code and configuration (what publishing would copy)."""
+    # Unset optional fields (None) are left out: a field added later (LoggingConfig's levels)
+    # keeps the fingerprints of functions stored before it.
     content = {
-        f.name: getattr(latest, f.name)
+        f.name: value
         for f in dataclasses.fields(FunctionConfig)
-        if f.name not in _NOT_CONTENT
+        if f.name not in _NOT_CONTENT and (value := getattr(latest, f.name)) is not None
     }
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lambdad.control.logging_config import DEFAULT_LEVEL, LogFormat
 from lambdad.control.model import FunctionConfig
 from lambdad.runtime.runtimes import (
     BOOTSTRAP_DIR,
@@ -128,6 +129,9 @@ def environment_variables(plan: EnvironmentPlan, creds: SessionCredentials) -> d
             "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
         }
     )
+    if cfg.log_format == LogFormat.JSON:  # AWS sets neither for Text
+        env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+        env["AWS_LAMBDA_LOG_LEVEL"] = cfg.application_log_level or DEFAULT_LEVEL
     if plan.initialization_type == "snap-start":
         # AWS: "not available in Lambda SnapStart functions" (the snapshot is shared by many).
         del env["AWS_LAMBDA_LOG_GROUP_NAME"], env["AWS_LAMBDA_LOG_STREAM_NAME"]

@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 
 import orjson
@@ -31,6 +30,7 @@ from lambdad.runtime.api_server import (
 )
 from lambdad.sandbox.base import ExitStatus, SandboxProcess
 from lambdad.scheduler.answer_polling import AnswerPolling, typical_duration
+from lambdad.scheduler.platform_log import Report, now_ms, platform_log, rfc3339
 
 TAIL_BYTES = 4096
 MAX_EVENT_BYTES = 256 * 1024 - 26  # CloudWatch Logs' event size limit, less its overhead
@@ -106,16 +106,6 @@ class InvocationResult:
     init_duration_ms: float | None = None
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _rfc3339(ms: int) -> str:
-    return (
-        datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-    )
-
-
 class Environment:
     def __init__(
         self,
@@ -133,6 +123,7 @@ class Environment:
         self.role = role
         self.state = EnvironmentState.STARTING
         self.log = log
+        self._platform = platform_log(config)  # its system log lines, in its LogFormat
         # its Runtime API: its own, or one served ahead for it (a prepared sandbox's)
         self.api = RuntimeApiServer(self) if api is None else api
         if api is not None:
@@ -182,6 +173,8 @@ class Environment:
         os.set_blocking(log_read_fd, False)
         self._loop.add_reader(log_read_fd, self._read_output)
         self._init_timer = self._loop.call_later(INIT_TIMEOUT_SECONDS, self._init_timed_out)
+        if self.role is not EnvironmentRole.RESTORED:  # a restore is no init
+            self._write_platform(self._platform.init_start(self.config, self.initialization_type))
         self._watcher = asyncio.ensure_future(self._watch(process))
 
     @property
@@ -204,8 +197,7 @@ class Environment:
             # No invocation will answer with this error (init ran ahead of any): log it now.
             init_ms = self._init_duration_ms or (time.monotonic() - self.created) * 1000
             self._write_platform(
-                f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\tStatus: error\t"
-                f"Error Type: {failure.error_type}\n"
+                self._platform.init_failed(init_ms, failure.error_type, self.initialization_type)
             )
             self.log.flush()
 
@@ -295,7 +287,7 @@ class Environment:
         self._push = channel
 
     def _event_headers(self, inv: Invocation) -> list[tuple[bytes, bytes]]:
-        deadline = _now_ms() + int(self._timeout_s * 1000)
+        deadline = now_ms() + int(self._timeout_s * 1000)
         headers = [
             (b"Lambda-Runtime-Aws-Request-Id", inv.request_id.encode()),
             (b"Lambda-Runtime-Deadline-Ms", str(deadline).encode()),
@@ -325,7 +317,7 @@ class Environment:
     def _started(self, inv: Invocation) -> None:
         self.state = EnvironmentState.BUSY
         self._delivered_at = time.perf_counter()
-        self._write_platform(f"START RequestId: {inv.request_id} Version: {self.config.version}\n")
+        self._write_platform(self._platform.start(inv.request_id, self.config.version))
         self._timer = self._loop.call_later(self._timeout_s, self._timed_out)
 
     def _push_event(self) -> None:
@@ -371,6 +363,7 @@ class Environment:
                 self._init_timer = None
             if self.state is EnvironmentState.STARTING:
                 self.state = EnvironmentState.IDLE
+            self._write_platform(self._platform.init_done(self.initialization_type))
             if self.process is not None:  # sample once now: a crashed process has nothing to read
                 self.process.peak_memory_bytes()
                 self.process.initialised(self.config.memory_size)
@@ -424,7 +417,9 @@ class Environment:
                 self._init_timer.cancel()
                 self._init_timer = None
             self.state = EnvironmentState.IDLE
-            self._write_platform(f"INIT_REPORT Init Duration: {self._init_duration_ms:.2f} ms\n")
+            self._write_platform(
+                self._platform.init_report(self._init_duration_ms, self.initialization_type)
+            )
             self.log.flush_soon()
             self._settle_init(None)
             return 200, b""
@@ -474,8 +469,8 @@ class Environment:
         if self._pending_init_report:
             self._pending_init_report = False
             init_ms = self._init_duration_ms
-        self._write_platform(f"END RequestId: {inv.request_id}\n")
-        self._write_platform(self._report_line(inv.request_id, duration_ms, init_ms, status))
+        self._write_platform(self._platform.end(inv.request_id, duration_ms, status))
+        self._write_platform(self._platform.report(self._report(inv, duration_ms, init_ms, status)))
         self.log.flush_soon()
         tail = None
         if self._tail is not None:
@@ -489,25 +484,19 @@ class Environment:
         if not result.done():
             result.set_result(InvocationResult(payload, function_error, tail, duration_ms, init_ms))
 
-    def _report_line(
-        self, request_id: str, duration_ms: float, init_ms: float | None, status: str | None
-    ) -> str:
+    def _report(
+        self, inv: Invocation, duration_ms: float, init_ms: float | None, status: str | None
+    ) -> Report:
         used_mb = 0
         if self.process is not None:
             used_mb = math.ceil(self.process.peak_memory_bytes() / 1048576)
-        line = (
-            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
-            f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\t"
-            f"Memory Size: {self.config.memory_size} MB\tMax Memory Used: {used_mb} MB\t"
-        )
+        memory_mb = self.config.memory_size
         if init_ms is not None and self.role is EnvironmentRole.RESTORED:
             billed = max(1, math.ceil(self._billed_restore_ms))
-            line += f"Restore Duration: {init_ms:.2f} ms\tBilled Restore Duration: {billed} ms\t"
-        elif init_ms is not None:
-            line += f"Init Duration: {init_ms:.2f} ms\t"
-        if status:
-            line += f"Status: {status}\t"
-        return line + "\n"
+            return Report(
+                inv.request_id, duration_ms, memory_mb, used_mb, None, init_ms, billed, status
+            )
+        return Report(inv.request_id, duration_ms, memory_mb, used_mb, init_ms, status=status)
 
     def _timed_out(self) -> None:
         inv = self._current
@@ -516,7 +505,7 @@ class Environment:
         self._timer = None
         seconds = f"{self._timeout_s:.2f}"
         self._write_platform(
-            f"{_rfc3339(_now_ms())} {inv.request_id} Task timed out after {seconds} seconds\n"
+            f"{rfc3339(now_ms())} {inv.request_id} Task timed out after {seconds} seconds\n"
         )
         payload = error_body(
             "Sandbox.Timedout",
@@ -551,11 +540,11 @@ class Environment:
         if self.role is EnvironmentRole.RESTORED and self._resumed_at is not None:
             self._fail_restore(inv)
             return
+        error_type = str(self._init_error_type)  # set with _init_error
         self._write_platform(
-            f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\tStatus: error\t"
-            f"Error Type: {self._init_error_type}\n"
+            self._platform.init_failed(init_ms, error_type, self.initialization_type)
         )
-        self._write_platform(f"START RequestId: {inv.request_id} Version: {self.config.version}\n")
+        self._write_platform(self._platform.start(inv.request_id, self.config.version))
         self._pending_init_report = False
         self._init_duration_ms = None
         self._finish(self._init_error, "Unhandled", status="error")
@@ -567,10 +556,7 @@ class Environment:
         assert self._init_error is not None
         restore_ms = self._init_duration_ms or 0.0
         error_type = self._init_error_type or "Runtime.AfterRestoreError"
-        self._write_platform(
-            f"RESTORE_REPORT Restore Duration: {restore_ms:.2f} ms\tStatus: error\t"
-            f"Error Type: {error_type}\n"
-        )
+        self._write_platform(self._platform.restore_failed(restore_ms, error_type))
         self.log.flush_soon()
         self._current = None
         result, self._result = self._result, None
@@ -596,13 +582,10 @@ class Environment:
             if self._init_duration_ms is None:
                 init_ms = (time.monotonic() - self.created) * 1000
                 self._write_platform(
-                    f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\t"
-                    f"Status: error\tError Type: {error_type}\n"
+                    self._platform.init_failed(init_ms, error_type, self.initialization_type)
                 )
                 self._pending_init_report = False
-            self._write_platform(
-                f"START RequestId: {inv.request_id} Version: {self.config.version}\n"
-            )
+            self._write_platform(self._platform.start(inv.request_id, self.config.version))
             self._delivered_at = time.perf_counter()
             self._timer = self._loop.call_later(0, lambda: None)
         self._write_platform(f"{message}\n{error_type}\n")
@@ -649,13 +632,16 @@ class Environment:
     def _emit(self, chunk: bytes) -> None:
         if self._tail is not None:
             self._tail += chunk
-        ts = _now_ms()
+        ts = now_ms()
         for line in chunk.splitlines(keepends=True):
             # CloudWatch Logs caps an event at 256 KB: longer lines become several events.
             for start in range(0, len(line), MAX_EVENT_BYTES):
                 self.log.write(line[start : start + MAX_EVENT_BYTES].decode("utf-8", "replace"), ts)
 
-    def _write_platform(self, line: str) -> None:
+    def _write_platform(self, line: str | None) -> None:
+        """Write one of lambdad's own lines (None: its format leaves the event out)."""
+        if line is None:
+            return
         if self._tail is not None:
             self._tail += line.encode()
         self.log.write(line)

@@ -187,6 +187,23 @@ def test_logs_prints_report_lines(server: Server, deployed: str) -> None:
     assert starts == sorted(starts)  # oldest first
 
 
+def test_logs_reads_the_configured_log_group(server: Server, deployed: str) -> None:
+    lam = server.client()
+    group = unique_name("cli_group")
+    lam.update_function_configuration(FunctionName=deployed, LoggingConfig={"LogGroup": group})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=deployed)
+    try:
+        ok(cli(server, "invoke", deployed, "--payload", '{"marker": "in-its-group"}'))
+        output = ok(cli(server, "logs", deployed)).stdout
+        assert "marker in-its-group" in output
+        assert "marker for-logs" not in output  # that one is in /aws/lambda/NAME
+    finally:
+        lam.update_function_configuration(
+            FunctionName=deployed, LoggingConfig={"LogGroup": f"/aws/lambda/{deployed}"}
+        )
+        lam.get_waiter("function_updated_v2").wait(FunctionName=deployed)
+
+
 def test_logs_follow_prints_new_invocations(server: Server, deployed: str) -> None:
     ok(cli(server, "invoke", deployed, "--payload", '{"marker": "before-follow"}'))
     command = [sys.executable, "-m", "lambdad.cli.main", "logs", deployed, "--follow"]

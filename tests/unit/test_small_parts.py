@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import stat
@@ -194,3 +195,14 @@ def test_environment_variables_follow_aws(tmp_path: Path) -> None:
     assert env["AWS_ACCESS_KEY_ID"].startswith("ASIA")
     assert env["NODE_PATH"].startswith("/opt/nodejs/node20/node_modules:/opt/nodejs/node_modules")
     assert env["PATH"].endswith(":/opt/bin") and env["TZ"] == ":UTC"
+    assert "AWS_LAMBDA_LOG_FORMAT" not in env and "AWS_LAMBDA_LOG_LEVEL" not in env  # Text
+
+    json_config = config.evolve(
+        log_format="JSON", application_log_level="ERROR", custom_log_group="g"
+    )
+    env = environment_variables(
+        dataclasses.replace(plan, config=json_config), SessionCredentials.generate()
+    )
+    assert env["AWS_LAMBDA_LOG_FORMAT"] == "JSON"
+    assert env["AWS_LAMBDA_LOG_LEVEL"] == "ERROR"
+    assert env["AWS_LAMBDA_LOG_GROUP_NAME"] == "g"
