@@ -223,9 +223,13 @@ def _leave_server(control: socket.socket, wake: tuple[int, int]) -> None:
     ms of CPU, once a burst had forked a thousand). Nothing in the child reads them, and
     emptying them would not erase them from its memory anyway. A child that serves forks of
     its own (a SnapStart snapshot) empties them when it starts serving: `_forget_children`."""
+    global _poller
     control.close()
     os.close(wake[0])
     os.close(wake[1])
+    if _poller is not None:
+        _poller.close()
+        _poller = None
     _forget_pid_namespace()
     signal.set_wakeup_fd(-1)
     # _signal's, not signal's: the latter's enum conversions touch ~35 more pages, each one
@@ -452,8 +456,9 @@ def _serve_python(
     child: Child,
     spawn_init: SpawnInit | None,
 ) -> None:
+    global _poller
     # epoll itself, not selectors: fewer objects touched per request (see the module's doc)
-    poller = select.epoll()
+    poller = _poller = select.epoll()
     try:
         poller.register(control.fileno(), select.EPOLLIN)
         poller.register(wake[0], select.EPOLLIN)
@@ -466,6 +471,12 @@ def _serve_python(
                     return
     finally:
         poller.close()
+        _poller = None
+
+
+# The Python loop's epoll instance while it serves: a forked child closes it (_leave_server), as
+# a function holding it could add descriptors of its own to what the zygote waits for.
+_poller: "select.epoll | None" = None
 
 
 def serve_snapshot(fd: int) -> "dict[str, Any]":
