@@ -13,6 +13,7 @@ from tests.conftest import Server, create_function
 from tests.e2e.test_isolation import (
     PROBE,
     check_init_mounts_the_assignment,
+    check_no_descriptor_reaches_outside,
     check_processes_end_with_the_environment,
     run,
     sandboxed_server,
@@ -44,3 +45,7 @@ def test_init_mounts_the_assignment(lam: Any) -> None:
 
 def test_processes_end_with_the_environment(lam: Any) -> None:
     check_processes_end_with_the_environment(lam, create_function(lam, {"app.py": PROBE}))
+
+
+def test_no_descriptor_reaches_outside_the_sandbox(lam: Any) -> None:
+    check_no_descriptor_reaches_outside(lam, create_function(lam, {"app.py": PROBE}))
