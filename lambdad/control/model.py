@@ -92,6 +92,12 @@ class FunctionConfig:
         return self.snap_start == "PublishedVersions" and self.version != LATEST
 
     @property
+    def runtime_version(self) -> str:
+        """The runtime version INIT_START names ("python:3.12.v1"; AWS: "python:3.12.v36"): one
+        per runtime here, as its ARN."""
+        return f"{runtime_version_family(self.runtime)}.v1"
+
+    @property
     def runtime_version_arn(self) -> str:
         """RuntimeVersionConfig.RuntimeVersionArn (one per runtime and region here)."""
         digest = hashlib.sha256(self.runtime.encode()).hexdigest()
@@ -194,6 +200,15 @@ class FunctionMeta:
 def is_version_number(qualifier: str) -> bool:
     """Whether a qualifier names a published version (digits) rather than an alias."""
     return _VERSION_NUMBER.match(qualifier) is not None
+
+
+def runtime_version_family(runtime: str) -> str:
+    """AWS's name of a runtime in its runtime versions: python3.12 -> python:3.12, nodejs20.x ->
+    nodejs:20, java17 -> java:17, provided.al2023 -> provided:al2023."""
+    if runtime.startswith("provided."):
+        return "provided:" + runtime.removeprefix("provided.")
+    language = runtime.rstrip("0123456789.x")
+    return f"{language}:{runtime[len(language) :].removesuffix('.x')}"
 
 
 def default_log_group(name: str) -> str:

@@ -148,6 +148,7 @@ class Environment:
         self._typical_s = math.inf  # its invocations' typical duration (answer_polling)
         self._last_request_id = ""
         self._tail: bytearray | None = None
+        self._first_line: str | None = None  # INIT_START/RESTORE_START, for the first tail
         self._timer: asyncio.TimerHandle | None = None
         self._init_timer: asyncio.TimerHandle | None = None
         self._init_error: bytes | None = None
@@ -173,8 +174,14 @@ class Environment:
         os.set_blocking(log_read_fd, False)
         self._loop.add_reader(log_read_fd, self._read_output)
         self._init_timer = self._loop.call_later(INIT_TIMEOUT_SECONDS, self._init_timed_out)
-        if self.role is not EnvironmentRole.RESTORED:  # a restore is no init
-            self._write_platform(self._platform.init_start(self.config, self.initialization_type))
+        if self.role is EnvironmentRole.RESTORED:  # a restore is no init
+            first = self._platform.restore_start(self.config)
+        else:
+            first = self._platform.init_start(self.config, self.initialization_type)
+        self._write_platform(first)
+        # the invocation the environment was started for has it in its log tail too (what
+        # its init prints comes after it), as AWS's
+        self._first_line = first if self._pending_init_report else None
         self._watcher = asyncio.ensure_future(self._watch(process))
 
     @property
@@ -264,7 +271,8 @@ class Environment:
             self.state = EnvironmentState.BUSY
         self._current = invocation
         self._timeout_s = timeout_s
-        self._tail = bytearray() if invocation.tail else None
+        first, self._first_line = self._first_line, None  # (the first invocation's only)
+        self._tail = bytearray(first.encode() if first else b"") if invocation.tail else None
         result: asyncio.Future[InvocationResult] = self._loop.create_future()
         self._result = result
         self._polling.started()

@@ -1,7 +1,7 @@
 """The lines lambdad writes into an environment's log (AWS's system logs), in its LogFormat.
 
-Text is what AWS writes by default (START, END, REPORT, INIT_REPORT, RESTORE_REPORT). With
-LoggingConfig's JSON format AWS writes each as one JSON object instead,
+Text is what AWS writes by default (INIT_START, START, END, REPORT, INIT_REPORT, RESTORE_START,
+RESTORE_REPORT). With LoggingConfig's JSON format AWS writes each as one JSON object instead,
 ``{"time": ..., "type": "platform.<event>", "record": {...}}`` (the Telemetry API's event
 schema), and filters them by SystemLogLevel: platform.start, platform.report, platform.initStart,
 platform.initReport and the restore events are INFO; platform.runtimeDone (END's counterpart)
@@ -58,7 +58,11 @@ class PlatformLog(ABC):
 
     @abstractmethod
     def init_start(self, config: FunctionConfig, initialization_type: str) -> str | None:
-        """Its init began (AWS: INIT_START, which lambdad's Text log leaves out)."""
+        """Its init began: the first line of an environment's stream (AWS: INIT_START)."""
+
+    @abstractmethod
+    def restore_start(self, config: FunctionConfig) -> str | None:
+        """A SnapStart restore began: the first line of a restored environment's stream."""
 
     @abstractmethod
     def init_done(self, initialization_type: str) -> str | None:
@@ -93,7 +97,10 @@ class TextPlatformLog(PlatformLog):
     """AWS's default plain-text lines."""
 
     def init_start(self, config: FunctionConfig, initialization_type: str) -> str | None:
-        return None
+        return f"INIT_START {_runtime_version(config)}\n"
+
+    def restore_start(self, config: FunctionConfig) -> str | None:
+        return f"RESTORE_START {_runtime_version(config)}\n"
 
     def init_done(self, initialization_type: str) -> str | None:
         return None
@@ -153,11 +160,23 @@ class JsonPlatformLog(PlatformLog):
             {
                 "initializationType": initialization_type,
                 "phase": "init",
+                "runtimeVersion": config.runtime_version,
                 "runtimeVersionArn": config.runtime_version_arn,
                 "functionName": config.name,
                 "functionVersion": config.version,
             },
         )
+
+    def restore_start(self, config: FunctionConfig) -> str | None:
+        if not self._info:
+            return None
+        record = {
+            "runtimeVersion": config.runtime_version,
+            "runtimeVersionArn": config.runtime_version_arn,
+            "functionName": config.name,
+            "functionVersion": config.version,
+        }
+        return _event("platform.restoreStart", record)
 
     def init_done(self, initialization_type: str) -> str | None:
         if not self._debug:
@@ -220,6 +239,14 @@ def platform_log(config: FunctionConfig) -> PlatformLog:
     if config.log_format != LogFormat.JSON:
         return TEXT
     return _JSON[config.system_log_level or SystemLogLevel.INFO.name]
+
+
+def _runtime_version(config: FunctionConfig) -> str:
+    """INIT_START's and RESTORE_START's words (AWS's, a tab between them)."""
+    return (
+        f"Runtime Version: {config.runtime_version}\t"
+        f"Runtime Version ARN: {config.runtime_version_arn}"
+    )
 
 
 def now_ms() -> int:

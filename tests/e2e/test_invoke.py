@@ -417,7 +417,9 @@ def handler(event, context):
     response = invoke(lam, name, LogType="Tail")
     request_id = response["Body"]
     lines = response["Log"].splitlines()
-    assert lines[0] == f"START RequestId: {request_id} Version: $LATEST"
+    # the cold start's tail begins with the environment's INIT_START, as AWS's
+    assert lines[0].startswith("INIT_START Runtime Version: python:3.")
+    assert lines[1] == f"START RequestId: {request_id} Version: $LATEST"
     assert "to stdout" in lines and "to stderr" in lines
     info = [line for line in lines if line.startswith("[INFO]")]
     assert len(info) == 1
@@ -427,6 +429,8 @@ def handler(event, context):
     )
     assert f"END RequestId: {request_id}" in lines
     assert lines[-1].startswith(f"REPORT RequestId: {request_id}\t")
+    warm = invoke(lam, name, LogType="Tail")  # the same environment: no INIT_START again
+    assert warm["Log"].splitlines()[0] == f"START RequestId: {warm['Body']} Version: $LATEST"
     assert lines.index("to stdout") < lines.index(f"END RequestId: {request_id}")
 
 

@@ -53,7 +53,16 @@ def test_stream_holds_start_output_end_report_in_order(lam: Any, logs: Any) -> N
     assert streams[0]["firstEventTimestamp"] <= streams[0]["lastEventTimestamp"]
 
     lines = messages(logs, group, first["stream"])
-    expected_heads = []
+    # AWS's first line of an environment's stream names its runtime version (tab-separated)
+    arn = lam.get_function_configuration(FunctionName=name)["RuntimeVersionConfig"][
+        "RuntimeVersionArn"
+    ]
+    assert re.fullmatch(
+        rf"INIT_START Runtime Version: python:3\.\d+\.v\d+\t"
+        rf"Runtime Version ARN: {re.escape(arn)}",
+        lines[0],
+    ), lines[0]
+    expected_heads = ["INIT_START Runtime Version: "]
     for n, body in ((1, first), (2, second)):
         rid = body["request_id"]
         expected_heads += [
@@ -66,7 +75,7 @@ def test_stream_holds_start_output_end_report_in_order(lam: Any, logs: Any) -> N
     assert len(lines) == len(expected_heads), lines
     for line, head in zip(lines, expected_heads, strict=True):
         assert line.startswith(head), (line, head)
-    assert "Init Duration" in lines[4] and "Init Duration" not in lines[9]
+    assert "Init Duration" in lines[5] and "Init Duration" not in lines[10]
 
 
 def test_events_carry_timestamps_in_order(lam: Any, logs: Any) -> None:
@@ -98,7 +107,8 @@ def test_new_environment_writes_a_new_stream(lam: Any, logs: Any) -> None:
     crash_line = rf"^RequestId: {REQUEST_ID} Error: Runtime exited with error: exit status 1$"
     assert any(re.search(crash_line, line, re.M) for line in crashed), crashed
     assert crashed[-1].startswith("REPORT RequestId:")
-    assert messages(logs, group, second)[1] == "hello logs 3"
+    assert messages(logs, group, second)[0].startswith("INIT_START Runtime Version: ")
+    assert messages(logs, group, second)[2] == "hello logs 3"
 
 
 def test_filter_log_events_with_a_pattern(lam: Any, logs: Any) -> None:
@@ -111,7 +121,7 @@ def test_filter_log_events_with_a_pattern(lam: Any, logs: Any) -> None:
     quoted = logs.filter_log_events(logGroupName=group, filterPattern='"END RequestId"')["events"]
     assert [e["message"].rstrip("\n") for e in quoted] == [f"END RequestId: {i}" for i in ids]
     everything = logs.filter_log_events(logGroupName=group)["events"]
-    assert len(everything) == 3 * 5
+    assert len(everything) == 1 + 3 * 5  # INIT_START, then 5 lines an invocation
 
 
 def test_event_invocations_are_logged(lam: Any, logs: Any) -> None:

@@ -120,18 +120,32 @@ def settled(lam: Any, name: str, version: str, timeout: float = 30) -> dict[str,
 
 
 def call(lam: Any, name: str, version: str, **event: Any) -> tuple[dict[str, Any], str]:
+    answer, log = call_with_log(lam, name, version, **event)
+    return answer, next(line for line in log if line.startswith("REPORT "))
+
+
+def call_with_log(
+    lam: Any, name: str, version: str, **event: Any
+) -> tuple[dict[str, Any], list[str]]:
+    """The answer and the lines of its log tail."""
     response = lam.invoke(
         FunctionName=name, Qualifier=version, Payload=json.dumps(event), LogType="Tail"
     )
     assert "FunctionError" not in response, response["Payload"].read()
     log = base64.b64decode(response["LogResult"]).decode()
-    report = next(line for line in log.splitlines() if line.startswith("REPORT "))
-    return json.loads(response["Payload"].read()), report
+    return json.loads(response["Payload"].read()), log.splitlines()
 
 
 def test_restored_environment_inherits_init_and_runs_hooks(lam: Any) -> None:
     name, version = publish(lam)
-    answer, report = call(lam, name, version)
+    answer, log = call_with_log(lam, name, version)
+    # AWS's first line of a restored environment: RESTORE_START with the runtime version
+    arn = lam.get_function_configuration(FunctionName=name, Qualifier=version)[
+        "RuntimeVersionConfig"
+    ]["RuntimeVersionArn"]
+    assert log[0] == f"RESTORE_START Runtime Version: python:3.12.v1\tRuntime Version ARN: {arn}"
+    assert not any(line.startswith("INIT_START") for line in log)
+    report = next(line for line in log if line.startswith("REPORT "))
     # before-snapshot hooks in reverse registration order, after-restore in order
     assert answer["events"] == ["before-2", "before-1", "after-1", "after-2"]
     assert answer["init_type"] == "snap-start" and answer["env_type"] == "snap-start"

@@ -52,7 +52,10 @@ def test_text_lines_are_awss() -> None:
     assert TEXT.restore_failed(1.0, "X") == (
         "RESTORE_REPORT Restore Duration: 1.00 ms\tStatus: error\tError Type: X\n"
     )
-    assert TEXT.init_start(CONFIG, "on-demand") is None  # lambdad writes no INIT_START
+    # AWS's first line of every environment's stream (tab-separated): the runtime version
+    runtime = f"Runtime Version: python:3.12.v1\tRuntime Version ARN: {CONFIG.runtime_version_arn}"
+    assert TEXT.init_start(CONFIG, "on-demand") == f"INIT_START {runtime}\n"
+    assert TEXT.restore_start(CONFIG) == f"RESTORE_START {runtime}\n"
     assert TEXT.init_done("on-demand") is None
 
 
@@ -83,6 +86,13 @@ def test_json_events() -> None:
     assert event(log.init_start(CONFIG, "provisioned-concurrency"))["record"] == {
         "initializationType": "provisioned-concurrency",
         "phase": "init",
+        "runtimeVersion": "python:3.12.v1",
+        "runtimeVersionArn": CONFIG.runtime_version_arn,
+        "functionName": "fn",
+        "functionVersion": "$LATEST",
+    }
+    assert event(log.restore_start(CONFIG))["record"] == {
+        "runtimeVersion": "python:3.12.v1",
         "runtimeVersionArn": CONFIG.runtime_version_arn,
         "functionName": "fn",
         "functionVersion": "$LATEST",

@@ -14,7 +14,7 @@ import pytest
 
 from lambdad.api.code_urls import CodeUrlSigner
 from lambdad.control.arns import check_reachable, parse_function_ref
-from lambdad.control.model import FunctionConfig
+from lambdad.control.model import FunctionConfig, runtime_version_family
 from lambdad.credentials import load_root_credentials, read_stored_root_credentials
 from lambdad.errors import InvalidParameterValueException, ResourceNotFoundException
 from lambdad.observability import logs
@@ -206,3 +206,20 @@ def test_environment_variables_follow_aws(tmp_path: Path) -> None:
     assert env["AWS_LAMBDA_LOG_FORMAT"] == "JSON"
     assert env["AWS_LAMBDA_LOG_LEVEL"] == "ERROR"
     assert env["AWS_LAMBDA_LOG_GROUP_NAME"] == "g"
+
+
+@pytest.mark.parametrize(
+    ("runtime", "family"),
+    [
+        ("python3.12", "python:3.12"),
+        ("nodejs20.x", "nodejs:20"),
+        ("ruby3.3", "ruby:3.3"),
+        ("java21", "java:21"),
+        ("dotnet8", "dotnet:8"),
+        ("provided.al2023", "provided:al2023"),
+        ("go1.x", "go:1"),
+    ],
+)
+def test_runtime_versions_are_named_as_aws_names_them(runtime: str, family: str) -> None:
+    """INIT_START's "Runtime Version: python:3.12.v36" (AWS) — the family part, then ours."""
+    assert runtime_version_family(runtime) == family
