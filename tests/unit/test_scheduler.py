@@ -173,12 +173,17 @@ async def test_init_error_is_the_invocation_result(tmp_path: Path) -> None:
     await pools.close()
 
 
-async def test_log_stream_has_start_end_report(tmp_path: Path) -> None:
+async def test_log_stream_has_init_start_start_end_report(tmp_path: Path) -> None:
     pools, _, logs = manager(tmp_path, FakeBehaviour(echo))
     cfg = config(memory_size=256)
     await invoke(pools, cfg)
     (stream,) = logs.streams(cfg.account_id, cfg.log_group)
     messages = [e.message for e in logs.events(cfg.account_id, cfg.log_group, stream.name)]
+    assert messages[0] == (
+        f"INIT_START Runtime Version: {cfg.runtime_version}\t"
+        f"Runtime Version ARN: {cfg.runtime_version_arn}\n"
+    )
+    messages = messages[1:]
     assert messages[0].startswith("START RequestId: ") and messages[0].endswith(
         "Version: $LATEST\n"
     )
