@@ -30,7 +30,13 @@ from lambdad.runtime.api_server import (
 )
 from lambdad.sandbox.base import ExitStatus, SandboxProcess
 from lambdad.scheduler.answer_polling import AnswerPolling, typical_duration
-from lambdad.scheduler.platform_log import Report, now_ms, platform_log, rfc3339
+from lambdad.scheduler.platform_log import (
+    Report,
+    application_log_filter,
+    now_ms,
+    platform_log,
+    rfc3339,
+)
 
 TAIL_BYTES = 4096
 MAX_EVENT_BYTES = 256 * 1024 - 26  # CloudWatch Logs' event size limit, less its overhead
@@ -124,6 +130,7 @@ class Environment:
         self.state = EnvironmentState.STARTING
         self.log = log
         self._platform = platform_log(config)  # its system log lines, in its LogFormat
+        self._app_filter = application_log_filter(config)  # JSON: ApplicationLogLevel
         # its Runtime API: its own, or one served ahead for it (a prepared sandbox's)
         self.api = RuntimeApiServer(self) if api is None else api
         if api is not None:
@@ -638,10 +645,14 @@ class Environment:
             self._emit(data[:cut])
 
     def _emit(self, chunk: bytes) -> None:
+        lines = chunk.splitlines(keepends=True)
+        if self._app_filter is not None:
+            lines = [line for line in lines if self._app_filter.keeps(line)]
+            chunk = b"".join(lines)
         if self._tail is not None:
             self._tail += chunk
         ts = now_ms()
-        for line in chunk.splitlines(keepends=True):
+        for line in lines:
             # CloudWatch Logs caps an event at 256 KB: longer lines become several events.
             for start in range(0, len(line), MAX_EVENT_BYTES):
                 self.log.write(line[start : start + MAX_EVENT_BYTES].decode("utf-8", "replace"), ts)

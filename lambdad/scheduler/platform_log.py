@@ -241,6 +241,44 @@ def platform_log(config: FunctionConfig) -> PlatformLog:
     return _JSON[config.system_log_level or SystemLogLevel.INFO.name]
 
 
+# ApplicationLogLevel, most detailed first; what a JSON line's "level" may say (any case), and
+# Python's names for two of them
+_APPLICATION_LEVELS = {"TRACE": 0, "DEBUG": 1, "INFO": 2, "WARN": 3, "ERROR": 4, "FATAL": 5}
+_LEVEL_WORDS = {**_APPLICATION_LEVELS, "WARNING": 3, "CRITICAL": 5}
+
+
+class ApplicationLogFilter:
+    """A JSON-format function's application log, filtered by its ApplicationLogLevel as AWS
+    filters it: a line that is a JSON object with a "level" has that level, any other line
+    (or an unknown level) is INFO; lines below the function's level are dropped. Runtimes whose
+    logger filters already (Python's logging, Node.js's console...) never print such lines;
+    this catches the rest (print, other loggers)."""
+
+    def __init__(self, level: str) -> None:
+        self._least = _APPLICATION_LEVELS.get(level.upper(), _APPLICATION_LEVELS["INFO"])
+        self.plain_kept = self._least <= _APPLICATION_LEVELS["INFO"]  # lines without a level
+
+    def keeps(self, line: bytes) -> bool:
+        if not line.startswith(b"{"):
+            return self.plain_kept
+        try:
+            document = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return self.plain_kept
+        level = document.get("level") if isinstance(document, dict) else None
+        if not isinstance(level, str):
+            return self.plain_kept
+        rank = _LEVEL_WORDS.get(level.upper())
+        return self.plain_kept if rank is None else rank >= self._least
+
+
+def application_log_filter(config: FunctionConfig) -> ApplicationLogFilter | None:
+    """The filter of a function version's application log (None: Text, nothing filtered)."""
+    if config.log_format != LogFormat.JSON:
+        return None
+    return ApplicationLogFilter(config.application_log_level or "INFO")
+
+
 def _runtime_version(config: FunctionConfig) -> str:
     """INIT_START's and RESTORE_START's words (AWS's, a tab between them)."""
     return (

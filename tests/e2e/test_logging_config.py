@@ -4,6 +4,7 @@ group."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from typing import Any
@@ -255,6 +256,60 @@ def test_other_runtimes_log_json(
     )
     found = records(logs, f"/aws/lambda/{name}", invoke(lam, name)["stream"])
     assert [(r["level"], r["message"]) for r in found if "type" not in r] == [expected]
+
+
+PRINTING_CODE = """
+import json
+def handler(event, context):
+    print("a plain line")
+    print(json.dumps({"level": "debug", "msg": "a debug object"}))
+    print(json.dumps({"level": "Error", "msg": "an error object"}))
+    print(json.dumps({"level": "loud", "msg": "an unknown level"}))
+    print(json.dumps({"msg": "an object without a level"}))
+    print(json.dumps(["level", "error"]))
+    return context.log_stream_name
+"""
+# what PRINTING_CODE prints, by the short names the test's cases use
+PRINTED = {
+    "a plain line": "a plain line",
+    "a debug object": "a debug object",
+    "an error object": "an error object",
+    "an unknown level": "an unknown level",
+    "without": "an object without a level",
+    "list": '["level", "error"]',
+}
+
+
+@pytest.mark.parametrize(
+    ("level", "kept"),
+    [
+        ("WARN", ["an error object"]),
+        ("INFO", ["a plain line", "an error object", "an unknown level", "without", "list"]),
+        ("DEBUG", list(PRINTED)),
+    ],
+)
+def test_application_log_level_filters_what_the_function_prints(
+    lam: Any, logs: Any, level: str, kept: list[str]
+) -> None:
+    """AWS filters a JSON-format function's output by ApplicationLogLevel whatever printed it:
+    a JSON object's "level" is its level, anything else (or an unknown level) is INFO."""
+    name = create_function(
+        lam,
+        {"app.py": PRINTING_CODE},
+        runtime="python3.12",
+        LoggingConfig={"LogFormat": "JSON", "ApplicationLogLevel": level},
+    )
+    response = lam.invoke(FunctionName=name, Payload=b"{}", LogType="Tail")
+    stream = json.loads(response["Payload"].read())
+    events = logs.get_log_events(
+        logGroupName=f"/aws/lambda/{name}", logStreamName=stream, startFromHead=True
+    )["events"]
+    printed = [e["message"] for e in events if not e["message"].startswith('{"time"')]
+    tail = base64.b64decode(response["LogResult"]).decode()
+    for key, line in PRINTED.items():
+        assert any(line in m for m in printed) == (key in kept), (level, key, printed)
+        assert (line in tail) == (key in kept), (level, key, tail)
+    assert len(printed) == len(kept), printed  # (platform events are the '{"time"' ones)
 
 
 def create_raw(lam: Any, name: str, logging: dict[str, str]) -> dict[str, Any]:

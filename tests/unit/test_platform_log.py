@@ -6,9 +6,12 @@ import json
 import re
 from typing import Any
 
+import pytest
+
 from lambdad.control.model import FunctionConfig
 from lambdad.scheduler.platform_log import (
     TEXT,
+    ApplicationLogFilter,
     JsonPlatformLog,
     Report,
     SystemLogLevel,
@@ -141,3 +144,26 @@ def test_one_shared_platform_log_per_format_and_level() -> None:
     assert chosen.start(RID, "1") is None
     default = platform_log(CONFIG.evolve(log_format="JSON"))  # stored before levels existed
     assert default.start(RID, "1") is not None and default.end(RID, 1.0, None) is None
+
+
+@pytest.mark.parametrize(
+    ("line", "at_warn", "at_info", "at_trace"),
+    [
+        (b"plain text\n", False, True, True),
+        (b'{"level": "ERROR", "message": "m"}\n', True, True, True),
+        (b'{"level": "warning"}\n', True, True, True),  # Python's name for WARN
+        (b'{"level": "critical"}\n', True, True, True),  # and for FATAL
+        (b'{"level": "debug"}\n', False, False, True),
+        (b'{"level": "TRACE"}\n', False, False, True),
+        (b'{"level": "shout"}\n', False, True, True),  # unknown: INFO
+        (b'{"level": 3}\n', False, True, True),
+        (b'{"no": "level"}\n', False, True, True),
+        (b'["level", "ERROR"]\n', False, True, True),
+        (b"{not json\n", False, True, True),
+    ],
+)
+def test_application_log_filter(line: bytes, at_warn: bool, at_info: bool, at_trace: bool) -> None:
+    """AWS's rule: a JSON object's "level" is its level, anything else INFO."""
+    assert ApplicationLogFilter("WARN").keeps(line) is at_warn
+    assert ApplicationLogFilter("INFO").keeps(line) is at_info
+    assert ApplicationLogFilter("TRACE").keeps(line) is at_trace
