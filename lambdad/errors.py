@@ -166,6 +166,15 @@ class AccessDeniedException(LambdaError):
     code = "AccessDeniedException"
     status = 403
 
+    @classmethod
+    def no_policy(cls, caller: str, action: str, resource: str) -> AccessDeniedException:
+        """AWS's refusal of an action on another account's resource that no resource-based
+        policy allows (the caller acts as its account's root here)."""
+        return cls(
+            f"User: arn:aws:iam::{caller}:root is not authorized to perform: {action} on "
+            f"resource: {resource} because no resource-based policy allows the {action} action"
+        )
+
 
 class UnrecognizedClientException(LambdaError):
     code = "UnrecognizedClientException"

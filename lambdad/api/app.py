@@ -20,7 +20,9 @@ from lambdad.api.handlers import HANDLERS, REQUEST_ID_KEY, Call, Services
 from lambdad.api.http_server import HttpRequest, HttpResponse
 from lambdad.api.logs_api import LogsApi
 from lambdad.api.protocol import LambdaProtocol
+from lambdad.control.arns import parse_function_ref
 from lambdad.errors import (
+    AccessDeniedException,
     LambdaError,
     RequestEntityTooLargeException,
     ServiceException,
@@ -39,6 +41,8 @@ LOGS_SERVICES = frozenset({"logs"})
 STATUS_SERVICES = LAMBDA_SERVICES | LOGS_SERVICES
 # Bodies from this size on are hashed for SigV4 off the event loop.
 HASH_IN_THREAD_BYTES = 1 << 20
+# The IAM action of an operation, where it is not the operation's own name.
+IAM_ACTIONS = {"Invoke": "InvokeFunction", "InvokeWithResponseStream": "InvokeFunction"}
 
 
 class LambdadApp:
@@ -101,6 +105,7 @@ class LambdadApp:
             if handler is None:
                 raise UnknownOperationException(f"lambdad does not implement {operation} yet")
             params = self._protocol.parse(operation, labels, query, headers, body)
+            _check_owner(principal.account_id, self._services.registry.region, operation, params)
             output = await handler(self._services, call, params)
             request_id = output.pop(REQUEST_ID_KEY, None)
             return self._protocol.serialize(operation, output, request_id=request_id)
@@ -151,3 +156,24 @@ def _json_1_1_error(error: LambdaError) -> HttpResponse:
     return HttpResponse(
         error.status, headers, orjson.dumps({"__type": error.code, "message": error.message})
     )
+
+
+def _check_owner(caller: str, region: str, operation: str, params: dict[str, Any]) -> None:
+    """A function named by the (full or partial) ARN of another account is that account's, and
+    no resource-based policy lets the caller act on it (lambdad has none for functions): AWS's
+    403, whether the function exists or not, where it used to be looked up among the caller's
+    own."""
+    name = params.get("FunctionName")
+    if type(name) is not str or ":" not in name:
+        resource = params.get("Resource")  # the tagging operations' function ARN
+        if type(resource) is not str or ":function:" not in resource:
+            return  # a bare name is the caller's (most requests: one string test)
+        name = resource
+    try:
+        ref = parse_function_ref(name, params.get("Qualifier"))
+    except LambdaError:
+        return  # malformed: the operation answers it as it always did
+    if ref.account_id in (None, caller) or ref.region not in (None, region):
+        return  # (another region's: "not reachable in this region", as AWS says first)
+    action = f"lambda:{IAM_ACTIONS.get(operation, operation)}"
+    raise AccessDeniedException.no_policy(caller, action, name)

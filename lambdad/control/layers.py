@@ -202,13 +202,6 @@ class _LayerRef:
         return f"{self.arn}:{number}"
 
 
-def _denied(caller: str, action: str, resource: str) -> AccessDeniedException:
-    return AccessDeniedException(
-        f"User: arn:aws:iam::{caller}:root is not authorized to perform: {action} on resource: "
-        f"{resource} because no resource-based policy allows the {action} action"
-    )
-
-
 def _check_number(number: int) -> None:
     if number < 1:
         raise InvalidParameterValueException(VERSION_TOO_LOW)
@@ -264,7 +257,7 @@ class LayerRegistry:
         ref = self._ref(caller, layer_name)
         if ref.account_id != caller:
             resource = ref.arn if number is None else ref.version_arn(number)
-            raise _denied(caller, action, resource)
+            raise AccessDeniedException.no_policy(caller, action, resource)
         return ref
 
     def _live(self, ref: _LayerRef, number: int) -> LayerVersion | None:
@@ -334,7 +327,8 @@ class LayerRegistry:
         found = self._live(ref, number)
         if ref.account_id != caller:
             if found is None or not found.grants(caller):
-                raise _denied(caller, GET_LAYER_VERSION, ref.version_arn(number))
+                resource = ref.version_arn(number)
+                raise AccessDeniedException.no_policy(caller, GET_LAYER_VERSION, resource)
             return found
         if found is None:
             raise ResourceNotFoundException(NOT_FOUND)
@@ -546,7 +540,8 @@ class LayerRegistry:
         found = self._live(ref, number)
         if ref.account_id != caller:
             if found is None or not found.grants(caller):
-                raise _denied(caller, GET_LAYER_VERSION, ref.version_arn(number))
+                resource = ref.version_arn(number)
+                raise AccessDeniedException.no_policy(caller, GET_LAYER_VERSION, resource)
         elif found is None:
             raise InvalidParameterValueException(f"Layer version {arn} does not exist.")
         return found

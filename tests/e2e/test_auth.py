@@ -199,13 +199,38 @@ def test_accounts_are_isolated(
 
     team_names = [f["FunctionName"] for f in team_lam.list_functions()["Functions"]]
     assert team_names == [name]
-    with pytest.raises(ClientError) as info:
-        team_lam.get_function(FunctionName=root_arn)
-    assert info.value.response["Error"]["Code"] == "ResourceNotFoundException"
-    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
-    with pytest.raises(ClientError) as info:
-        team_lam.invoke(FunctionName=root_arn, Payload=b"{}")
-    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    # Another account's function, by its full or partial ARN, existing or not: AWS's 403 (no
+    # resource-based policy lets the caller act on it), never a look-up among the caller's own.
+    team_id = team["AccountId"]
+    cases = [
+        (lambda: team_lam.get_function(FunctionName=root_arn), "GetFunction", root_arn),
+        (lambda: team_lam.invoke(FunctionName=root_arn, Payload=b"{}"), "InvokeFunction", root_arn),
+        (lambda: team_lam.delete_function(FunctionName=root_arn), "DeleteFunction", root_arn),
+        (lambda: team_lam.list_tags(Resource=root_arn), "ListTags", root_arn),
+        (
+            lambda: team_lam.get_function(FunctionName=f"000000000000:function:{name}"),
+            "GetFunction",
+            f"000000000000:function:{name}",
+        ),
+        (
+            lambda: team_lam.get_function(FunctionName=f"{root_arn}-missing"),
+            "GetFunction",
+            f"{root_arn}-missing",
+        ),
+    ]
+    for call, action, resource in cases:
+        with pytest.raises(ClientError) as info:
+            call()
+        assert info.value.response["Error"]["Code"] == "AccessDeniedException"
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        assert info.value.response["Error"]["Message"] == (
+            f"User: arn:aws:iam::{team_id}:root is not authorized to perform: lambda:{action} on "
+            f"resource: {resource} because no resource-based policy allows the lambda:{action} "
+            "action"
+        )
+    assert lam.get_function(FunctionName=root_arn)["Configuration"]["FunctionArn"] == root_arn
+    own = team_lam.get_function(FunctionName=team_arn)  # its own ARN: its own function
+    assert own["Configuration"]["FunctionArn"] == team_arn
 
     status = signed_get(server, "/_lambdad/status", team["AccessKeyId"], team["SecretAccessKey"])
     assert status["accountId"] == team["AccountId"]
