@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import harness, procfs
+from bench.report import host_phase, phase_line
 
 SLEEPER = "import time\ndef handler(event, context):\n    time.sleep(1)\n    return None\n"
 LAST_STARTED_TARGET_S = 5.0  # the target for 1,000
@@ -36,6 +37,7 @@ class BurstResult:
     wall_s: float
     sending_s: float  # from the first request sent to the last
     client_cpu_s: float  # this process's CPU during the burst (sender, receiver, status poller)
+    phase: dict[str, float]  # report.host_phase() just before the server started
     # CPU seconds by role over the burst (procfs.cpu_by_role): (processes, seconds)
     cpu: dict[str, tuple[int, float]]
 
@@ -133,6 +135,7 @@ def _fire(
 
 
 def run_burst(count: int, work_dir: Path) -> BurstResult:
+    phase = host_phase()
     server = harness.start_lambdad(work_dir)
     try:
         lam = harness.lambda_client(server)
@@ -156,6 +159,7 @@ def run_burst(count: int, work_dir: Path) -> BurstResult:
         wall_s=wall,
         sending_s=sending,
         client_cpu_s=client_cpu,
+        phase=phase,
         cpu=cpu,
     )
 
@@ -179,6 +183,7 @@ def report(result: BurstResult) -> list[str]:
         f"total {total / per * 1000:.2f} ms, {total / result.wall_s:.2f} cores over the wall time; "
         f"the load generator (this process) {result.client_cpu_s:.2f} s"
     )
+    lines.append(f"  {phase_line(result.phase)}")
     for name, passed in result.verdicts().items():
         lines.append(f"  {'PASS' if passed else 'MISS'}  {name}")
     lines.append(

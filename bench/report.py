@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import os
 import platform
 import statistics
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,9 +170,32 @@ def _wrk_version() -> str | None:
     return (done.stdout or done.stderr).split("[")[0].strip() or None
 
 
-def machine_info(load_before: tuple[float, float, float]) -> dict[str, Any]:
+def host_phase() -> dict[str, float]:
+    """How fast this host runs right now, measured in under a second: a Python loop of 5 M
+    additions (s) and the first touch of a fresh page of memory (µs; a VM whose host reclaims
+    free guest memory pays a host fault there too). This VM's speed varies by the hour (its
+    CPU by up to 1.5x, a fresh page 2-8 µs): figures compare within a run, and across runs
+    only in the same phase."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    loop_s = time.perf_counter() - started
+    pages = 16_384  # 64 MiB
+    with mmap.mmap(-1, pages * mmap.PAGESIZE) as memory:
+        started = time.perf_counter()
+        for offset in range(0, pages * mmap.PAGESIZE, mmap.PAGESIZE):
+            memory[offset] = 1
+        page_us = (time.perf_counter() - started) / pages * 1e6
+    return {"python_loop_5m_s": loop_s, "fresh_page_us": page_us}
+
+
+def machine_info(
+    load_before: tuple[float, float, float], phase: dict[str, float] | None = None
+) -> dict[str, Any]:
     """The machine, and how busy it was (1/5/15-minute load averages) before and after the run."""
     return {
+        "host_phase": phase,
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "cpu_model": _cpu_model(),
@@ -377,6 +402,9 @@ def _machine_notes(machine: dict[str, Any]) -> list[str]:
         f"  load average (1/5/15 min) before {_load(machine['load_average_before'])}, "
         f"after {_load(machine['load_average_after'])}",
     ]
+    phase = machine.get("host_phase")
+    if phase:
+        lines.append(f"  {phase_line(phase)}")
     busiest = max(machine["load_average_before"][0], machine["load_average_after"][0])
     if busiest > BUSY_LOAD_PER_CORE * machine["cores_usable"]:
         lines.append(
@@ -385,6 +413,14 @@ def _machine_notes(machine: dict[str, Any]) -> list[str]:
             "their baselines, the multi-process invoke path more than the echo; rerun when idle"
         )
     return lines
+
+
+def phase_line(phase: dict[str, float]) -> str:
+    return (
+        f"host phase before the run: a 5 M-addition Python loop {phase['python_loop_5m_s']:.2f} s, "
+        f"a fresh page {phase['fresh_page_us']:.1f} us to touch (this VM's speed varies by the "
+        "hour: compare runs of the same phase)"
+    )
 
 
 def _throughput_notes(tp: Throughput) -> list[str]:

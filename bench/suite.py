@@ -32,7 +32,7 @@ from bench.harness import (
     start_lambdad,
 )
 from bench.languages import MEMORY_MB, LanguagePlan, measure_languages
-from bench.report import Results, machine_info, render, to_json
+from bench.report import Results, host_phase, machine_info, render, to_json
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 NOOP_FUNCTION = "bench-noop"
@@ -226,9 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     started = time.monotonic()
     load_before = os.getloadavg()
+    phase = host_phase()
     with tempfile.TemporaryDirectory(prefix="lambdad-bench-") as tmp:
         results = measure(plan, Path(tmp), console)
-    machine = machine_info(load_before)
+    machine = machine_info(load_before, phase)
     render(results, machine, console)
     document = to_json(results, machine, {"quick": args.quick, **dataclasses.asdict(plan)})
     document["elapsed_s"] = time.monotonic() - started
