@@ -509,9 +509,17 @@ class Environment:
         if init_ms is not None and self.role is EnvironmentRole.RESTORED:
             billed = max(1, math.ceil(self._billed_restore_ms))
             return Report(
-                inv.request_id, duration_ms, memory_mb, used_mb, None, init_ms, billed, status
+                inv.request_id,
+                duration_ms,
+                memory_mb,
+                used_mb,
+                restore_ms=init_ms,  # (a restore's duration is what init_ms holds then)
+                billed_restore_ms=billed,
+                status=status,
             )
-        return Report(inv.request_id, duration_ms, memory_mb, used_mb, init_ms, status=status)
+        return Report(
+            inv.request_id, duration_ms, memory_mb, used_mb, init_ms=init_ms, status=status
+        )
 
     def _timed_out(self) -> None:
         inv = self._current
