@@ -172,6 +172,9 @@ class Environment:
         self._initialised: asyncio.Future[InitFailure | None] = self._loop.create_future()
         self._stopping = False  # kill() was called: whatever follows is no failure of its own
         self._closed = False
+        # the last invocation's END and REPORT while they wait for its answer to leave
+        self._report_due: asyncio.Handle | None = None
+        self._report_args: tuple[Invocation, float, float | None, str | None] | None = None
 
     # lifecycle ---------------------------------------------------------------------------
     def attach(self, process: SandboxProcess, log_read_fd: int) -> None:
@@ -242,6 +245,7 @@ class Environment:
         if self._closed:
             return
         self._closed = True
+        self._settle_report()
         self._drain_output()
         if not self._initialised.done():
             error_type = self._init_error_type or "Runtime.ExitError"
@@ -274,6 +278,7 @@ class Environment:
     async def invoke(self, invocation: Invocation, timeout_s: float) -> InvocationResult:
         if self.state not in (EnvironmentState.STARTING, EnvironmentState.IDLE):
             raise RuntimeError(f"environment is {self.state}, cannot take an invocation")
+        self._settle_report()
         if self.state is EnvironmentState.IDLE:
             self.state = EnvironmentState.BUSY
         self._current = invocation
@@ -479,17 +484,17 @@ class Environment:
             self._timer.cancel()
             self._timer = None
             self._typical_s = typical_duration(self._typical_s, duration_ms / 1000)
-        self._drain_output()
         init_ms = None
         if self._pending_init_report:
             self._pending_init_report = False
             init_ms = self._init_duration_ms
-        self._write_platform(self._platform.end(inv.request_id, duration_ms, status))
-        self._write_platform(self._platform.report(self._report(inv, duration_ms, init_ms, status)))
-        self.log.flush_soon()
         tail = None
-        if self._tail is not None:
-            tail = base64.b64encode(bytes(self._tail[-TAIL_BYTES:])).decode()
+        if self._tail is not None or self._closed:  # (the tail ends with END and REPORT)
+            self._write_report(inv, duration_ms, init_ms, status)
+            if self._tail is not None:
+                tail = base64.b64encode(bytes(self._tail[-TAIL_BYTES:])).decode()
+        else:
+            self._report_args = (inv, duration_ms, init_ms, status)
         self._current = None
         self._result = None
         self._tail = None
@@ -498,6 +503,33 @@ class Environment:
             self.state = EnvironmentState.IDLE
         if not result.done():
             result.set_result(InvocationResult(payload, function_error, tail, duration_ms, init_ms))
+        if self._report_args is not None:
+            # The answer goes first: END and REPORT (the output still in the pipe, the peak
+            # memory read, the lines formatted) follow once the caller has been woken, a loop
+            # callback later (~20 us less between the runtime's answer and the reply here).
+            # Whatever this environment logs or runs next writes them first: _settle_report.
+            self._report_due = self._loop.call_soon(self._write_due_report)
+
+    def _write_report(
+        self, inv: Invocation, duration_ms: float, init_ms: float | None, status: str | None
+    ) -> None:
+        """An invocation's output still in the pipe, then its END and REPORT lines."""
+        self._drain_output()
+        self._write_platform(self._platform.end(inv.request_id, duration_ms, status))
+        self._write_platform(self._platform.report(self._report(inv, duration_ms, init_ms, status)))
+        self.log.flush_soon()
+
+    def _write_due_report(self) -> None:
+        self._report_due = None
+        args, self._report_args = self._report_args, None
+        if args is not None:
+            self._write_report(*args)
+
+    def _settle_report(self) -> None:
+        """Write the last invocation's END and REPORT now if they are still due."""
+        if self._report_due is not None:
+            self._report_due.cancel()
+            self._write_due_report()
 
     def _report(
         self, inv: Invocation, duration_ms: float, init_ms: float | None, status: str | None

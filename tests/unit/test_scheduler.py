@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -55,13 +56,13 @@ def manager(
 
 
 async def invoke(
-    pools: PoolManager, cfg: FunctionConfig, payload: bytes = b"{}"
+    pools: PoolManager, cfg: FunctionConfig, payload: bytes = b"{}", *, tail: bool = True
 ) -> InvocationResult:
     invocation = Invocation(
         request_id=f"req-{id(payload)}-{asyncio.get_running_loop().time()}",
         payload=payload,
         invoked_arn=cfg.arn,
-        tail=True,
+        tail=tail,
     )
     return await pools.pool_for(cfg).run(invocation)
 
@@ -195,6 +196,37 @@ async def test_log_stream_has_init_start_start_end_report(tmp_path: Path) -> Non
     assert fields[3] == "Memory Size: 256 MB"
     assert fields[4] == "Max Memory Used: 32 MB"
     assert fields[5].startswith("Init Duration: ")
+    await pools.close()
+
+
+def _lines(logs: LogStore, cfg: FunctionConfig) -> list[str]:
+    (stream,) = logs.streams(cfg.account_id, cfg.log_group)
+    return [e.message for e in logs.events(cfg.account_id, cfg.log_group, stream.name)]
+
+
+async def test_end_and_report_follow_the_answer_without_a_tail(tmp_path: Path) -> None:
+    pools, _, logs = manager(tmp_path, FakeBehaviour(echo))
+    cfg = config()
+    await invoke(pools, cfg, tail=False)
+    # the caller has its answer; END and REPORT are written a loop callback later
+    assert [m.split(" ")[0] for m in _lines(logs, cfg)] == ["INIT_START", "START"]
+    await asyncio.sleep(0)
+    assert [m.split(" ")[0] for m in _lines(logs, cfg)] == ["INIT_START", "START", "END", "REPORT"]
+    await pools.close()
+
+
+async def test_a_due_report_is_written_before_the_next_invocation_starts(tmp_path: Path) -> None:
+    pools, backend, logs = manager(tmp_path, FakeBehaviour(echo))
+    cfg = config()
+    first = await invoke(pools, cfg, tail=False)
+    second = await invoke(pools, cfg, b'{"b":2}')  # at once, on the same environment
+    assert len(backend.processes) == 1
+    assert first.log_tail is None
+    assert second.log_tail is not None
+    kinds = [m.split(" ")[0] for m in _lines(logs, cfg)]
+    assert kinds == ["INIT_START", "START", "END", "REPORT", "START", "END", "REPORT"]
+    tail = base64.b64decode(second.log_tail).decode()
+    assert tail.startswith("START ") and "\nREPORT " in tail  # only its own lines
     await pools.close()
 
 
