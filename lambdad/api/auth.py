@@ -63,6 +63,11 @@ _UNRESERVED = re.compile(r"[A-Za-z0-9\-_.~]*")
 _TIMESTAMP = re.compile(r"\d{8}T\d{6}Z")
 _REGION = re.compile(r"[a-z0-9-]{1,64}")
 _HEADER_FIELDS = frozenset({"Credential", "Signature", "SignedHeaders"})
+# The Authorization header as botocore (and every AWS SDK) writes it; anything else takes the
+# general parser, which also words the errors.
+_COMMON_AUTHORIZATION = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=([^,= ]+), SignedHeaders=([^,= ]+), Signature=([^,= ]+)"
+)
 _QUERY_FIELDS = (
     "X-Amz-Algorithm",
     "X-Amz-Credential",
@@ -194,6 +199,19 @@ def _trimall(value: str) -> str:
 
 
 def _header_claim(authorization: str, headers: Mapping[str, str], query: str) -> _Claim:
+    common = _COMMON_AUTHORIZATION.fullmatch(authorization)
+    timestamp = headers.get("x-amz-date")
+    if common is not None and timestamp:  # what SDKs send: one match, the same claim
+        credential, signed_headers, signature_hex = common.groups()
+        return _claim(
+            credential,
+            timestamp.strip(),
+            signed_headers,
+            signature_hex,
+            headers.get("x-amz-security-token"),
+            None,
+            canonical_query_string(query),
+        )
     algorithm, _, rest = authorization.strip().partition(" ")
     params: dict[str, str] = {}
     for part in rest.split(","):

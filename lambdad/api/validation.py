@@ -145,8 +145,22 @@ class _NoCheck(_Node):
         return None
 
 
+# A string member remembers up to this many values that passed its checks (not sensitive ones).
+_REMEMBERED_STRINGS = 4096
+_REMEMBERED_LENGTH = 256
+
+
 class _StringNode(_Node):
-    __slots__ = ("enum", "enum_msg", "max_len", "min_len", "pattern", "pattern_msg", "regex")
+    __slots__ = (
+        "enum",
+        "enum_msg",
+        "max_len",
+        "min_len",
+        "passed",
+        "pattern",
+        "pattern_msg",
+        "regex",
+    )
     scalar = True
 
     def __init__(self, shape: Any) -> None:
@@ -166,6 +180,8 @@ class _StringNode(_Node):
         enum: list[str] = list(shape.enum or [])
         self.enum: frozenset[str] | None = frozenset(enum) if enum else None
         self.enum_msg = f"Member must satisfy enum value set: [{', '.join(enum)}]"
+        # strings seen to pass every check (a function name: once, not once per Invoke)
+        self.passed: set[str] = set()
 
     def failures(self, value: Any) -> list[str]:
         out: list[str] = []
@@ -194,8 +210,16 @@ class _StringNode(_Node):
         return out
 
     def check(self, value: Any, path: str, ctx: _Ctx) -> None:
-        for failure in self.failures(value):
+        remember = type(value) is str and not self.sensitive and len(value) <= _REMEMBERED_LENGTH
+        if remember and value in self.passed:
+            return
+        failures = self.failures(value)
+        for failure in failures:
             ctx.add(value, path, failure, self.sensitive)
+        if remember and not failures:
+            if len(self.passed) >= _REMEMBERED_STRINGS:
+                self.passed.clear()
+            self.passed.add(value)
 
 
 class _RuntimeNode(_StringNode):

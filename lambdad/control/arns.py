@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from lambdad.errors import InvalidParameterValueException, ResourceNotFoundException
 
@@ -25,6 +26,7 @@ class FunctionRef:
     region: str | None
 
 
+@lru_cache(maxsize=4096)  # every Invoke names its function: the same few strings, again and again
 def parse_function_ref(value: str, qualifier: str | None = None) -> FunctionRef:
     """Split a FunctionName parameter; a Qualifier parameter must agree with the ARN's."""
     match = _FUNCTION_REF.match(value)

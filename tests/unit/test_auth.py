@@ -396,6 +396,32 @@ def test_signature_without_a_date_header_is_incomplete(authenticator: Authentica
     assert "requires existence of either a 'X-Amz-Date' or a 'Date' header" in message
 
 
+def test_sdk_authorization_takes_one_match_and_yields_the_general_parsers_claim() -> None:
+    request = signed("invoke", {"FunctionName": "my-fn", "Payload": b"{}"})
+    headers = {k.decode(): v.decode() for k, v in request.headers}
+    authorization = headers["authorization"]
+    assert auth._COMMON_AUTHORIZATION.fullmatch(authorization) is not None
+    fast = auth._header_claim(authorization, headers, "")
+    general = auth._header_claim(authorization.replace(", ", ",  "), headers, "")
+    assert auth._COMMON_AUTHORIZATION.fullmatch(authorization.replace(", ", ",  ")) is None
+    assert fast == general
+
+
+def test_authorization_spaced_otherwise_still_verifies(authenticator: Authenticator) -> None:
+    request = signed("list_functions", {})
+    authorization = dict(request.headers)[b"authorization"]
+    request = replace_header(request, b"authorization", authorization.replace(b", ", b","))
+    assert authenticator.authenticate(request, LAMBDA).account_id == DEFAULT_ACCOUNT
+
+
+def test_empty_amz_date_falls_back_to_the_date_header(authenticator: Authenticator) -> None:
+    request = replace_header(signed("list_functions", {}), b"x-amz-date", b"")
+    message = refused(
+        lambda: authenticator.authenticate(request, LAMBDA), IncompleteSignatureException
+    )
+    assert "requires existence of either a 'X-Amz-Date' or a 'Date' header" in message
+
+
 def test_unknown_key_is_unrecognized_client(authenticator: Authenticator) -> None:
     stranger = client(key="AKIASTRANGERSTRANGER")
     request = signed("list_functions", {}, botocore_client=stranger)

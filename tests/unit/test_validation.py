@@ -125,6 +125,18 @@ def test_pattern_must_match_whole_string() -> None:
     assert len(errors) == 1
 
 
+def test_a_remembered_good_value_leaves_other_values_checked() -> None:
+    validator = _validator("Invoke")
+    for _ in range(2):  # the second time from memory
+        assert validator.errors({"FunctionName": "my-fn"}) == ([], None)
+    errors, _ = validator.errors({"FunctionName": "my fn"})
+    assert len(errors) == 1 and "regular expression pattern" in errors[0]
+    long_name = "f" * 300  # too long to remember, and still checked every time
+    for _ in range(2):
+        errors, _ = validator.errors({"FunctionName": long_name})
+        assert any("length less than or equal to" in e for e in errors)
+
+
 def test_top_level_enum() -> None:
     message = _message(_validator("CreateFunction"), {**BASE, "PackageType": "Zap"})
     assert message == (
