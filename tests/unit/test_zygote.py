@@ -8,9 +8,11 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from lambdad.sandbox import init_binary
@@ -141,6 +143,40 @@ async def test_either_fork_loop_serves_the_protocol(fork_loop: str, tmp_path: Pa
     finally:
         await zygote.close()
         assert server.wait(timeout=10) == 0  # it ends once lambdad's end is closed
+
+
+def test_no_answer_is_lost_while_lambdad_reads_late(fork_loop: str) -> None:
+    # While lambdad leaves answers and exit reports unread, the server's send buffer fills and
+    # its next send() waits; its children exit meanwhile, and their SIGCHLD interrupts that
+    # send (the interpreter's handlers are not SA_RESTART). Every request must still get its
+    # answer, and every child its exit report. (The compiled loop used to drop the answer.)
+    ours, server = start_server(fork_loop)
+    count = 300
+    try:
+        assert b'"ready"' in ours.recv(4096)
+        for request_id in range(1, count + 1):
+            request = {"env": {}, "argv": ["/bin/true"]}
+            fd = os.open(os.devnull, os.O_WRONLY)
+            try:
+                socket.send_fds(
+                    ours, [fork_header(request_id, request) + orjson.dumps(request)], [fd]
+                )
+            finally:
+                os.close(fd)
+        time.sleep(1.0)  # not reading: the server's sends wait, its children exit
+        ours.settimeout(20)
+        answered: set[int] = set()
+        exits = 0
+        while len(answered) < count or exits < count:
+            message = orjson.loads(ours.recv(4096))
+            if "pid" in message:
+                answered.add(message["id"])
+            elif "exit" in message:
+                exits += 1
+        assert answered == set(range(1, count + 1))
+    finally:
+        ours.close()
+        server.wait(timeout=10)
 
 
 def test_either_fork_loop_stops_at_a_request_without_its_header(fork_loop: str) -> None:

@@ -90,8 +90,15 @@ static void answer(int control, long id, pid_t pid, const char *error, int err) 
     else
         n = snprintf(reply, sizeof reply, "{\"id\": %ld, \"error\": \"%s: %s\"}", id, error,
                      strerror(err));
-    if (n > 0)
-        (void)send(control, reply, (size_t)n < sizeof reply ? (size_t)n : sizeof reply - 1, 0);
+    if (n <= 0)
+        return;
+    size_t size = (size_t)n < sizeof reply ? (size_t)n : sizeof reply - 1;
+    /* A send waits while the socket's send buffer is full (lambdad has not read the answers
+     * and exit reports queued before), and a SIGCHLD then interrupts it (the interpreter's
+     * handlers are not SA_RESTART): send again, or the answer is lost and lambdad waits for
+     * that fork for ever. */
+    while (send(control, reply, size, 0) < 0 && errno == EINTR)
+        ;
 }
 
 /* lambdad-init as PID 1 of the namespace just unshared: vfork + exec, never a copy of the
