@@ -74,6 +74,8 @@ class Zygote:
         self._ready: asyncio.Future[int] | None = None
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        # requests waiting for room in the socket's buffer (see _send)
+        self._waiting_for_room: list[asyncio.Future[None]] = []
 
     @classmethod
     def adopt(cls, sock: socket.socket, name: str) -> Zygote:
@@ -145,10 +147,43 @@ class Zygote:
         reply: asyncio.Future[tuple[int, asyncio.Future[ExitStatus]]] = loop.create_future()
         self._forks[request_id] = reply
         message = fork_header(request_id, request) + orjson.dumps(request)
-        socket.send_fds(self._sock, [message], fds)
+        try:
+            await self._send(message, fds)
+        except BaseException:
+            self._forks.pop(request_id, None)
+            raise
         # (the exit future comes with the pid: a child may have ended, and its exit been
         # dispatched, before this coroutine runs again)
         return await reply
+
+    async def _send(self, message: bytes, fds: list[int]) -> None:
+        """Send one request; while the socket's buffer is full (the zygote reads late: busy
+        forking, or many requests at once), wait for room rather than fail the fork."""
+        while True:
+            if self._sock is None:
+                raise ZygoteError("zygote is not running")
+            try:
+                socket.send_fds(self._sock, [message], fds)
+                return
+            except BlockingIOError:
+                pass
+            loop = asyncio.get_running_loop()
+            room: asyncio.Future[None] = loop.create_future()
+            if not self._waiting_for_room:
+                loop.add_writer(self._sock.fileno(), self._on_writable)
+            self._waiting_for_room.append(room)
+            await room
+
+    def _on_writable(self) -> None:
+        self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        if self._sock is not None and self._waiting_for_room:
+            asyncio.get_running_loop().remove_writer(self._sock.fileno())
+        waiting, self._waiting_for_room = self._waiting_for_room, []
+        for room in waiting:
+            if not room.done():
+                room.set_result(None)
 
     def _on_readable(self) -> None:
         assert self._sock is not None
@@ -188,6 +223,7 @@ class Zygote:
                 reply.set_exception(ZygoteError(str(message.get("error"))))
 
     def _on_closed(self) -> None:
+        self._wake_senders()  # they find the socket gone: ZygoteError
         if self._sock is not None:
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()

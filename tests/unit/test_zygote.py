@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -176,6 +177,30 @@ def test_no_answer_is_lost_while_lambdad_reads_late(fork_loop: str) -> None:
         assert answered == set(range(1, count + 1))
     finally:
         ours.close()
+        server.wait(timeout=10)
+
+
+async def test_forks_wait_while_the_zygote_reads_late(tmp_path: Path) -> None:
+    # More requests than the socket buffers while the zygote takes none (stopped): each
+    # waits for room instead of failing, and all are forked once it reads again.
+    ours, server = start_server("")
+    zygote = Zygote.adopt(ours, "test")
+    fd = os.open(os.devnull, os.O_WRONLY)
+    try:
+        await asyncio.wait_for(zygote.wait_ready(), 10)
+        os.kill(server.pid, signal.SIGSTOP)
+        request = {"env": {"FILL": "x" * 3000}, "argv": ["/bin/true"]}
+        forks = [asyncio.ensure_future(zygote.fork(request, [fd])) for _ in range(400)]
+        await asyncio.sleep(0.5)
+        assert not any(f.done() for f in forks)  # waiting, none failed
+        os.kill(server.pid, signal.SIGCONT)
+        forked = await asyncio.wait_for(asyncio.gather(*forks), 30)
+        statuses = await asyncio.wait_for(asyncio.gather(*(e for _, e in forked)), 30)
+        assert [s.code for s in statuses] == [0] * 400
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        os.close(fd)
+        await zygote.close()
         server.wait(timeout=10)
 
 
