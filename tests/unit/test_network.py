@@ -41,6 +41,7 @@ from lambdad.sandbox.network import (
     NetworkStatistics,
     PoolState,
 )
+from tests.unit.fake_runtime_api import run_check
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -697,17 +698,9 @@ asyncio.run(main())
 
 
 @needs_host
-def test_the_last_pool_to_close_restores_ip_forward() -> None:
+def test_the_last_pool_to_close_restores_ip_forward(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        ["unshare", "--net", sys.executable, "-c", LAST_POOL_CHECK, str(root)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "ok\n"
+    run_check(["unshare", "--net", sys.executable, "-c", LAST_POOL_CHECK, str(root)], tmp_path)
 
 
 @needs_host
