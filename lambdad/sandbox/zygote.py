@@ -142,16 +142,13 @@ class Zygote:
         """Fork one environment (env, cwd, entry or argv, jail); fds[0] is its log."""
         if self._sock is None:
             raise ZygoteError("zygote is not running")
-        loop = asyncio.get_running_loop()
         request_id = next(self._ids)
-        reply: asyncio.Future[tuple[int, asyncio.Future[ExitStatus]]] = loop.create_future()
-        self._forks[request_id] = reply
         message = fork_header(request_id, request) + orjson.dumps(request)
-        try:
-            await self._send(message, fds)
-        except BaseException:
-            self._forks.pop(request_id, None)
-            raise
+        await self._send(message, fds)
+        # Registered right after the send, with no await between: the answer is read later.
+        reply: asyncio.Future[tuple[int, asyncio.Future[ExitStatus]]]
+        reply = asyncio.get_running_loop().create_future()
+        self._forks[request_id] = reply
         # (the exit future comes with the pid: a child may have ended, and its exit been
         # dispatched, before this coroutine runs again)
         return await reply
