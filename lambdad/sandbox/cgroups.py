@@ -119,6 +119,20 @@ class EnvironmentCgroup:
             for fd in procs:
                 os.close(fd)
 
+    def open_tasks(self) -> list[int]:
+        """Descriptors of each controller's `tasks` file, open for writing (the caller's to
+        close). A thread that writes "0" there moves itself alone: unlike cgroup.procs, no
+        wait for the thread-group lock's RCU grace period."""
+        fds: list[int] = []
+        try:
+            for path in self.paths:
+                fds.append(os.open(path / "tasks", os.O_WRONLY | os.O_CLOEXEC))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
     def take_procs(self) -> list[int]:
         """Descriptors of each controller's cgroup.procs, open for writing (the caller's to
         close): those the helper opened (CgroupManager.make), else opened now."""

@@ -134,6 +134,10 @@ class _JailedProcess(SandboxProcess):
         self.restores: RestorePool | None = None
         exited.add_done_callback(self._on_exit)
 
+    @property
+    def cgroup(self) -> EnvironmentCgroup:
+        return self._cgroup
+
     async def snapshot_ready(self) -> None:
         if self.forkserver is None:
             raise OSError("this environment is not a snapshot")
@@ -302,7 +306,12 @@ class NamespaceBackend(SandboxBackend):
         if snapshot.restores is None:
             plan = {**self._sandbox_plan(), "seccomp": self._seccomp_hex, "tmp_mb": tmp_mb}
             snapshot.restores = RestorePool(
-                snapshot, snapshot.forkserver, self._cgroups, plan, memory_mb
+                snapshot,
+                snapshot.forkserver,
+                self._cgroups,
+                plan,
+                memory_mb,
+                snapshot_cgroup=snapshot.cgroup,
             )
         return snapshot.restores
 

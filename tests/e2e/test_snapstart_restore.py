@@ -179,6 +179,30 @@ def test_restored_environments_have_their_own_identity(lam: Any) -> None:
     assert len(first["pids"]) <= 3
 
 
+def test_a_burst_of_restores_all_run_and_the_snapshot_survives(server: Server) -> None:
+    # Each restored child used to be charged its first ~0.5-1 MB to the snapshot's 128 MB
+    # memory cgroup until lambdad moved it: 200 at once got the snapshot killed (out of
+    # memory) and nearly every invocation failed. Children are now born in their own cgroups.
+    lam = server.client(max_pool_connections=BURST + 50)
+    name = create_function(
+        lam, {"app.py": APP}, runtime=RUNTIME, SnapStart={"ApplyOn": "PublishedVersions"}
+    )
+    version = lam.publish_version(FunctionName=name)["Version"]
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, Qualifier=version)
+
+    def invoke(_: int) -> int:
+        answer = lam.invoke(FunctionName=name, Qualifier=version, Payload=b'{"sleep": 1}')
+        assert "FunctionError" not in answer, answer["Payload"].read()
+        return answer["StatusCode"]
+
+    for count in (BURST, BURST + 50):  # the second's last 50 need the snapshot alive
+        with ThreadPoolExecutor(count) as pool:
+            assert list(pool.map(invoke, range(count))) == [200] * count
+
+
+BURST = 200
+
+
 def test_latest_of_a_snapstart_function_is_not_restored(lam: Any) -> None:
     name, _ = publish(lam)
     answer, report = call(lam, name, "$LATEST")

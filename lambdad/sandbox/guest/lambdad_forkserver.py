@@ -119,6 +119,7 @@ def _fork(
     fds_allowed: tuple[int, ...],
     child: Child,
     spawn_init: SpawnInit | None,
+    born_in_cgroups: bool = False,
 ) -> bool:
     try:
         data, fds, flags, _addr = socket.recv_fds(control, len(_buffer), _MAX_FDS)
@@ -139,6 +140,9 @@ def _fork(
         error = f"expected {fds_allowed} fd(s) and at most {len(_buffer)} bytes"
         send(control, {"id": request_id, "error": error})
         return True
+    cgroup_fds: list[int] = []
+    if born_in_cgroups and len(fds) > 1:  # the child's descriptor, then `tasks` files
+        cgroup_fds, fds = fds[1:], fds[:1]
     status = init = None
     if new_namespace:
         _enter_pid_namespace()
@@ -146,12 +150,14 @@ def _fork(
             if spawn_init is not None and init_kind:
                 init = spawn_init(init_kind, uid, gid, fds)
         except OSError as exc:  # no init: no namespace either
-            return _refuse(control, request_id, True, fds, f"spawn init: {exc}")
+            return _refuse(control, request_id, True, fds + cgroup_fds, f"spawn init: {exc}")
         if init is None:
             status = os.pipe()
+    born_in = _enter_cgroups(cgroup_fds)
     try:
         pid = os.fork()
     except OSError as exc:
+        _leave_cgroups(cgroup_fds, born_in)
         if init is not None:
             _children_of_init[init[0]] = -1  # it ends (no child to wait for): reaped quietly
             for fd in init[1].values():
@@ -163,6 +169,8 @@ def _fork(
     if pid == 0:
         if status is not None:
             os.close(status[0])
+        for fd in cgroup_fds:
+            os.close(fd)
         _become_child(
             control,
             wake,
@@ -171,7 +179,9 @@ def _fork(
             fds,
             init[1] if init is not None else None,
             status[1] if status is not None else None,
+            born_in,
         )
+    _leave_cgroups(cgroup_fds, born_in)
     if new_namespace:
         _leave_pid_namespace()
     if init is not None:
@@ -203,11 +213,14 @@ def _become_child(
     fds: list[int],
     init: "dict[str, int] | None",
     status_fd: "int | None",
+    born_in_its_cgroups: bool = False,
 ) -> NoReturn:
     """In a forked child (either loop): leave the server, parse the request (the server never
     does) with its init's descriptors and status pipe, and run it."""
     _leave_server(control, wake)
     request = json.loads(body)
+    if born_in_its_cgroups:
+        request["born_in_its_cgroups"] = True
     if init is not None:
         request["jail"]["init"] = init
     if status_fd is not None:
@@ -237,6 +250,45 @@ def _leave_server(control: socket.socket, wake: tuple[int, int]) -> None:
     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
     for report_fd in _status_pipes.values():
         os.close(report_fd)
+
+
+def _enter_cgroups(tasks: "list[int]") -> bool:
+    """Move this thread into the cgroups whose `tasks` files are the first half of `tasks`,
+    so that the child it forks next is born there: every page the child touches is then
+    charged to its own memory cgroup from the first (cgroup v1 never moves a charge later; the
+    restored children of a SnapStart snapshot, ~0.5-1 MB each charged to the snapshot until
+    lambdad moved them, made a burst of restores kill the snapshot for lack of memory). The
+    second half are the `tasks` files of the cgroups this thread is in, to return through
+    (_leave_cgroups). False when a move failed: then none stays made, the child is born here,
+    and lambdad moves it."""
+    count = len(tasks) // 2
+    if count == 0 or len(tasks) != 2 * count:
+        return False
+    moved = 0
+    try:
+        for fd in tasks[:count]:
+            os.write(fd, b"0")
+            moved += 1
+    except OSError:
+        _return_through(tasks[count : count + moved])
+        return False
+    return True
+
+
+def _leave_cgroups(tasks: "list[int]", entered: bool) -> None:
+    """After the fork: back to this thread's own cgroups if it left them; closes `tasks`."""
+    if entered:
+        _return_through(tasks[len(tasks) // 2 :])
+    for fd in tasks:
+        os.close(fd)
+
+
+def _return_through(homes: "list[int]") -> None:
+    for fd in homes:
+        try:
+            os.write(fd, b"0")
+        except OSError as exc:  # left in a child's cgroup: say so, it is never meant to be
+            os.write(2, f"lambdad fork server: cannot return to its cgroup: {exc}\n".encode())
 
 
 def _forget_children() -> None:
@@ -428,9 +480,13 @@ def serve(
     fds_allowed: tuple[int, ...] = (1,),
     spawn_init: SpawnInit | None = None,
     compiled: CompiledLoop | None = None,
+    born_in_cgroups: bool = False,
 ) -> Any:
     """Fork one child per request until lambdad closes `control` (in the compiled loop when
-    there is one: see lambdad_forkloop.c; it spawns the compiled init itself)."""
+    there is one: see lambdad_forkloop.c; it spawns the compiled init itself). With
+    `born_in_cgroups` (Python loop), a request's descriptors after the first may be `tasks`
+    files: of the cgroups its child is to be born in, then of the server's own
+    (_enter_cgroups)."""
     _forget_children()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -441,7 +497,9 @@ def serve(
         if compiled is not None:
             _serve_compiled(control, (wake_r, wake_w), fds_allowed, child, compiled)
         else:
-            _serve_python(control, (wake_r, wake_w), fds_allowed, child, spawn_init)
+            _serve_python(
+                control, (wake_r, wake_w), fds_allowed, child, spawn_init, born_in_cgroups
+            )
     except _Forked as forked:  # in a child
         return forked.result
     signal.set_wakeup_fd(-1)
@@ -455,6 +513,7 @@ def _serve_python(
     fds_allowed: tuple[int, ...],
     child: Child,
     spawn_init: SpawnInit | None,
+    born_in_cgroups: bool = False,
 ) -> None:
     global _poller
     # epoll itself, not selectors: fewer objects touched per request (see the module's doc)
@@ -467,7 +526,7 @@ def _serve_python(
                 if fd == wake[0]:
                     os.read(wake[0], 4096)
                     _reap(control)
-                elif not _fork(control, wake, fds_allowed, child, spawn_init):
+                elif not _fork(control, wake, fds_allowed, child, spawn_init, born_in_cgroups):
                     return
     finally:
         poller.close()
@@ -485,7 +544,10 @@ def serve_snapshot(fd: int) -> "dict[str, Any]":
     only in a restored environment, with its assignment ({"env": ..., "cwd": ...})."""
     import lambdad_jail  # type: ignore[import-not-found]  # loaded by the zygote already
 
-    assignment: dict[str, Any] | None = serve(socket.socket(fileno=fd), lambdad_jail.restore)
+    # a restore request: its channel, then (see serve) up to 3 cgroups' `tasks` files twice
+    assignment: dict[str, Any] | None = serve(
+        socket.socket(fileno=fd), lambdad_jail.restore, (1, 3, 5, 7), born_in_cgroups=True
+    )
     if assignment is None:
         os._exit(0)
     return assignment

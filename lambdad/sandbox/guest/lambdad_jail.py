@@ -710,7 +710,8 @@ def restore(request: "dict[str, Any]", fds: "list[int]") -> "dict[str, Any]":
     plan = request.get("restore")
     if plan is None:
         return _restored_assignment(channel)
-    channel.send(b"attach")  # SO_PASSCRED on lambdad's end tells it our pid
+    # SO_PASSCRED on lambdad's end tells it our pid; "born": in our cgroups already
+    channel.send(b"born" if request.get("born_in_its_cgroups") else b"attach")
     if channel.recv(16) != b"go":
         os._exit(0)
     _check(
