@@ -38,6 +38,7 @@ class FakeBehaviour:
     handler: Handler
     init_error: bytes | None = None  # posted to /runtime/init/error instead of serving
     restore_error: bytes | None = None  # SnapStart: posted to /runtime/restore/error
+    restore_fork_failures: int = 0  # SnapStart: this many restores fail to fork (OSError)
     peak_memory: int = 32 * 1048576
     started: list[LaunchSpec] = field(default_factory=list)
     restored: list[LaunchSpec] = field(default_factory=list)
@@ -170,6 +171,9 @@ class FakeBackend(SandboxBackend):
 
     async def restore(self, snapshot: SandboxProcess, spec: LaunchSpec) -> SandboxProcess:
         await snapshot.snapshot_ready()
+        if self.behaviour.restore_fork_failures > 0:
+            self.behaviour.restore_fork_failures -= 1
+            raise OSError("the snapshot's fork server is gone")
         self.behaviour.restored.append(spec)
         process = _FakeProcess(self.behaviour, spec, restored=True)
         self.processes.append(process)

@@ -22,8 +22,8 @@ GUEST_DIR = Path(__file__).resolve().parent / "guest"
 ZYGOTE_SCRIPT = GUEST_DIR / "lambdad_zygote.py"
 
 
-class ZygoteError(RuntimeError):
-    """The zygote could not fork an environment (or is gone)."""
+class ZygoteError(OSError):
+    """The zygote could not fork an environment (or is gone): like a failed fork itself."""
 
 
 # What the fork server needs of a request before it forks (lambdad_forkserver's header), so

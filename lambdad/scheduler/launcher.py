@@ -118,6 +118,10 @@ class EnvironmentLauncher:
                 process = await self.backend.start(spec)
         except OSError as exc:
             os.close(read_fd)
+            if role is EnvironmentRole.RESTORED:  # its snapshot's manager decides what next
+                if env is not None:
+                    env.kill()  # (its Runtime API listener: nothing else was started)
+                raise
             if runtime.family is not Family.PROVIDED:
                 message = f"could not start the runtime: {exc}"
                 return _failed(env or environment(), "Runtime.Unknown", message)

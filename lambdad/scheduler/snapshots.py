@@ -76,26 +76,38 @@ class SnapshotManager:
         """A new environment of `config`: restored from its snapshot for a SnapStart version."""
         if not config.snap_start_on:
             return await self._launcher.launch(config, on_dead, initialization_type)
-        snapshot = self._ready.get(_key(config))
-        if snapshot is None or snapshot.process is None:
-            failure = await self.create(config)  # the snapshot died: take it again
-            snapshot = self._ready.get(_key(config))
-            if failure is not None or snapshot is None or snapshot.process is None:
-                reason = failure.reason if failure else "the snapshot is gone"
-                return self._failed(config, on_dead, reason)
-        self.restores += 1
         init_type = (
             InitializationType.PROVISIONED
             if initialization_type is InitializationType.PROVISIONED
             else InitializationType.SNAP_START
         )
-        return await self._launcher.launch(
-            config,
-            on_dead,
-            init_type,
-            role=EnvironmentRole.RESTORED,
-            snapshot=snapshot.process,
-        )
+        key = _key(config)
+        for attempt in (1, 2):
+            snapshot = self._ready.get(key)
+            if snapshot is None or snapshot.process is None:
+                failure = await self.create(config)  # the snapshot died: take it again
+                snapshot = self._ready.get(key)
+                if failure is not None or snapshot is None or snapshot.process is None:
+                    reason = failure.reason if failure else "the snapshot is gone"
+                    return self._failed(config, on_dead, reason)
+            self.restores += 1
+            try:
+                return await self._launcher.launch(
+                    config,
+                    on_dead,
+                    init_type,
+                    role=EnvironmentRole.RESTORED,
+                    snapshot=snapshot.process,
+                )
+            except OSError as exc:
+                # It could not fork (it ended meanwhile, say): take it again, and try once more.
+                if self._ready.get(key) is snapshot:
+                    del self._ready[key]
+                snapshot.kill()
+                if attempt == 2:
+                    reason = f"the snapshot's process could not fork ({exc})"
+                    return self._failed(config, on_dead, reason)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _failed(
         self, config: FunctionConfig, on_dead: Callable[[Environment], None], reason: str

@@ -141,3 +141,34 @@ async def test_a_lost_snapshot_is_taken_again_and_discard_stops_it(tmp_path: Pat
     assert len(behaviour.started) == len(behaviour_processes) + 1
     await pools.close()
     snapshots.close()
+
+
+async def test_a_snapshot_that_cannot_fork_is_taken_again_once(tmp_path: Path) -> None:
+    behaviour = FakeBehaviour(echo, restore_fork_failures=1)
+    snapshots, pools = setup(tmp_path, behaviour)
+    cfg = version()
+    assert await snapshots.create(cfg) is None
+    _, report = await run(pools, cfg)  # the first restore fails: a new snapshot restores
+    assert "Restore Duration" in report
+    assert len(behaviour.started) == 2  # the snapshot, taken twice
+    assert len(behaviour.restored) == 1
+    await pools.close()
+    snapshots.close()
+
+
+async def test_a_snapshot_that_cannot_fork_twice_fails_the_invocation(tmp_path: Path) -> None:
+    behaviour = FakeBehaviour(echo, restore_fork_failures=2)
+    snapshots, pools = setup(tmp_path, behaviour)
+    cfg = version()
+    assert await snapshots.create(cfg) is None
+    payload, report = await run(pools, cfg)  # as when the snapshot cannot be taken again
+    assert orjson.loads(payload) == {
+        "errorType": "SnapStartException",
+        "errorMessage": (
+            "the snapshot's process could not fork (the snapshot's fork server is gone)"
+        ),
+    }
+    assert "Status: error" in report
+    assert len(behaviour.started) == 2 and behaviour.restored == []
+    await pools.close()
+    snapshots.close()
