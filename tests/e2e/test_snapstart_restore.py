@@ -203,6 +203,45 @@ def test_a_burst_of_restores_all_run_and_the_snapshot_survives(server: Server) -
 BURST = 200
 
 
+# Init records the snapshot's memory cgroup; an after-fork hook of the function's own, run in
+# each restored child, writes "0" to every cgroup `tasks` file it holds open (which would move
+# it there).
+ESCAPE_APP = """
+import os
+
+def memory_cgroup():
+    return next(l for l in open("/proc/self/cgroup").read().splitlines() if ":memory:" in l)
+
+SNAPSHOT_CGROUP = memory_cgroup()
+SEEN = []
+
+def escape():
+    for fd in range(3, 256):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith("/tasks"):
+                SEEN.append(fd)
+                os.write(fd, b"0")
+        except OSError:
+            pass
+
+os.register_at_fork(after_in_child=escape)
+
+def handler(event, context):
+    return {"snapshot": SNAPSHOT_CGROUP, "mine": memory_cgroup(), "seen": SEEN}
+"""
+
+
+def test_a_restored_child_holds_no_cgroup_file_for_its_own_fork_hooks(lam: Any) -> None:
+    name = create_function(
+        lam, {"app.py": ESCAPE_APP}, runtime=RUNTIME, SnapStart={"ApplyOn": "PublishedVersions"}
+    )
+    version = lam.publish_version(FunctionName=name)["Version"]
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, Qualifier=version)
+    answer = json.loads(lam.invoke(FunctionName=name, Qualifier=version)["Payload"].read())
+    assert answer["seen"] == []  # closed before the function's first hook ran
+    assert answer["mine"] != answer["snapshot"]  # still in the cgroups it was born in
+
+
 def test_latest_of_a_snapstart_function_is_not_restored(lam: Any) -> None:
     name, _ = publish(lam)
     answer, report = call(lam, name, "$LATEST")

@@ -41,6 +41,21 @@ SpawnInit = Callable[[int, int, int, list[int]], "tuple[int, dict[str, int]] | N
 
 CLONE_NEWPID = 0x20000000
 _libc = ctypes.CDLL(None, use_errno=True)
+
+# The cgroups' `tasks` files open across the fork in progress (_fork, born_in_cgroups). A child
+# closes them in its first at-fork hook, registered here, before any function's code could
+# register one: a SnapStart function's own after-fork hooks run in each restored child, which
+# could otherwise move itself into its snapshot's cgroups through them.
+_tasks_in_fork: list[int] = []
+
+
+def _close_tasks_in_child() -> None:
+    for fd in _tasks_in_fork:
+        os.close(fd)
+    _tasks_in_fork.clear()
+
+
+os.register_at_fork(after_in_child=_close_tasks_in_child)
 # A request with PIDNS 1 forks its child as PID 1 of a new PID namespace (no extra
 # process needed to get one). PID 1 cannot end itself by a signal, so such a child reports how
 # the environment ended on a status pipe ("code N" / "signal N"): child pid -> read end.
@@ -141,6 +156,7 @@ def _fork(
         send(control, {"id": request_id, "error": error})
         return True
     cgroup_fds: list[int] = []
+    born_in = False
     if born_in_cgroups and len(fds) > 1:  # the child's descriptor, then `tasks` files
         cgroup_fds, fds = fds[1:], fds[:1]
     status = init = None
@@ -153,10 +169,13 @@ def _fork(
             return _refuse(control, request_id, True, fds + cgroup_fds, f"spawn init: {exc}")
         if init is None:
             status = os.pipe()
-    born_in = _enter_cgroups(cgroup_fds)
+    if cgroup_fds:
+        born_in = _enter_cgroups(cgroup_fds)
+        _tasks_in_fork[:] = cgroup_fds
     try:
         pid = os.fork()
     except OSError as exc:
+        _tasks_in_fork.clear()
         _leave_cgroups(cgroup_fds, born_in)
         if init is not None:
             _children_of_init[init[0]] = -1  # it ends (no child to wait for): reaped quietly
@@ -169,8 +188,6 @@ def _fork(
     if pid == 0:
         if status is not None:
             os.close(status[0])
-        for fd in cgroup_fds:
-            os.close(fd)
         _become_child(
             control,
             wake,
@@ -181,6 +198,7 @@ def _fork(
             status[1] if status is not None else None,
             born_in,
         )
+    _tasks_in_fork.clear()
     _leave_cgroups(cgroup_fds, born_in)
     if new_namespace:
         _leave_pid_namespace()
