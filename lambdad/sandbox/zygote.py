@@ -167,12 +167,9 @@ class Zygote:
             loop = asyncio.get_running_loop()
             room: asyncio.Future[None] = loop.create_future()
             if not self._waiting_for_room:
-                loop.add_writer(self._sock.fileno(), self._on_writable)
+                loop.add_writer(self._sock.fileno(), self._wake_senders)
             self._waiting_for_room.append(room)
             await room
-
-    def _on_writable(self) -> None:
-        self._wake_senders()
 
     def _wake_senders(self) -> None:
         if self._sock is not None and self._waiting_for_room:

@@ -173,7 +173,6 @@ class Environment:
         self._stopping = False  # kill() was called: whatever follows is no failure of its own
         self._closed = False
         # the last invocation's END and REPORT while they wait for its answer to leave
-        self._report_due: asyncio.Handle | None = None
         self._report_args: tuple[Invocation, float, float | None, str | None] | None = None
 
     # lifecycle ---------------------------------------------------------------------------
@@ -245,7 +244,7 @@ class Environment:
         if self._closed:
             return
         self._closed = True
-        self._settle_report()
+        self._write_due_report()
         self._drain_output()
         if not self._initialised.done():
             error_type = self._init_error_type or "Runtime.ExitError"
@@ -278,7 +277,7 @@ class Environment:
     async def invoke(self, invocation: Invocation, timeout_s: float) -> InvocationResult:
         if self.state not in (EnvironmentState.STARTING, EnvironmentState.IDLE):
             raise RuntimeError(f"environment is {self.state}, cannot take an invocation")
-        self._settle_report()
+        self._write_due_report()
         if self.state is EnvironmentState.IDLE:
             self.state = EnvironmentState.BUSY
         self._current = invocation
@@ -507,8 +506,9 @@ class Environment:
             # The answer goes first: END and REPORT (the output still in the pipe, the peak
             # memory read, the lines formatted) follow once the caller has been woken, a loop
             # callback later (~20 us less between the runtime's answer and the reply here).
-            # Whatever this environment logs or runs next writes them first: _settle_report.
-            self._report_due = self._loop.call_soon(self._write_due_report)
+            # Whatever this environment runs next, or its death, writes them first (then the
+            # callback finds nothing due).
+            self._loop.call_soon(self._write_due_report)
 
     def _write_report(
         self, inv: Invocation, duration_ms: float, init_ms: float | None, status: str | None
@@ -520,16 +520,10 @@ class Environment:
         self.log.flush_soon()
 
     def _write_due_report(self) -> None:
-        self._report_due = None
+        """The last invocation's END and REPORT, if they are still due."""
         args, self._report_args = self._report_args, None
         if args is not None:
             self._write_report(*args)
-
-    def _settle_report(self) -> None:
-        """Write the last invocation's END and REPORT now if they are still due."""
-        if self._report_due is not None:
-            self._report_due.cancel()
-            self._write_due_report()
 
     def _report(
         self, inv: Invocation, duration_ms: float, init_ms: float | None, status: str | None
