@@ -56,6 +56,16 @@ def setup(tmp_path: Path, behaviour: FakeBehaviour) -> tuple[SnapshotManager, Po
     return snapshots, PoolManager(snapshots.launch, keep_alive_seconds=60, reap_interval=60)
 
 
+async def snapshotted(
+    tmp_path: Path, behaviour: FakeBehaviour
+) -> tuple[SnapshotManager, PoolManager, FunctionConfig]:
+    """A version whose snapshot was taken, and the pools that run it."""
+    snapshots, pools = setup(tmp_path, behaviour)
+    cfg = version()
+    assert await snapshots.create(cfg) is None
+    return snapshots, pools, cfg
+
+
 async def run(pools: PoolManager, cfg: FunctionConfig) -> tuple[bytes, str]:
     invocation = Invocation(
         request_id=f"req-{asyncio.get_running_loop().time()}",
@@ -70,9 +80,7 @@ async def run(pools: PoolManager, cfg: FunctionConfig) -> tuple[bytes, str]:
 
 async def test_versions_are_restored_from_their_snapshot(tmp_path: Path) -> None:
     behaviour = FakeBehaviour(echo)
-    snapshots, pools = setup(tmp_path, behaviour)
-    cfg = version()
-    assert await snapshots.create(cfg) is None
+    snapshots, pools, cfg = await snapshotted(tmp_path, behaviour)
     assert [s.snapshot for s in behaviour.started] == [True]
     assert behaviour.started[0].env["AWS_LAMBDA_INITIALIZATION_TYPE"] == "snap-start"
     assert "AWS_LAMBDA_LOG_STREAM_NAME" not in behaviour.started[0].env
@@ -117,9 +125,7 @@ async def test_runtimes_lambdad_cannot_fork_fail_before_starting_anything(tmp_pa
 
 async def test_failed_after_restore_hooks_raise_restore_failed(tmp_path: Path) -> None:
     error = orjson.dumps({"errorType": "Runtime.AfterRestoreError", "errorMessage": "boom"})
-    snapshots, pools = setup(tmp_path, FakeBehaviour(echo, restore_error=error))
-    cfg = version()
-    assert await snapshots.create(cfg) is None
+    snapshots, pools, cfg = await snapshotted(tmp_path, FakeBehaviour(echo, restore_error=error))
     with pytest.raises(RestoreFailed) as info:
         await run(pools, cfg)
     assert info.value.error_type == "Runtime.AfterRestoreError"
@@ -129,9 +135,7 @@ async def test_failed_after_restore_hooks_raise_restore_failed(tmp_path: Path) -
 
 async def test_a_lost_snapshot_is_taken_again_and_discard_stops_it(tmp_path: Path) -> None:
     behaviour = FakeBehaviour(echo)
-    snapshots, pools = setup(tmp_path, behaviour)
-    cfg = version()
-    assert await snapshots.create(cfg) is None
+    snapshots, pools, cfg = await snapshotted(tmp_path, behaviour)
     behaviour_processes = list(behaviour.started)
     snapshots.discard(cfg)
     await asyncio.sleep(0.05)
@@ -145,9 +149,7 @@ async def test_a_lost_snapshot_is_taken_again_and_discard_stops_it(tmp_path: Pat
 
 async def test_a_snapshot_that_cannot_fork_is_taken_again_once(tmp_path: Path) -> None:
     behaviour = FakeBehaviour(echo, restore_fork_failures=1)
-    snapshots, pools = setup(tmp_path, behaviour)
-    cfg = version()
-    assert await snapshots.create(cfg) is None
+    snapshots, pools, cfg = await snapshotted(tmp_path, behaviour)
     _, report = await run(pools, cfg)  # the first restore fails: a new snapshot restores
     assert "Restore Duration" in report
     assert len(behaviour.started) == 2  # the snapshot, taken twice
@@ -158,9 +160,7 @@ async def test_a_snapshot_that_cannot_fork_is_taken_again_once(tmp_path: Path) -
 
 async def test_a_snapshot_that_cannot_fork_twice_fails_the_invocation(tmp_path: Path) -> None:
     behaviour = FakeBehaviour(echo, restore_fork_failures=2)
-    snapshots, pools = setup(tmp_path, behaviour)
-    cfg = version()
-    assert await snapshots.create(cfg) is None
+    snapshots, pools, cfg = await snapshotted(tmp_path, behaviour)
     payload, report = await run(pools, cfg)  # as when the snapshot cannot be taken again
     assert orjson.loads(payload) == {
         "errorType": "SnapStartException",
