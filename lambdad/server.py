@@ -28,7 +28,7 @@ from lambdad.api.protocol import LambdaProtocol
 from lambdad.control.accounts import AccountRegistry
 from lambdad.control.functions import FunctionRegistry
 from lambdad.control.layers import LayerRegistry
-from lambdad.control.model import FunctionConfig
+from lambdad.control.model import FunctionConfig, FunctionState
 from lambdad.control.snapshots import Snapshotter
 from lambdad.credentials import RootCredentials, load_root_credentials, server_secret
 from lambdad.invoke.async_queue import AsyncQueue
@@ -114,6 +114,8 @@ class Platform:
                 max_idle=settings.max_idle_environments,
                 min_available_bytes=settings.min_free_memory_mb * 1048576,
             ),
+            stage=launcher.stage,
+            max_staged=settings.staged_environments,
         )
         # Keeps provisioned concurrency's environments initialised, off the request path.
         self.provisioner = Provisioner(self.pools)
@@ -153,6 +155,8 @@ class Platform:
     def _function_changed(self, config: FunctionConfig | None, account_id: str, name: str) -> None:
         if config is None:
             self.pools.drop_function(account_id, name)
+        elif config.state is FunctionState.ACTIVE:  # its next cold start is built ahead
+            self.pools.stage(config)  # (retires environments of the previous configuration)
         else:
             self.pools.pool_for(config)  # retires environments of the previous configuration
 

@@ -35,6 +35,9 @@ class Settings:
     max_idle_environments: int = 1000
     # Below this much available host memory, idle environments are evicted (LRU).
     min_free_memory_mb: int = 256
+    # Environments built ahead of a function's next cold start (staged: see
+    # EnvironmentLauncher.stage), at most this many at once across all functions; 0: none.
+    staged_environments: int = 64
     # Async (Event) invocations run by this many concurrent workers at most.
     async_workers: int = 64
     # Delays before retrying an Event invocation that failed (AWS: two retries).

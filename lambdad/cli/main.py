@@ -33,6 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
         account_id=args.account_id,
         keep_alive_seconds=args.keep_alive,
         max_idle_environments=args.max_idle,
+        staged_environments=args.staged,
         min_free_memory_mb=args.min_free_memory,
         allow_any_credentials=args.allow_any_credentials,
         isolation=args.isolation,
@@ -97,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1000,
         help="idle execution environments kept at most (least recently used stop first)",
+    )
+    serve.add_argument(
+        "--staged",
+        type=_non_negative_int,
+        default=64,
+        help="environments built ahead of functions' next cold starts, at most (0: none); "
+        "their init still runs when the invocation arrives",
     )
     serve.add_argument(
         "--answer-polling",

@@ -87,6 +87,8 @@ class LogStream:
         `wait`, this waits for it."""
         if self._pending is None:
             return False  # closed
+        if self._creating is None and not self._pending:
+            return False  # nothing written yet: a stream exists from its first event (as AWS's)
         if self._creating is None:
             head = bytes(self._pending)
             self._pending.clear()
@@ -106,7 +108,7 @@ class LogStream:
             self._flush_handle.cancel()
             self._flush_handle = None
         if self._file is None and not self._adopt_file(wait):
-            if not wait and self._pending is not None:
+            if not wait and (self._creating is not None or self._pending):
                 self.flush_soon()
             return
         assert self._file is not None

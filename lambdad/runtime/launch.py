@@ -157,10 +157,18 @@ def environment_variables(plan: EnvironmentPlan, creds: SessionCredentials) -> d
 
 
 def launch_spec(
-    plan: EnvironmentPlan, log_fd: int, creds: SessionCredentials, *, snapshot: bool = False
+    plan: EnvironmentPlan,
+    log_fd: int,
+    creds: SessionCredentials,
+    *,
+    snapshot: bool = False,
+    staged: bool = False,
 ) -> LaunchSpec:
-    """How to start the environment; `snapshot`: it becomes a SnapStart snapshot."""
+    """How to start the environment; `snapshot`: it becomes a SnapStart snapshot; `staged`:
+    lambdad's Python bootstrap sets up, then waits for its first event before init."""
     env = environment_variables(plan, creds)
+    if staged:
+        env["LAMBDAD_STAGED"] = "1"  # (the bootstrap takes it out of its environment)
     rt = plan.runtime
     argv = _exec_argv(plan)
     zygote: dict[str, Any] = {}

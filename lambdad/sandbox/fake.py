@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,11 @@ class FakeBehaviour:
     restore_error: bytes | None = None  # SnapStart: posted to /runtime/restore/error
     restore_fork_failures: int = 0  # SnapStart: this many restores fail to fork (OSError)
     peak_memory: int = 32 * 1048576
+    # Like the namespace backend for lambdad's Python bootstrap: each environment's runtime
+    # gets a Runtime API connection made ahead (its first event may be pushed down it), and a
+    # staged one (LAMBDAD_STAGED) waits for that event before it initialises.
+    connected: bool = False
+    ignores_staging: bool = False  # a misbehaving runtime: initialises at once even if staged
     started: list[LaunchSpec] = field(default_factory=list)
     restored: list[LaunchSpec] = field(default_factory=list)
 
@@ -68,6 +74,21 @@ async def _request(
     return int(status_line.split()[1]), found, payload
 
 
+async def _readable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
 class _FakeProcess(SandboxProcess):
     _pids = iter(range(10_000_000, 20_000_000))
 
@@ -79,7 +100,13 @@ class _FakeProcess(SandboxProcess):
         # SnapStart: resolved when this snapshot's runtime called /runtime/restore/next
         self._ready: asyncio.Future[None] | None = loop.create_future() if spec.snapshot else None
         self._restored = restored
-        self._task = asyncio.ensure_future(self._run(spec.env["AWS_LAMBDA_RUNTIME_API"]))
+        theirs = None
+        if behaviour.connected:
+            self.runtime_api_connection, theirs = socket.socketpair()
+        staged = spec.env.get("LAMBDAD_STAGED") == "1" and not behaviour.ignores_staging
+        self._task = asyncio.ensure_future(
+            self._run(spec.env["AWS_LAMBDA_RUNTIME_API"], theirs, staged)
+        )
 
     async def snapshot_ready(self) -> None:
         if self._ready is None:
@@ -89,10 +116,20 @@ class _FakeProcess(SandboxProcess):
         if not self._ready.done():
             raise OSError("the snapshot ended before it could be used")
 
-    async def _run(self, address: str) -> None:
-        host, port = address.rsplit(":", 1)
+    async def _run(self, address: str, connection: socket.socket | None, staged: bool) -> None:
         status = ExitStatus(code=0)
-        reader, writer = await asyncio.open_connection(host, int(port))
+        if connection is None:
+            host, port = address.rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+        else:
+            if staged:
+                try:
+                    await _readable(connection)
+                except asyncio.CancelledError:
+                    connection.close()
+                    self._exited.set_result(ExitStatus(signal=signal.SIGKILL))
+                    return
+            reader, writer = await asyncio.open_connection(sock=connection)
         try:
             if self._behaviour.init_error is not None and not self._restored:
                 await _request(
@@ -162,6 +199,7 @@ class FakeBackend(SandboxBackend):
     def __init__(self, behaviour: FakeBehaviour) -> None:
         self.behaviour = behaviour
         self.processes: list[SandboxProcess] = []
+        self.connects_runtime_api = behaviour.connected
 
     async def start(self, spec: LaunchSpec) -> SandboxProcess:
         self.behaviour.started.append(spec)

@@ -78,6 +78,9 @@ class EnvironmentLost(Exception):
 
 
 class EnvironmentState(StrEnum):
+    # built ahead of any invocation, its runtime waiting to initialise until the first arrives
+    # (EnvironmentLauncher.launch's `staged`): no init has run, nothing is logged yet
+    STAGED = "staged"
     STARTING = "starting"  # process launched; the runtime is initialising (no /next yet)
     IDLE = "idle"  # no invocation assigned; the runtime is (or soon will be) waiting in /next
     BUSY = "busy"  # exactly one invocation assigned and not yet answered
@@ -123,11 +126,12 @@ class Environment:
         created: float | None = None,
         polling: AnswerPolling | None = None,
         api: RuntimeApiServer | None = None,
+        staged: bool = False,
     ) -> None:
         self.config = config
         self.initialization_type = initialization_type
         self.role = role
-        self.state = EnvironmentState.STARTING
+        self.state = EnvironmentState.STAGED if staged else EnvironmentState.STARTING
         self.log = log
         self._platform = platform_log(config)  # its system log lines, in its LogFormat
         self._app_filter = application_log_filter(config)  # JSON: ApplicationLogLevel
@@ -182,6 +186,13 @@ class Environment:
         self._log_fd = log_read_fd
         os.set_blocking(log_read_fd, False)
         self._loop.add_reader(log_read_fd, self._read_output)
+        self._watcher = asyncio.ensure_future(self._watch(process))
+        if self.state is not EnvironmentState.STAGED:
+            self._begin_init()
+
+    def _begin_init(self) -> None:
+        """Init starts: its time limit, its first log line (a staged environment's, when its
+        first invocation arrives)."""
         self._init_timer = self._loop.call_later(INIT_TIMEOUT_SECONDS, self._init_timed_out)
         if self.role is EnvironmentRole.RESTORED:  # a restore is no init
             first = self._platform.restore_start(self.config)
@@ -191,7 +202,6 @@ class Environment:
         # the invocation the environment was started for has it in its log tail too (what
         # its init prints comes after it), as AWS's
         self._first_line = first if self._pending_init_report else None
-        self._watcher = asyncio.ensure_future(self._watch(process))
 
     @property
     def fresh(self) -> bool:
@@ -275,6 +285,10 @@ class Environment:
 
     # invoking ----------------------------------------------------------------------------
     async def invoke(self, invocation: Invocation, timeout_s: float) -> InvocationResult:
+        if self.state is EnvironmentState.STAGED:  # its init starts now, for this invocation
+            self.state = EnvironmentState.STARTING
+            self.created = self.last_used = time.monotonic()
+            self._begin_init()
         if self.state not in (EnvironmentState.STARTING, EnvironmentState.IDLE):
             raise RuntimeError(f"environment is {self.state}, cannot take an invocation")
         self._write_due_report()
@@ -351,6 +365,8 @@ class Environment:
 
     # RuntimeApiHandler ---------------------------------------------------------------------
     def runtime_next(self, reply: NextReply) -> None:
+        if self._left_its_stage():
+            return
         self._mark_initialised()
         if self._current is not None and self._timer is None:
             self._deliver(reply)
@@ -358,6 +374,8 @@ class Environment:
             self._parked = reply
 
     def runtime_next_pushed(self, asked_at: float | None) -> None:
+        if self._left_its_stage():
+            return
         self._mark_initialised()
         inv = self._current
         if not self._pushed or inv is None or self._timer is not None:
@@ -370,6 +388,14 @@ class Environment:
         # and monotonic are the same clock, CLOCK_MONOTONIC, on Linux).
         if asked_at is not None:
             self._delivered_at = min(self._delivered_at, max(asked_at, self.created))
+
+    def _left_its_stage(self) -> bool:
+        """A staged environment's runtime must wait for its first event before init: one that
+        reports init done or failed before that is stopped (True)."""
+        if self.state is not EnvironmentState.STAGED:
+            return False
+        self.kill()
+        return True
 
     def _mark_initialised(self) -> None:
         if self.state is EnvironmentState.STARTING or self._init_duration_ms is None:
@@ -416,7 +442,8 @@ class Environment:
         return ACCEPTED
 
     def runtime_init_error(self, error_type: str | None, body: bytes) -> tuple[int, bytes]:
-        if self._init_error is not None or self._init_duration_ms is not None:
+        done = self._init_error is not None or self._init_duration_ms is not None
+        if self._left_its_stage() or done:
             return 403, error_body(
                 "InvalidStateTransition", "State transition is not allowed: init already done"
             )

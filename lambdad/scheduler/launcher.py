@@ -13,6 +13,7 @@ from lambdad.control.model import FunctionConfig
 from lambdad.observability.logs import LogStore, new_stream_name
 from lambdad.runtime.api_server import RuntimeApiServer
 from lambdad.runtime.launch import (
+    EXEC_WRAPPER,
     EnvironmentPlan,
     SessionCredentials,
     has_bootstrap,
@@ -53,12 +54,13 @@ class EnvironmentLauncher:
         *,
         role: EnvironmentRole = EnvironmentRole.RUNS,
         snapshot: SandboxProcess | None = None,
+        staged: bool = False,
     ) -> Environment:
         """Start an environment of `config`; SnapStart: with `role` SNAPSHOT, one that becomes
         the version's snapshot; with RESTORED, one forked from `snapshot` (a snapshot's
         process). The sandbox gets its assignment first and lambdad's own bookkeeping (the
         Environment, its log, its session) follows while it starts (Init Duration still counts
-        from here)."""
+        from here). `staged`: see ``stage``."""
         created = time.monotonic()
         stream = new_stream_name(config.version)
         creds = SessionCredentials.generate()
@@ -75,6 +77,7 @@ class EnvironmentLauncher:
                 created=created,
                 polling=self.polling,
                 api=api,
+                staged=staged,
             )
 
         runtime = self.catalog.get(config.runtime)
@@ -110,7 +113,9 @@ class EnvironmentLauncher:
         )
         read_fd, write_fd = os.pipe()
         try:
-            spec = launch_spec(plan, write_fd, creds, snapshot=role is EnvironmentRole.SNAPSHOT)
+            spec = launch_spec(
+                plan, write_fd, creds, snapshot=role is EnvironmentRole.SNAPSHOT, staged=staged
+            )
             if role is EnvironmentRole.RESTORED:
                 assert snapshot is not None
                 process = await self.backend.restore(snapshot, spec)
@@ -152,6 +157,33 @@ class EnvironmentLauncher:
             if in_process and on_demand and role is EnvironmentRole.RUNS:
                 env.accept_pushes(connection)
         env.attach(process, read_fd)
+        return env
+
+    async def stage(
+        self, config: FunctionConfig, on_dead: Callable[[Environment], None]
+    ) -> Environment | None:
+        """An on-demand environment of `config` built ahead of its invocation, or None where
+        that cannot be done. It is a cold start's environment up to the moment init would run:
+        sandbox, code mounted, variables (its own credentials), lambdad's Python bootstrap set
+        up with the handler's module found and its .pyc read — no code of the function runs.
+        It then waits (EnvironmentState.STAGED) for the first invocation, which is pushed to
+        it and starts init: INIT_START, the init time limit and Init Duration count from
+        there, as in any cold start. Only lambdad's own Python bootstrap waits so (it takes
+        the pushed event); with an exec wrapper, or on a backend that makes no connection
+        ahead, None."""
+        runtime = self.catalog.get(config.runtime)
+        if (
+            runtime is None
+            or runtime.family is not Family.PYTHON
+            or config.snap_start_on
+            or EXEC_WRAPPER in config.environment
+            or not self.backend.connects_runtime_api
+        ):
+            return None
+        env = await self.launch(config, on_dead, staged=True)
+        if env.process is None or env.api.connection is None:  # failed, or not pushable
+            env.kill()
+            return None
         return env
 
     async def _opt_dir(self, config: FunctionConfig) -> Path | None:

@@ -2,10 +2,11 @@
 
 Each environment runs one invocation at a time; an invocation takes a free provisioned
 environment first (initialised ahead, see ``provision``), else the most recently used idle
-on-demand environment (warm), else starts a new one (cold) — parallel invocations never queue
-behind each other. Provisioned environments are never reaped for idleness; they stop when
-released. A pool whose function changed is retired: idle environments stop at once, busy ones
-when their invocation ends.
+on-demand environment (warm), else starts a new one (cold: in the staged environment, if one
+was built ahead, see ``stage``) — parallel invocations never queue behind each other.
+Provisioned environments are never reaped for idleness; they stop when released. A pool
+whose function changed is retired: idle environments stop at once, busy ones when their
+invocation ends.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ class Launch(Protocol):
     ) -> Awaitable[Environment]: ...
 
 
+class Stage(Protocol):
+    """Build one staged environment of `config` (EnvironmentLauncher.stage), or None."""
+
+    def __call__(
+        self, config: FunctionConfig, on_dead: Callable[[Environment], None]
+    ) -> Awaitable[Environment | None]: ...
+
+
 class ProvisioningFailed(Exception):
     """A provisioned environment did not initialise."""
 
@@ -57,6 +66,8 @@ class PoolStatistics:
     warm_starts: int
     provisioned: int = 0  # live provisioned environments (initialising, free or busy)
     provisioned_starts: int = 0  # invocations served by a provisioned environment
+    staged: int = 0  # a staged environment waits for this version's next cold start (0 or 1)
+    staged_starts: int = 0  # cold starts that took a staged environment
 
 
 class EnvironmentPool:
@@ -75,6 +86,13 @@ class EnvironmentPool:
         self._cold = 0
         self._warm = 0
         self._provisioned_runs = 0
+        # an environment built ahead for the next cold start (``stage``), and since when
+        self._staged: Environment | None = None
+        self.staged_at = 0.0
+        self._staging = False
+        self._staged_runs = 0
+        # told of a cold start beside live environments (PoolManager: stage the next one)
+        self.on_scaling_out: Callable[[EnvironmentPool], None] | None = None
 
     async def run(
         self,
@@ -90,8 +108,13 @@ class EnvironmentPool:
             if admit is not None:
                 admit()
             self._cold += 1
-            env = await self._launch(self.config, self._forget)
+            scaling_out = bool(self._all)  # (others of it live: a next one is likely needed)
+            env = self._take_staged()
+            if env is None:
+                env = await self._launch(self.config, self._forget)
             self._all.add(env)
+            if scaling_out and self.on_scaling_out is not None:
+                self.on_scaling_out(self)
         elif env in self._provisioned:
             self._provisioned_runs += 1
         else:
@@ -119,6 +142,46 @@ class EnvironmentPool:
                 return env
         return None
 
+    def _take_staged(self) -> Environment | None:
+        env, self._staged = self._staged, None
+        if env is None or env.state is not EnvironmentState.STAGED:
+            return None
+        self._staged_runs += 1
+        return env
+
+    # staged environments ---------------------------------------------------------------------
+    async def stage(self, stage: Stage) -> bool:
+        """Build an environment for the next cold start ahead (EnvironmentLauncher.stage) unless
+        one is staged or being staged; whether one now waits."""
+        if self._retired or self._staging or self.has_staged:
+            return self.has_staged
+        self._staging = True
+        try:
+            env = await stage(self.config, self._forget)
+        finally:
+            self._staging = False
+        if env is None:
+            return False
+        if self._retired or self._staged is not None or env.state is not EnvironmentState.STAGED:
+            env.kill()
+            return self.has_staged
+        self._staged, self.staged_at = env, time.monotonic()
+        return True
+
+    @property
+    def has_staged(self) -> bool:
+        return self._staged is not None and self._staged.state is EnvironmentState.STAGED
+
+    @property
+    def staging(self) -> bool:
+        return self._staging
+
+    def drop_staged(self) -> None:
+        """Stop the staged environment, if any (evicted, reaped or the pool retired)."""
+        env, self._staged = self._staged, None
+        if env is not None:
+            env.kill()
+
     def _take_idle(self) -> Environment | None:
         while self._idle:
             env = self._idle.pop()
@@ -137,6 +200,8 @@ class EnvironmentPool:
             self._idle.append(env)
 
     def _forget(self, env: Environment) -> None:
+        if env is self._staged:
+            self._staged = None
         self._all.discard(env)
         self._provisioned.discard(env)
         self._released.discard(env)
@@ -204,6 +269,7 @@ class EnvironmentPool:
     def retire(self) -> None:
         """Stop taking work; idle environments stop now, busy ones after their invocation."""
         self._retired = True
+        self.drop_staged()
         idle, self._idle = [*self._idle, *self._provisioned_idle], []
         self._provisioned_idle = []
         for env in idle:
@@ -220,7 +286,7 @@ class EnvironmentPool:
 
     @property
     def empty(self) -> bool:
-        return not self._all
+        return not self._all and self._staged is None
 
     def working(self) -> int:
         """Environments starting or running an invocation."""
@@ -236,4 +302,6 @@ class EnvironmentPool:
             warm_starts=self._warm,
             provisioned=len(self._provisioned),
             provisioned_starts=self._provisioned_runs,
+            staged=int(self.has_staged),
+            staged_starts=self._staged_runs,
         )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from lambdad.control.model import FunctionConfig
-from lambdad.scheduler.pool import EnvironmentPool, Launch, PoolStatistics
+from lambdad.scheduler.pool import EnvironmentPool, Launch, PoolStatistics, Stage
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,10 @@ def available_memory_bytes() -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+# How long after a cold start that scaled a function out its next environment is staged.
+STAGE_DELAY_S = 0.015
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,15 @@ class PoolManager:
         keep_alive_seconds: float,
         reap_interval: float,
         eviction: EvictionPolicy | None = None,
+        stage: Stage | None = None,
+        max_staged: int = 0,
     ) -> None:
+        """`stage` and `max_staged`: see ``stage``."""
         self._launch = launch
+        self._stage = stage
+        self._max_staged = max_staged if stage is not None else 0
+        self._staging: set[asyncio.Task[bool]] = set()
+        self._closed = False
         self._keep_alive = keep_alive_seconds
         self._interval = reap_interval
         self._eviction = eviction or EvictionPolicy()
@@ -55,15 +67,54 @@ class PoolManager:
         self._reaper: asyncio.Task[None] | None = None
 
     def pool_for(self, config: FunctionConfig) -> EnvironmentPool:
-        key = (config.account_id, config.name, config.version)
+        key = _key(config)
         pool = self._pools.get(key)
         if pool is not None and pool.config.revision_id == config.revision_id:
             return pool
         if pool is not None:
             self._retire(pool)
         pool = EnvironmentPool(config, self._launch)
+        pool.on_scaling_out = self._stage_soon
         self._pools[key] = pool
         return pool
+
+    # staged environments ---------------------------------------------------------------------
+    def stage(self, config: FunctionConfig) -> None:
+        """Build an environment of `config` ahead of its next cold start, in the background
+        (EnvironmentLauncher.stage): done when a function is deployed or changed, and after
+        a cold start beside live environments of it (it is scaling out). At most `max_staged` wait
+        at once across all functions (the oldest makes room), and each for a keep-alive."""
+        self._stage_pool(self.pool_for(config))
+
+    def _stage_soon(self, pool: EnvironmentPool) -> None:
+        """After a cold start that scaled `pool` out: stage its next one a moment later, not
+        beside the init that is starting now (on a small machine they would share a core)."""
+        if self._stage is not None and self._max_staged > 0 and not pool.has_staged:
+            asyncio.get_running_loop().call_later(STAGE_DELAY_S, self._stage_pool, pool)
+
+    def _stage_pool(self, pool: EnvironmentPool) -> None:
+        if self._stage is None or self._max_staged <= 0 or self._closed:
+            return
+        if pool.has_staged or pool.staging or self._pools.get(_key(pool.config)) is not pool:
+            return
+        staged = sorted(
+            (p for p in self._pools.values() if p.has_staged or p.staging),
+            key=lambda p: (p.staging, p.staged_at),  # (being staged: the youngest)
+        )
+        for oldest in staged[: max(0, len(staged) + 1 - self._max_staged)]:
+            oldest.drop_staged()
+        task = asyncio.ensure_future(pool.stage(self._stage))
+        self._staging.add(task)
+        task.add_done_callback(self._staged_one)
+
+    def _staged_one(self, task: asyncio.Task[bool]) -> None:
+        self._staging.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not stage an environment: %r", task.exception())
+
+    def staged(self) -> int:
+        """Staged environments waiting, across all functions."""
+        return sum(1 for pool in self._pools.values() if pool.has_staged)
 
     def drop_function(self, account_id: str, name: str) -> None:
         for key in [k for k in self._pools if k[:2] == (account_id, name)]:
@@ -87,6 +138,11 @@ class PoolManager:
 
     def reap(self) -> int:
         stopped = sum(pool.reap(self._keep_alive) for pool in self._pools.values())
+        moment = time.monotonic()
+        for pool in self._pools.values():  # staged ones: a keep-alive from when they were built
+            if pool.has_staged and moment - pool.staged_at > self._keep_alive:
+                pool.drop_staged()
+                stopped += 1
         self._retired = [p for p in self._retired if not p.empty]
         return stopped + self.evict()
 
@@ -99,8 +155,11 @@ class PoolManager:
         )
         excess = max(0, len(idle) - self._eviction.max_idle)
         available = self._eviction.available()
-        if idle and 0 < available < self._eviction.min_available_bytes:
-            excess = max(excess, max(1, len(idle) // 10))
+        if 0 < available < self._eviction.min_available_bytes:
+            for pool in self._pools.values():  # short of memory: no environment waits ahead
+                pool.drop_staged()
+            if idle:
+                excess = max(excess, max(1, len(idle) // 10))
         for env, pool in idle[:excess]:
             pool.evict(env)
         self.evicted += excess
@@ -114,6 +173,11 @@ class PoolManager:
         return {f"{k[0]}:{k[1]}:{k[2]}": pool.statistics() for k, pool in self._pools.items()}
 
     async def close(self) -> None:
+        self._closed = True
+        for task in list(self._staging):
+            task.cancel()
+        if self._staging:
+            await asyncio.gather(*self._staging, return_exceptions=True)
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -121,3 +185,7 @@ class PoolManager:
         for pool in [*self._pools.values(), *self._retired]:
             pool.close()
         self._pools.clear()
+
+
+def _key(config: FunctionConfig) -> tuple[str, str, str]:
+    return (config.account_id, config.name, config.version)

@@ -807,3 +807,63 @@ def test_handler_modules_load_from_their_unchecked_pyc(python: str, tmp_path: Pa
     (root / "swapped.py").write_text("import sys\nsys.modules[__name__] = 'replacement'\n")
     out = run_python(python, PRECOMPILED_CHECK, tmp_path, str(BOOTSTRAP.parent), str(root))
     assert out.stdout == "ok\n"
+
+
+STAGED_CHECK = r"""
+import os, py_compile, shutil, socket, sys, threading, time
+bootstrap_dir, root = sys.argv[1], sys.argv[2]
+sys.path.insert(0, bootstrap_dir)
+import lambdad_bootstrap as b
+sys.path.insert(0, root)
+py_compile.compile(
+    f"{root}/plain.py", invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
+)
+
+b._stage("plain.handler")  # found and read ahead: nothing of it runs
+assert "plain" not in sys.modules and not os.path.exists(f"{root}/ran")
+assert all(type(f).__name__ != "_SourceFinder" for f in sys.meta_path)
+name, finder, (code, cached) = b._staged_module
+assert (name, finder.path, code.co_filename) == ("plain", f"{root}/plain.py", f"{root}/plain.py")
+
+# What was read ahead is what runs (the code directory cannot change in a sandbox: here it does,
+# to tell them apart).
+with open(f"{root}/plain.py", "w") as f:
+    f.write("VALUE = 7\n")
+shutil.rmtree(f"{root}/__pycache__")
+module = b._import_top_level("plain")
+assert module.VALUE == 42 and os.path.exists(f"{root}/ran") and b._staged_module is None
+assert all(type(f).__name__ != "_SourceFinder" for f in sys.meta_path)
+
+b._stage("pkg.mod.handler")  # only a top-level module is read ahead
+assert b._staged_module is None
+
+# The wait: until lambdad pushes the first event, which stays for /next to read.
+ours, theirs = socket.socketpair()
+client = b._RuntimeClient("127.0.0.1:9001")
+client._sock = theirs
+threading.Timer(0.2, ours.sendall, [b"HTTP/1.1 200 OK\r\n"]).start()
+start = time.monotonic()
+client.wait_for_work()
+assert time.monotonic() - start >= 0.15
+assert theirs.recv(64) == b"HTTP/1.1 200 OK\r\n"
+print("ok", flush=True)
+ours.close()  # lambdad discarded the environment: it leaves at once
+client.wait_for_work()
+print("still here")
+"""
+
+
+def test_a_staged_bootstrap_reads_its_handler_ahead_and_waits_for_work(
+    python: str, tmp_path: Path
+) -> None:
+    """A staged environment (LAMBDAD_STAGED) finds the handler's top-level module and reads its
+    .pyc before its first event, running none of it; init then runs that code; the wait ends
+    when lambdad pushes the event (left for /next to read), or the process leaves if lambdad
+    closes the connection instead."""
+    root = tmp_path / "task"
+    root.mkdir()
+    (root / "plain.py").write_text(
+        "VALUE = 42\nopen(__file__.replace('plain.py', 'ran'), 'w').close()\n"
+    )
+    out = run_python(python, STAGED_CHECK, tmp_path, str(BOOTSTRAP.parent), str(root))
+    assert out.stdout == "ok\n"

@@ -265,6 +265,20 @@ class _RuntimeClient:
             data, buf = self._read_exact(sock, buf, size + 2)
             parts.append(data[:size])
 
+    def wait_for_work(self) -> None:
+        """A staged environment's wait (LAMBDAD_STAGED): until lambdad pushes its first event
+        down the connection it handed over, which is when init may run. Leaves quietly when
+        lambdad closes it instead."""
+        sock = self._sock
+        if sock is None or self._buf:
+            return
+        try:
+            pushed = sock.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return  # init runs, and its /next meets the same error
+        if not pushed:
+            os._exit(0)  # lambdad discarded this environment before any work
+
     def next_invocation(self) -> tuple[dict[str, str], bytes]:
         """The first /next (later ones go with the previous answer: finish_and_next). It says
         when it was asked, for lambdad's Duration when the event was pushed ahead."""
@@ -627,16 +641,10 @@ _DEFAULT_META_PATH = [type(f) for f in sys.meta_path]
 _EXTENSION_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 
 
-def _load_precompiled(name: str, path: str) -> object | None:
-    """Load top-level module `name` from `path`'s unchecked-hash .pyc — what lambdad's code
-    cache compiles every package's .py files to — as importlib's SourceFileLoader would (the
-    same module attributes and spec, the code's filename fixed to `path`, sys.modules set
-    before the code runs and cleared if it raises), without the import machinery around it:
-    ~90 against ~240 us in a cold start (the machinery's Python runs cache-cold in a freshly
-    forked process). None, having run nothing, when there is no such .pyc or the interpreter
-    would not take one as is (a pycache prefix, -O, check_hash_based_pycs=always): importlib
-    then imports it. Unlike importlib's, the traceback of an error raised by the module's code
-    has no importlib frames above the module's own."""
+def _read_precompiled(path: str) -> tuple[types.CodeType, str] | None:
+    """The code object of `path`'s unchecked-hash .pyc, and the .pyc's path: read and
+    unmarshalled, nothing run. None when there is no such .pyc or the interpreter would not
+    take one as is (a pycache prefix, -O, check_hash_based_pycs=always)."""
     if sys.pycache_prefix is not None or sys.flags.optimize:
         return None
     if _imp.check_hash_based_pycs == "always":
@@ -657,6 +665,25 @@ def _load_precompiled(name: str, path: str) -> object | None:
     if not isinstance(code, types.CodeType):
         return None
     _imp._fix_co_filename(code, path)  # type: ignore[attr-defined]  # (what importlib calls)
+    return code, cached
+
+
+def _load_precompiled(
+    name: str, path: str, read: tuple[types.CodeType, str] | None = None
+) -> object | None:
+    """Load top-level module `name` from `path`'s unchecked-hash .pyc — what lambdad's code
+    cache compiles every package's .py files to — as importlib's SourceFileLoader would (the
+    same module attributes and spec, the code's filename fixed to `path`, sys.modules set
+    before the code runs and cleared if it raises), without the import machinery around it:
+    ~90 against ~240 us in a cold start (the machinery's Python runs cache-cold in a freshly
+    forked process). `read`: what _read_precompiled found ahead (a staged environment). None,
+    having run nothing, when there is no usable .pyc: importlib then imports it. Unlike
+    importlib's, the traceback of an error raised by the module's code has no importlib frames
+    above the module's own."""
+    found = read or _read_precompiled(path)
+    if found is None:
+        return None
+    code, cached = found
     loader = importlib.machinery.SourceFileLoader(name, path)
     spec = importlib.machinery.ModuleSpec(name, loader, origin=path)
     spec.has_location = True
@@ -683,17 +710,46 @@ _UNCHECKED_HASH_FLAGS = b"\x01\x00\x00\x00"
 
 def _import_top_level(name: str) -> object:
     """importlib.import_module(name), sooner when _SourceFinder can find it (and sooner still
-    from its precompiled .pyc)."""
-    finder = _SourceFinder.install(name)
+    from its precompiled .pyc, read ahead in a staged environment)."""
+    global _staged_module
+    staged, _staged_module = _staged_module, None
+    if staged is not None and staged[0] == name:
+        finder: _SourceFinder | None = staged[1]
+        if finder is not None:
+            sys.meta_path.insert(0, finder)
+        read = staged[2]
+    else:
+        finder, read = _SourceFinder.install(name), None
     try:
         if finder is not None:
-            module = _load_precompiled(name, finder.path)
+            module = _load_precompiled(name, finder.path, read)
             if module is not None:
                 return module
         return importlib.import_module(name)
     finally:
         if finder is not None:
             finder.remove()
+
+
+# A staged environment's handler module, found and read before its first event (_stage):
+# (name, its _SourceFinder or None, its .pyc's code and path or None).
+_staged_module: tuple[str, _SourceFinder | None, tuple[types.CodeType, str] | None] | None = None
+
+
+def _stage(handler_spec: str) -> None:
+    """What a staged environment does before its first event may run init: find the handler's
+    top-level module as _import_top_level would and read its .pyc — no code of the function
+    runs, and nothing either step looks at can change before init runs (the code's directory
+    is read-only; sys.path and sys.meta_path are the bootstrap's)."""
+    global _staged_module
+    modname = handler_spec.rpartition(".")[0].replace("/", ".")
+    if not modname or "." in modname or modname in sys.builtin_module_names:
+        return
+    finder = _SourceFinder.install(modname)
+    if finder is None:
+        return
+    finder.remove()
+    _staged_module = (modname, finder, _read_precompiled(finder.path))
 
 
 def _import_module(modname: str) -> object:
@@ -1074,7 +1130,11 @@ def main() -> None:
     env = os.environ
     snapshot_fd = env.pop("LAMBDAD_SNAPSHOT_FD", None)
     handler_spec = env.get("_HANDLER", "")
+    staged = env.pop("LAMBDAD_STAGED", None) == "1"
     client = _set_up(env)
+    if staged:  # built ahead of its first invocation: init runs when that arrives
+        _stage(handler_spec)
+        client.wait_for_work()
 
     static = _static_context(env)
     encode = _ENCODERS[env.get("AWS_EXECUTION_ENV", "") in _ESCAPING_RUNTIMES]

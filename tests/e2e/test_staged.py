@@ -1,0 +1,112 @@
+"""Staged environments through the real clients: a function's next cold start built ahead
+(sandbox, code, variables, the handler's module read) while its init still runs for the
+invocation that takes it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from typing import Any
+
+from tests.conftest import Server, create_function, module_server, wait_for
+
+PROBE = """
+import os, time
+IMPORTED_AT = time.time()
+def handler(event, context):
+    return {
+        "imported_at": IMPORTED_AT,
+        "initialization_type": os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"),
+        "variables": sorted(k for k in os.environ if k.startswith("LAMBDAD")),
+        "colour": os.environ.get("COLOUR"),
+        "key": os.environ.get("AWS_ACCESS_KEY_ID"),
+    }
+"""
+
+
+def pool_of(server: Server, name: str) -> dict[str, Any]:
+    found = [p for key, p in server.status()["pools"].items() if f":{name}:" in key]
+    return found[0] if found else {}
+
+
+def staged(server: Server, name: str) -> bool:
+    return bool(pool_of(server, name).get("staged"))
+
+
+def invoke(lam: Any, name: str) -> tuple[dict[str, Any], str]:
+    response = lam.invoke(FunctionName=name, LogType="Tail")
+    assert "FunctionError" not in response, response["Payload"].read()
+    return json.loads(response["Payload"].read()), base64.b64decode(response["LogResult"]).decode()
+
+
+def test_a_deployed_functions_first_cold_start_takes_its_staged_environment(
+    server: Server, lam: Any
+) -> None:
+    name = create_function(lam, {"app.py": PROBE})
+    assert wait_for(lambda: staged(server, name), 10)
+    time.sleep(0.3)
+    sent = time.time()
+    body, log = invoke(lam, name)
+    assert body["imported_at"] >= sent  # the function's init ran for this invocation
+    assert body["initialization_type"] == "on-demand"
+    assert "LAMBDAD_STAGED" not in body["variables"]  # (the bootstrap took it out)
+    assert log.startswith("INIT_START Runtime Version: python:3.11")
+    init = re.search(r"Init Duration: ([0-9.]+) ms", log)
+    assert init is not None and float(init.group(1)) < 250  # counted from the invocation
+    pool = pool_of(server, name)
+    assert (pool["cold_starts"], pool["staged_starts"]) == (1, 1)
+    streams = server.client("logs").describe_log_streams(logGroupName=f"/aws/lambda/{name}")
+    assert len(streams["logStreams"]) == 1  # only the environment that worked has one
+
+
+def test_a_changed_configuration_restages_with_it(server: Server, lam: Any) -> None:
+    name = create_function(lam, {"app.py": PROBE}, Environment={"Variables": {"COLOUR": "red"}})
+    assert wait_for(lambda: staged(server, name), 10)
+    lam.update_function_configuration(
+        FunctionName=name, Environment={"Variables": {"COLOUR": "blue"}}
+    )
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    assert wait_for(lambda: staged(server, name), 10)
+    body, _ = invoke(lam, name)
+    assert body["colour"] == "blue"
+    assert pool_of(server, name)["staged_starts"] == 1
+
+
+def test_a_function_scaling_out_has_its_next_environment_staged(server: Server, lam: Any) -> None:
+    sleeper = "import time\ndef handler(event, context):\n    time.sleep(event['s'])\n"
+    name = create_function(lam, {"app.py": sleeper})
+    assert wait_for(lambda: staged(server, name), 10)
+    lam.invoke(FunctionName=name, Payload=b'{"s": 0}')  # takes the staged one: one environment
+    time.sleep(0.2)
+    assert not staged(server, name)
+    lam.invoke(FunctionName=name, Payload=b'{"s": 1}', InvocationType="Event")
+    assert wait_for(lambda: pool_of(server, name).get("busy") == 1, 10)
+    lam.invoke(FunctionName=name, Payload=b'{"s": 0}')  # a second environment: scaling out
+    assert wait_for(lambda: staged(server, name), 10)
+
+
+def test_each_environment_has_its_own_credentials(server: Server, lam: Any) -> None:
+    name = create_function(lam, {"app.py": PROBE})
+    assert wait_for(lambda: staged(server, name), 10)
+    first, _ = invoke(lam, name)
+    lam.update_function_configuration(FunctionName=name, Timeout=5)
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    assert wait_for(lambda: staged(server, name), 10)
+    second, _ = invoke(lam, name)
+    assert first["key"] and second["key"] and first["key"] != second["key"]
+
+
+without_staging = module_server("unstaged", "--staged", "0")
+
+
+def test_staging_can_be_switched_off(without_staging: Server) -> None:
+    lam = without_staging.client()
+    name = create_function(lam, {"app.py": PROBE})
+    time.sleep(0.5)
+    assert not staged(without_staging, name)
+    _, log = invoke(lam, name)
+    assert log.startswith("INIT_START")
+    pool = pool_of(without_staging, name)
+    assert (pool["cold_starts"], pool["staged_starts"], pool["staged"]) == (1, 0, 0)
