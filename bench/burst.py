@@ -40,6 +40,9 @@ class BurstResult:
     phase: dict[str, float]  # report.host_phase() just before the server started
     # CPU seconds by role over the burst (procfs.cpu_by_role): (processes, seconds)
     cpu: dict[str, tuple[int, float]]
+    # cold starts that took an environment staged ahead (one at deploy, then one after each
+    # time the function scaled out and its next had been staged meanwhile: lambdad's default)
+    staged_starts: int = 0
 
     def verdicts(self) -> dict[str, bool]:
         """Each part of the target on its own."""
@@ -148,6 +151,8 @@ def run_burst(count: int, work_dir: Path) -> BurstResult:
             latencies, succeeded, wall, sending = _fire(server, request, count)
         client_cpu = time.process_time() - client_before
         cpu = procfs.cpu_by_role(server.pid, before)
+        pools = harness.server_status(server)["pools"].values()
+        staged = sum(stats.get("staged_starts", 0) for stats in pools)
     finally:
         server.stop()
     return BurstResult(
@@ -161,6 +166,7 @@ def run_burst(count: int, work_dir: Path) -> BurstResult:
         client_cpu_s=client_cpu,
         phase=phase,
         cpu=cpu,
+        staged_starts=staged,
     )
 
 
@@ -170,7 +176,9 @@ def report(result: BurstResult) -> list[str]:
         f"{result.succeeded:,} succeeded, {result.environments:,} environments at the peak "
         f"(status polled every {POLL_S:g} s), last one started after "
         f"{result.last_started_s:.2f} s, median latency {result.median_s:.2f} s, "
-        f"wall {result.wall_s:.2f} s (all sent within {result.sending_s * 1000:.0f} ms)",
+        f"wall {result.wall_s:.2f} s (all sent within {result.sending_s * 1000:.0f} ms); "
+        f"{result.staged_starts} of the cold starts took an environment staged ahead (built "
+        "at deploy or while scaling out, init not run: lambdad's default)",
     ]
     per = max(result.requested, 1)
     shares = ", ".join(

@@ -17,6 +17,7 @@ from typing import Any
 
 from bench import procfs
 from bench.harness import (
+    INITIALISED_MARK,
     KeepAliveClient,
     ManagedProcess,
     PreparedRequest,
@@ -145,11 +146,19 @@ def measure_throughput(
 @dataclass(frozen=True)
 class ColdStarts:
     spawn: Summary  # baseline B: spawn + wait of `python -I -S -c pass`, ms
-    client: Summary  # first Invoke of a fresh function, client-side round trip, ms
+    client: Summary  # first Invoke of a freshly deployed function, client-side round trip, ms
     init: Summary | None  # the REPORT line's Init Duration of those invocations, ms
     not_cold: int  # first invocations whose REPORT had no Init Duration
     interpreter: str
     create_s: float  # wall time to create (and wait Active for) all the functions
+    # How many of `client`'s cold starts took the environment staged for them at deploy
+    staged: int = 0
+    # The same first Invoke of functions whose staged environment was dropped (the oldest
+    # make room: see measure_cold_starts): a cold start with none staged, as when a function
+    # scales out faster than its next is staged, or after --staged's cap dropped it
+    unstaged: Summary | None = None
+    unstaged_init: Summary | None = None
+    unstaged_took_staged: int = 0  # (should be 0)
 
 
 # Each cold-start sample (and each spawn) starts this long after the previous one: a sample
@@ -186,6 +195,11 @@ def _cold_requests(server: ManagedProcess, names: Sequence[str]) -> list[Prepare
     return [signed_request(server.url, invoke_path(n), b'{"cold":true}', tail) for n in names]
 
 
+def staged_cap(count: int) -> int:
+    """The server's --staged for a run of `count` cold-start samples (see measure_cold_starts)."""
+    return count + 1
+
+
 def measure_cold_starts(
     lambdad: ManagedProcess,
     lam: Any,
@@ -194,40 +208,77 @@ def measure_cold_starts(
     count: int,
     interpreter: str,
 ) -> ColdStarts:
-    """Alternate one spawn of the bare interpreter with one first Invoke of a fresh function."""
+    """Alternate one spawn of the bare interpreter with one first Invoke of a freshly deployed
+    function (lambdad staged its environment at deploy, as it does by default) and one of a
+    function deployed earlier whose staged environment was dropped since. The server runs
+    with --staged staged_cap(count): creating the second set (count + 1 functions) makes the
+    first set's staged environments, the oldest, make room."""
+    unstaged = [f"bench-cold-u{i:03d}" for i in range(count)]
     names = [f"bench-cold-{i:03d}" for i in range(count + 1)]
-    create_s = _create_all(lam, names, code)
+    create_s = _create_all(lam, unstaged, code)
+    create_s += _create_all(lam, names, code)
+    _wait_staged(lambdad, names)
     requests = _cold_requests(lambdad, names)
+    others = _cold_requests(lambdad, unstaged)
     for _ in range(3):
         spawn_once(interpreter)
     check_ok(client.post(requests[0]))  # warm-up: one cold start, not counted
     spawns: list[float] = []
     rounds: list[float] = []
     inits: list[float] = []
+    other_rounds: list[float] = []
+    other_inits: list[float] = []
     gc.collect()
     gc.disable()
     try:
-        for request in requests[1:]:
+        for request, other in zip(requests[1:], others, strict=True):
             time.sleep(COLD_SETTLE_S)
             spawns.append(spawn_once(interpreter))
-            time.sleep(COLD_SETTLE_S)
-            elapsed, reply = client.timed_post(request)
-            check_ok(reply)
-            rounds.append(elapsed)
-            init = init_duration(reply)
-            if init is not None:
-                inits.append(init)
+            for sample, times, init_times in (
+                (request, rounds, inits),
+                (other, other_rounds, other_inits),
+            ):
+                time.sleep(COLD_SETTLE_S)
+                elapsed, reply = client.timed_post(sample)
+                check_ok(reply)
+                times.append(elapsed)
+                init = init_duration(reply)
+                if init is not None:
+                    init_times.append(init)
     finally:
         gc.enable()
-    init_summary = Summary.of(inits) if inits else None
+    pools = server_status(lambdad)["pools"]
     return ColdStarts(
         Summary.of(spawns),
         Summary.of(rounds),
-        init_summary,
+        Summary.of(inits) if inits else None,
         count - len(inits),
         interpreter,
         create_s,
+        staged=_staged_starts(pools, names[1:]),
+        unstaged=Summary.of(other_rounds),
+        unstaged_init=Summary.of(other_inits) if other_inits else None,
+        unstaged_took_staged=_staged_starts(pools, unstaged),
     )
+
+
+def _staged_starts(pools: Mapping[str, Any], names: Sequence[str]) -> int:
+    wanted = set(names)
+    return sum(
+        stats.get("staged_starts", 0) for key, stats in pools.items() if key.split(":")[1] in wanted
+    )
+
+
+def _wait_staged(lambdad: ManagedProcess, names: Sequence[str], timeout: float = 30.0) -> None:
+    """Until every function of `names` has its environment staged (built in the background)."""
+    wanted = set(names)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pools = server_status(lambdad)["pools"]
+        ready = {k.split(":")[1] for k, stats in pools.items() if stats.get("staged")}
+        if wanted <= ready:
+            return
+        time.sleep(0.1)
 
 
 # --- 5: idle environment memory ----------------------------------------------------------------
@@ -351,7 +402,7 @@ def measure_idle_memory(
 ) -> IdleMemory:
     """Find the function's environments (all their processes) and read their memory; where
     lambdad merges memory, again once merging settled (that reading is the figure)."""
-    pids, method = procfs.find_environments(function_name, lambdad.pid)
+    pids, method = procfs.find_environments(function_name, lambdad.pid, INITIALISED_MARK)
     if not pids:
         raise RuntimeError(f"found no environment process of {function_name}")
     zygotes = _zygotes(lambdad.pid)

@@ -290,17 +290,28 @@ def heap_contains(pid: int, needle: bytes) -> bool:
     return False
 
 
-def find_by_heap(function_name: str, candidates: Iterable[int]) -> list[int]:
+def find_by_heap(
+    function_name: str, candidates: Iterable[int], also: bytes | None = None
+) -> list[int]:
     """Candidates that set AWS_LAMBDA_FUNCTION_NAME=<name> after exec (setenv keeps the
-    "KEY=VALUE" string in the C heap) - how zygote-forked environments get their variables."""
+    "KEY=VALUE" string in the C heap) - how zygote-forked environments get their variables -
+    and, given `also`, hold that too."""
     needle = _needle(function_name)
-    return [pid for pid in candidates if heap_contains(pid, needle)]
+    return [
+        pid
+        for pid in candidates
+        if heap_contains(pid, needle) and (also is None or heap_contains(pid, also))
+    ]
 
 
-def find_environments(function_name: str, server_pid: int) -> tuple[list[int], str]:
-    """The environment processes of a function, and how they were found."""
+def find_environments(
+    function_name: str, server_pid: int, initialised: bytes | None = None
+) -> tuple[list[int], str]:
+    """The environment processes of a function, and how they were found; `initialised`: a
+    "KEY=VALUE\0" the function's init sets, which only environments whose init ran hold (not
+    one staged for the next cold start)."""
     pids = find_by_environ(function_name)
     if pids:
         return pids, "/proc/PID/environ"
-    pids = find_by_heap(function_name, descendants(server_pid))
+    pids = find_by_heap(function_name, descendants(server_pid), initialised)
     return pids, "C heap via /proc/PID/mem (environ shows the zygote's variables)"

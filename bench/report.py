@@ -307,6 +307,12 @@ def _add_cold_rows(table: Table, cold: ColdStarts) -> None:
     if cold.init is not None:
         init_ratio = _ratio(cold.init.p50, cold.spawn.p50)
         _latency_row(table, "cold Init Duration (REPORT)", cold.init, init_ratio)
+    if cold.unstaged is not None:
+        ratio = _ratio(cold.unstaged.p50, cold.spawn.p50)
+        _latency_row(table, "  none staged (client)", cold.unstaged, ratio)
+    if cold.unstaged_init is not None:
+        ratio = _ratio(cold.unstaged_init.p50, cold.spawn.p50)
+        _latency_row(table, "  none staged: Init Duration", cold.unstaged_init, ratio)
 
 
 def _add_memory_rows(table: Table, memory: IdleMemory) -> None:
@@ -440,13 +446,27 @@ def _throughput_notes(tp: Throughput) -> list[str]:
 
 
 def _cold_notes(cold: ColdStarts) -> list[str]:
-    return [
+    notes = [
         f"cold start: {cold.interpreter} (the python3.11 runtime's interpreter); "
-        f"{cold.client.count} fresh functions created in {cold.create_s:.1f} s; "
+        f"{2 * cold.client.count + 1} fresh functions created in {cold.create_s:.1f} s "
+        "(both sets, one warm-up); "
         f"{cold.not_cold} first invocations lacked Init Duration; every spawn and every cold "
         f"invoke starts {COLD_SETTLE_S * 1000:.0f} ms after the previous sample (one cold start "
         "at a time, not back to back with the previous one's background work)",
     ]
+    if cold.unstaged is not None:
+        notes.append(
+            f"  the first Invoke of a freshly deployed function: {cold.staged} of "
+            f"{cold.client.count} took the environment lambdad staged for it at deploy (as it "
+            "does by default: sandbox, code and variables ready, the handler's .pyc read; the "
+            "function's init still runs for the invocation, Init Duration from its arrival); "
+            "'none staged': the same first Invoke, alternating with it, of functions deployed "
+            "before whose staged environment was dropped (the server runs with --staged "
+            f"{cold.client.count + 1}, the oldest make room), as when a function scales out "
+            "faster than its next is staged; "
+            f"{cold.unstaged_took_staged} of them found one"
+        )
+    return notes
 
 
 def _mib(size: float) -> str:

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from bench import figures, snapstart
 from bench.harness import (
+    MARKED_NOOP_HANDLER,
     KeepAliveClient,
     ManagedProcess,
     check_ok,
@@ -91,9 +92,10 @@ class Plan:
 
 
 @contextlib.contextmanager
-def _servers(work_dir: Path) -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
+def _servers(work_dir: Path, plan: Plan) -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
     with contextlib.ExitStack() as stack:
-        lambdad = start_lambdad(work_dir)
+        staged = figures.staged_cap(plan.cold_functions)
+        lambdad = start_lambdad(work_dir, "--staged", str(staged))
         stack.callback(lambdad.stop)
         echo = start_echo(work_dir)
         stack.callback(echo.stop)
@@ -106,10 +108,10 @@ def _step(console: Console, message: str) -> None:
 
 def measure(plan: Plan, work_dir: Path, console: Console) -> Results:
     ksmd = figures.KsmdClock.start()
-    with _servers(work_dir) as (lambdad, echo):
+    with _servers(work_dir, plan) as (lambdad, echo):
         lam = lambda_client(lambdad)
         code = function_zip()
-        create_function(lam, NOOP_FUNCTION, code)
+        create_function(lam, NOOP_FUNCTION, function_zip(MARKED_NOOP_HANDLER))
         request = signed_request(lambdad.url, invoke_path(NOOP_FUNCTION), PAYLOAD)
         invoke_client, echo_client = KeepAliveClient(lambdad.port), KeepAliveClient(echo.port)
         check_ok(invoke_client.post(request))
