@@ -253,6 +253,12 @@ def logged(logs: Any, name: str, pattern: str) -> list[str]:
 def live_processes(tag: str) -> list[int]:
     """Host pids of live processes named `tag` (a function names itself, e.g. with
     prctl(PR_SET_NAME) or process.title; zombies awaiting their reaper do not count)."""
+    return live_pids(lambda fields: True, name=tag)
+
+
+def live_pids(keep: Callable[[list[str]], bool], name: str | None = None) -> list[int]:
+    """Host pids of live processes (zombies awaiting their reaper do not count) named `name`,
+    if given, whose /proc/PID/stat fields after the name (state, ppid, ...) `keep` accepts."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -261,8 +267,9 @@ def live_processes(tag: str) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        name, _, rest = stat.partition(" (")[2].rpartition(")")
-        if name == tag and rest.split()[0] not in ("Z", "X"):
+        comm, _, rest = stat.partition(" (")[2].rpartition(")")
+        fields = rest.split()
+        if (name is None or comm == name) and fields[0] not in ("Z", "X") and keep(fields):
             found.append(int(entry.name))
     return found
 

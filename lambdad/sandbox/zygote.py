@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
+import signal
 import socket
 import subprocess
 from collections.abc import Callable
@@ -20,6 +22,9 @@ log = logging.getLogger(__name__)
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 ZYGOTE_SCRIPT = GUEST_DIR / "lambdad_zygote.py"
+# A fork's answer takes ~1 ms (16 requests in flight at most: namespaces.FORKS_IN_FLIGHT); a
+# zygote that has not answered in this long is wedged, and the cold start waiting fails.
+FORK_ANSWER_TIMEOUT_S = 30.0
 
 
 class ZygoteError(OSError):
@@ -151,7 +156,17 @@ class Zygote:
         self._forks[request_id] = reply
         # (the exit future comes with the pid: a child may have ended, and its exit been
         # dispatched, before this coroutine runs again)
-        return await reply
+        try:
+            return await asyncio.wait_for(reply, FORK_ANSWER_TIMEOUT_S)
+        except TimeoutError:
+            raise ZygoteError(
+                f"zygote for {self.interpreter} did not answer a fork in "
+                f"{FORK_ANSWER_TIMEOUT_S:g} s"
+            ) from None
+        finally:
+            # nobody waits for it any more (answered, timed out or cancelled): a late answer's
+            # child is killed (_dispatch)
+            self._forks.pop(request_id, None)
 
     async def _send(self, message: bytes, fds: list[int]) -> None:
         """Send one request; while the socket's buffer is full (the zygote reads late: busy
@@ -207,6 +222,9 @@ class Zygote:
         else:
             reply = self._forks.pop(int(message["id"]), None)  # type: ignore[call-overload]
             if reply is None or reply.done():
+                if "pid" in message:  # forked for a caller that stopped waiting: not wanted
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(message["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
                 return
             if "pid" in message:
                 pid = int(message["pid"])  # type: ignore[call-overload]

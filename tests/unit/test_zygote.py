@@ -4,12 +4,14 @@ fork loops (Python's and the compiled one) serving it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import orjson
 import pytest
 
 from lambdad.sandbox import init_binary
+from lambdad.sandbox import zygote as zygote_module
 from lambdad.sandbox.zygote import (
     GUEST_DIR,
     INIT_GO,
@@ -26,6 +29,7 @@ from lambdad.sandbox.zygote import (
     ZygoteError,
     fork_header,
 )
+from tests.conftest import live_pids
 
 
 def test_the_header_says_what_the_server_needs_before_it_forks() -> None:
@@ -180,15 +184,28 @@ def test_no_answer_is_lost_while_lambdad_reads_late(fork_loop: str) -> None:
         server.wait(timeout=10)
 
 
-async def test_forks_wait_while_the_zygote_reads_late(tmp_path: Path) -> None:
-    # More requests than the socket buffers while the zygote takes none (stopped): each
-    # waits for room instead of failing, and all are forked once it reads again.
+@contextlib.asynccontextmanager
+async def stopped_server() -> AsyncIterator[tuple[Zygote, subprocess.Popen[bytes], int]]:
+    """A fork server (the Python loop) adopted as a Zygote, ready and then stopped (SIGSTOP:
+    it reads no request until SIGCONT), and a descriptor to give forks as their log."""
     ours, server = start_server("")
     zygote = Zygote.adopt(ours, "test")
     fd = os.open(os.devnull, os.O_WRONLY)
     try:
         await asyncio.wait_for(zygote.wait_ready(), 10)
         os.kill(server.pid, signal.SIGSTOP)
+        yield zygote, server, fd
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        os.close(fd)
+        await zygote.close()
+        server.wait(timeout=10)
+
+
+async def test_forks_wait_while_the_zygote_reads_late(tmp_path: Path) -> None:
+    # More requests than the socket buffers while the zygote takes none (stopped): each
+    # waits for room instead of failing, and all are forked once it reads again.
+    async with stopped_server() as (zygote, server, fd):
         request = {"env": {"FILL": "x" * 3000}, "argv": ["/bin/true"]}
         forks = [asyncio.ensure_future(zygote.fork(request, [fd])) for _ in range(400)]
         await asyncio.sleep(0.5)
@@ -197,11 +214,30 @@ async def test_forks_wait_while_the_zygote_reads_late(tmp_path: Path) -> None:
         forked = await asyncio.wait_for(asyncio.gather(*forks), 30)
         statuses = await asyncio.wait_for(asyncio.gather(*(e for _, e in forked)), 30)
         assert [s.code for s in statuses] == [0] * 400
-    finally:
+
+
+async def test_a_fork_the_zygote_answers_too_late_fails_and_its_child_is_killed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A zygote that does not answer (stopped here) fails the fork after the timeout, not never;
+    # when it answers after all, the child nobody waits for is killed.
+    monkeypatch.setattr(zygote_module, "FORK_ANSWER_TIMEOUT_S", 0.3)
+    async with stopped_server() as (zygote, server, fd):
+        request = {"env": {}, "argv": ["/bin/sleep", "60"]}
+        with pytest.raises(ZygoteError, match=r"did not answer a fork in 0\.3 s"):
+            await zygote.fork(request, [fd])
         os.kill(server.pid, signal.SIGCONT)
-        os.close(fd)
-        await zygote.close()
-        server.wait(timeout=10)
+        pid, exited = await asyncio.wait_for(zygote.fork(request, [fd]), 10)  # still serves
+
+        def children() -> list[int]:
+            return live_pids(lambda fields: fields[1] == str(server.pid))
+
+        deadline = time.monotonic() + 10
+        while children() != [pid] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert children() == [pid]  # the late one was killed, this one lives
+        os.kill(pid, signal.SIGKILL)
+        assert (await asyncio.wait_for(exited, 10)).signal == signal.SIGKILL
 
 
 def test_either_fork_loop_stops_at_a_request_without_its_header(fork_loop: str) -> None:
