@@ -255,14 +255,14 @@ def measure_cold_starts(
         count - len(inits),
         interpreter,
         create_s,
-        staged=_staged_starts(pools, names[1:]),
+        staged=staged_starts(pools, names[1:]),
         unstaged=Summary.of(other_rounds),
         unstaged_init=Summary.of(other_inits) if other_inits else None,
-        unstaged_took_staged=_staged_starts(pools, unstaged),
+        unstaged_took_staged=staged_starts(pools, unstaged),
     )
 
 
-def _staged_starts(pools: Mapping[str, Any], names: Sequence[str]) -> int:
+def staged_starts(pools: Mapping[str, Any], names: Sequence[str]) -> int:
     wanted = set(names)
     return sum(
         stats.get("staged_starts", 0) for key, stats in pools.items() if key.split(":")[1] in wanted

@@ -32,7 +32,7 @@ from bench.harness import (
     start_echo,
     start_lambdad,
 )
-from bench.languages import MEMORY_MB, LanguagePlan, measure_languages
+from bench.languages import MEMORY_MB, LanguagePlan, measure_languages, prepare_languages
 from bench.report import Results, host_phase, machine_info, render, to_json
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -138,6 +138,17 @@ def measure(plan: Plan, work_dir: Path, console: Console) -> Results:
         time.sleep(0.3)
         _step(console, "idle environment memory")
         memory = figures.measure_idle_memory(lambdad, NOOP_FUNCTION, ksmd, idle_since)
+        prepared = None
+        if plan.languages is not None:  # (created now: see prepare_languages)
+            _step(console, f"per language: echo handlers at {MEMORY_MB} MB, build and create")
+            prepared = prepare_languages(
+                lambdad,
+                lam,
+                plan.languages,
+                work_dir / "languages",
+                PAYLOAD,
+                lambda message: _step(console, message),
+            )
         _step(console, f"cold starts: {plan.cold_functions} fresh functions vs bare spawns")
         status = server_status(lambdad)
         interpreter = runtime_executable(status, "python3.11")
@@ -146,15 +157,14 @@ def measure(plan: Plan, work_dir: Path, console: Console) -> Results:
         )
         snap = _measure_snapstart(plan, lambdad, lam, invoke_client, status, console)
         languages = None
-        if plan.languages is not None:
+        if plan.languages is not None and prepared is not None:
             _step(console, f"per language: echo handlers at {MEMORY_MB} MB, warm then cold")
             languages = measure_languages(
                 lambdad,
-                lam,
+                prepared,
                 invoke_client,
                 echo_client,
                 plan.languages,
-                work_dir / "languages",
                 PAYLOAD,
                 lambda message: _step(console, message),
             )
