@@ -116,6 +116,7 @@ class Platform:
             ),
             stage=launcher.stage,
             max_staged=settings.staged_environments,
+            staged_memory_bytes=settings.staged_memory_mb * 1048576,
         )
         # Keeps provisioned concurrency's environments initialised, off the request path.
         self.provisioner = Provisioner(self.pools)

@@ -38,6 +38,8 @@ class Settings:
     # Environments built ahead of a function's next cold start (staged: see
     # EnvironmentLauncher.stage), at most this many at once across all functions; 0: none.
     staged_environments: int = 64
+    # ... and the memory they may use together (their peaks so far), in MB.
+    staged_memory_mb: int = 512
     # Async (Event) invocations run by this many concurrent workers at most.
     async_workers: int = 64
     # Delays before retrying an Event invocation that failed (AWS: two retries).

@@ -34,6 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
         keep_alive_seconds=args.keep_alive,
         max_idle_environments=args.max_idle,
         staged_environments=args.staged,
+        staged_memory_mb=args.staged_memory,
         min_free_memory_mb=args.min_free_memory,
         allow_any_credentials=args.allow_any_credentials,
         isolation=args.isolation,
@@ -105,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=64,
         help="environments built ahead of functions' next cold starts, at most (0: none); "
         "their init still runs when the invocation arrives",
+    )
+    serve.add_argument(
+        "--staged-memory",
+        type=_non_negative_int,
+        default=512,
+        help="MB the staged environments may use together (the oldest make room)",
     )
     serve.add_argument(
         "--answer-polling",

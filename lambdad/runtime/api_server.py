@@ -20,6 +20,8 @@ import httptools
 import orjson
 
 PREFIX = b"/2018-06-01"
+# lambdad's own: where a staged environment's bootstrap waits before init (RuntimeApiHandler)
+STAGED_WAIT_PATH = b"/runtime/lambdad/wait"
 ERROR_TYPE_HEADER = b"lambda-runtime-function-error-type"
 # lambdad's bootstrap: when it sent its first /next (CLOCK_MONOTONIC, ns), see push
 ASKED_AT_HEADER = b"lambdad-asked-at"
@@ -77,6 +79,11 @@ class RuntimeApiHandler(Protocol):
 
     def runtime_restore_error(self, error_type: str | None, body: bytes) -> tuple[int, bytes]:
         """SnapStart: an after-restore hook failed."""
+        ...
+
+    def runtime_staged_wait(self, reply: NextReply) -> None:
+        """lambdad's bootstraps in a staged environment (LAMBDAD_STAGED) ask here before their
+        init, which may run once `reply` is sent (empty): when its first invocation arrives."""
         ...
 
     def runtime_connection_lost(self) -> None: ...
@@ -188,6 +195,13 @@ class _Connection(asyncio.Protocol):
                 self._write(405, error_body("InvalidRequest", "method not allowed"))
                 return
             self._write(*self._handler.runtime_restore_next())
+            return
+        if path == STAGED_WAIT_PATH:
+            if method != b"GET":
+                self._write(405, error_body("InvalidRequest", "method not allowed"))
+                return
+            self._parked = True
+            self._handler.runtime_staged_wait(self)
             return
         if method != b"POST":
             self._write(

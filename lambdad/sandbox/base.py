@@ -129,10 +129,6 @@ class IsolationReport:
 
 
 class SandboxBackend(ABC):
-    # Whether an environment of lambdad's own Python bootstrap gets a Runtime API connection
-    # made ahead (SandboxProcess.runtime_api_connection), down which its first event is pushed.
-    connects_runtime_api = False
-
     def layout(self) -> SandboxLayout:
         """How paths and the Runtime API look from inside this backend's environments."""
         return SandboxLayout()

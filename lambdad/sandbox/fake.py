@@ -42,8 +42,9 @@ class FakeBehaviour:
     restore_fork_failures: int = 0  # SnapStart: this many restores fail to fork (OSError)
     peak_memory: int = 32 * 1048576
     # Like the namespace backend for lambdad's Python bootstrap: each environment's runtime
-    # gets a Runtime API connection made ahead (its first event may be pushed down it), and a
-    # staged one (LAMBDAD_STAGED) waits for that event before it initialises.
+    # gets a Runtime API connection made ahead (its first event may be pushed down it). A
+    # staged one (LAMBDAD_STAGED) waits for that event before it initialises, or, without such
+    # a connection, for the answer to GET /runtime/lambdad/wait.
     connected: bool = False
     ignores_staging: bool = False  # a misbehaving runtime: initialises at once even if staged
     started: list[LaunchSpec] = field(default_factory=list)
@@ -121,6 +122,13 @@ class _FakeProcess(SandboxProcess):
         if connection is None:
             host, port = address.rsplit(":", 1)
             reader, writer = await asyncio.open_connection(host, int(port))
+            if staged:  # as lambdad's bootstraps wait without a connection made ahead
+                try:
+                    await _request(reader, writer, "GET", "/runtime/lambdad/wait")
+                except asyncio.CancelledError:
+                    writer.close()
+                    self._exited.set_result(ExitStatus(signal=signal.SIGKILL))
+                    return
         else:
             if staged:
                 try:
@@ -199,7 +207,6 @@ class FakeBackend(SandboxBackend):
     def __init__(self, behaviour: FakeBehaviour) -> None:
         self.behaviour = behaviour
         self.processes: list[SandboxProcess] = []
-        self.connects_runtime_api = behaviour.connected
 
     async def start(self, spec: LaunchSpec) -> SandboxProcess:
         self.behaviour.started.append(spec)

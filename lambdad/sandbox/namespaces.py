@@ -180,8 +180,6 @@ class _JailedProcess(SandboxProcess):
 
 
 class NamespaceBackend(SandboxBackend):
-    connects_runtime_api = True  # (a Python zygote's sandboxes: runtime_api_connected)
-
     def __init__(
         self,
         run_dir: Path,

@@ -149,6 +149,8 @@ class Environment:
         self._log_fd = -1
         self._partial = b""
         self._parked: NextReply | None = None
+        # a staged environment's runtime waiting to initialise (runtime_staged_wait)
+        self._stage_waiter: NextReply | None = None
         # lambdad's own bootstrap's connection: the first event is pushed before init ends
         self._push: PushChannel | None = None
         self._pushed = False  # an event was pushed; the runtime has not asked for it yet
@@ -289,6 +291,9 @@ class Environment:
             self.state = EnvironmentState.STARTING
             self.created = self.last_used = time.monotonic()
             self._begin_init()
+            waiter, self._stage_waiter = self._stage_waiter, None
+            if waiter is not None:  # (a pushed event is its runtime's signal instead)
+                waiter.send([], b"{}")
         if self.state not in (EnvironmentState.STARTING, EnvironmentState.IDLE):
             raise RuntimeError(f"environment is {self.state}, cannot take an invocation")
         self._write_due_report()
@@ -483,8 +488,15 @@ class Environment:
             )
         return self.runtime_init_error(error_type or "Runtime.AfterRestoreError", body)
 
+    def runtime_staged_wait(self, reply: NextReply) -> None:
+        if self.state is EnvironmentState.STAGED:
+            self._stage_waiter = reply
+        else:  # its invocation came first (or it was never staged): init may run now
+            reply.send([], b"{}")
+
     def runtime_connection_lost(self) -> None:
         self._parked = None
+        self._stage_waiter = None
 
     def _check_request_id(self, request_id: str) -> tuple[int, bytes] | None:
         inv = self._current

@@ -163,25 +163,27 @@ class EnvironmentLauncher:
         self, config: FunctionConfig, on_dead: Callable[[Environment], None]
     ) -> Environment | None:
         """An on-demand environment of `config` built ahead of its invocation, or None where
-        that cannot be done. It is a cold start's environment up to the moment init would run:
-        sandbox, code mounted, variables (its own credentials), lambdad's Python bootstrap set
-        up with the handler's module found and its .pyc read — no code of the function runs.
-        It then waits (EnvironmentState.STAGED) for the first invocation, which is pushed to
-        it and starts init: INIT_START, the init time limit and Init Duration count from
-        there, as in any cold start. Only lambdad's own Python bootstrap waits so (it takes
-        the pushed event); with an exec wrapper, or on a backend that makes no connection
-        ahead, None."""
+        that cannot be done. It is a cold start's environment up to the moment the function's
+        init would run: sandbox, code mounted, variables (its own credentials), the runtime
+        started (lambdad's Python bootstrap also finds the handler's module and reads its
+        .pyc) — no code of the function runs. It then waits (EnvironmentState.STAGED) for the
+        first invocation, which starts its init: INIT_START, the init time limit and Init
+        Duration count from there, as in any cold start. The runtime learns of it from the
+        event pushed to it (lambdad's Python bootstrap on a connection made ahead) or from the
+        answer to its `GET /runtime/lambdad/wait` (lambdad's other bootstraps, and Python's
+        without such a connection). Only lambdad's own bootstraps wait so: not a custom
+        runtime's bootstrap (the function's own code), nor any runtime behind an exec
+        wrapper, and a SnapStart version is restored instead."""
         runtime = self.catalog.get(config.runtime)
         if (
             runtime is None
-            or runtime.family is not Family.PYTHON
+            or runtime.family not in STAGED_FAMILIES
             or config.snap_start_on
             or EXEC_WRAPPER in config.environment
-            or not self.backend.connects_runtime_api
         ):
             return None
         env = await self.launch(config, on_dead, staged=True)
-        if env.process is None or env.api.connection is None:  # failed, or not pushable
+        if env.process is None:  # it could not start: its cold start will say why
             env.kill()
             return None
         return env
@@ -216,6 +218,11 @@ class SessionRegistry(Protocol):
 
     def forget_session(self, access_key_id: str) -> None: ...
 
+
+# Runtimes whose bootstrap is lambdad's own and waits, staged, for its first invocation.
+STAGED_FAMILIES = frozenset(
+    {Family.PYTHON, Family.NODEJS, Family.RUBY, Family.JAVA, Family.DOTNET}
+)
 
 NO_BOOTSTRAP = "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
 

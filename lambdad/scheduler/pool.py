@@ -168,6 +168,13 @@ class EnvironmentPool:
         self._staged, self.staged_at = env, time.monotonic()
         return True
 
+    def staged_memory(self) -> int:
+        """The staged environment's memory so far (its peak), in bytes; 0 without one."""
+        env = self._staged
+        if env is None or env.process is None or env.state is not EnvironmentState.STAGED:
+            return 0
+        return env.process.peak_memory_bytes()
+
     @property
     def has_staged(self) -> bool:
         return self._staged is not None and self._staged.state is EnvironmentState.STAGED

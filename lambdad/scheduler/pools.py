@@ -50,11 +50,13 @@ class PoolManager:
         eviction: EvictionPolicy | None = None,
         stage: Stage | None = None,
         max_staged: int = 0,
+        staged_memory_bytes: int = 512 * 1048576,
     ) -> None:
-        """`stage` and `max_staged`: see ``stage``."""
+        """`stage`, `max_staged` and `staged_memory_bytes`: see ``stage``."""
         self._launch = launch
         self._stage = stage
         self._max_staged = max_staged if stage is not None else 0
+        self._staged_memory = staged_memory_bytes
         self._staging: set[asyncio.Task[bool]] = set()
         self._closed = False
         self._keep_alive = keep_alive_seconds
@@ -82,8 +84,10 @@ class PoolManager:
     def stage(self, config: FunctionConfig) -> None:
         """Build an environment of `config` ahead of its next cold start, in the background
         (EnvironmentLauncher.stage): done when a function is deployed or changed, and after
-        a cold start beside live environments of it (it is scaling out). At most `max_staged` wait
-        at once across all functions (the oldest makes room), and each for a keep-alive."""
+        a cold start beside live environments of it (it is scaling out). At most `max_staged`
+        wait at once across all functions, using `staged_memory_bytes` at most (a Python one
+        ~1-2 MB, a JVM's ~100: their peak so far); the oldest make room. Each waits for a
+        keep-alive."""
         self._stage_pool(self.pool_for(config))
 
     def _stage_soon(self, pool: EnvironmentPool) -> None:
@@ -97,15 +101,28 @@ class PoolManager:
             return
         if pool.has_staged or pool.staging or self._pools.get(_key(pool.config)) is not pool:
             return
+        self._make_room(1)
+        task = asyncio.ensure_future(pool.stage(self._stage))
+        self._staging.add(task)
+        task.add_done_callback(self._staged_one)
+
+    def _make_room(self, more: int) -> None:
+        """Drop the oldest staged environments until `more` fit in the count and memory caps
+        (ones still being built are counted, not dropped)."""
         staged = sorted(
             (p for p in self._pools.values() if p.has_staged or p.staging),
             key=lambda p: (p.staging, p.staged_at),  # (being staged: the youngest)
         )
-        for oldest in staged[: max(0, len(staged) + 1 - self._max_staged)]:
+        count, used = len(staged), sum(p.staged_memory() for p in staged)
+        for oldest in staged:
+            # (one more fits under the memory cap while some of it is left)
+            memory_fits = used < self._staged_memory if more else used <= self._staged_memory
+            fits = count + more <= self._max_staged and memory_fits
+            if fits or oldest.staging:
+                break
+            used -= oldest.staged_memory()
             oldest.drop_staged()
-        task = asyncio.ensure_future(pool.stage(self._stage))
-        self._staging.add(task)
-        task.add_done_callback(self._staged_one)
+            count -= 1
 
     def _staged_one(self, task: asyncio.Task[bool]) -> None:
         self._staging.discard(task)
@@ -143,6 +160,8 @@ class PoolManager:
             if pool.has_staged and moment - pool.staged_at > self._keep_alive:
                 pool.drop_staged()
                 stopped += 1
+        if self._max_staged > 0:
+            self._make_room(0)  # (those that grew since: a runtime's start takes a moment)
         self._retired = [p for p in self._retired if not p.empty]
         return stopped + self.evict()
 

@@ -25,6 +25,7 @@ class Handler:
         self.parked: list[NextReply] = []
         self.responses: list[tuple[str, bytes]] = []
         self.pushed_asked: list[float | None] = []
+        self.waiting: list[NextReply] = []
 
     def runtime_next(self, reply: NextReply) -> None:
         self.parked.append(reply)
@@ -35,6 +36,9 @@ class Handler:
     def runtime_response(self, request_id: str, body: bytes, too_large: bool) -> tuple[int, bytes]:
         self.responses.append((request_id, body))
         return ACCEPTED
+
+    def runtime_staged_wait(self, reply: NextReply) -> None:
+        self.waiting.append(reply)
 
     def runtime_connection_lost(self) -> None:
         self.parked.clear()
@@ -77,6 +81,20 @@ def test_held_answers_are_dropped_with_the_connection() -> None:
     conn.connection_lost(None)
     assert handler.parked == [] and not reply.send([], b"{}")
     assert transport.writes == []
+
+
+WAIT = b"GET /2018-06-01/runtime/lambdad/wait HTTP/1.1\r\nHost: rt\r\n\r\n"
+
+
+def test_a_staged_runtime_waits_until_its_handler_answers() -> None:
+    conn, transport, handler = connection()
+    conn.data_received(WAIT)
+    assert len(handler.waiting) == 1 and transport.writes == []  # held: nothing written
+    assert handler.waiting[0].send([], b"{}")
+    (written,) = transport.writes
+    assert written.startswith(b"HTTP/1.1 200 OK\r\n") and written.endswith(b"\r\n\r\n{}")
+    conn.data_received(WAIT.replace(b"GET", b"POST"))
+    assert transport.writes[-1].startswith(b"HTTP/1.1 405 ")
 
 
 def test_a_pushed_event_answers_the_first_next_and_only_that_one() -> None:

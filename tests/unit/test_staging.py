@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
 from lambdad.control.model import FunctionConfig
 from lambdad.observability.logs import LogStore
 from lambdad.runtime.runtimes import Family, RuntimeCatalog, RuntimeSpec
@@ -28,9 +29,17 @@ def config(**changes: object) -> FunctionConfig:
 
 
 def staging(
-    tmp_path: Path, behaviour: FakeBehaviour, max_staged: int = 4, keep_alive: float = 60
+    tmp_path: Path,
+    behaviour: FakeBehaviour,
+    max_staged: int = 4,
+    keep_alive: float = 60,
+    connected: bool = True,
+    staged_memory: int = 1 << 40,
 ) -> tuple[PoolManager, EnvironmentLauncher, FakeBackend, LogStore]:
-    behaviour.connected = True
+    """`connected`: whether runtimes get a connection made ahead (the event is pushed down it,
+    as to lambdad's Python bootstrap in a namespace sandbox) or wait on GET
+    /runtime/lambdad/wait (lambdad's other bootstraps)."""
+    behaviour.connected = connected
     backend = FakeBackend(behaviour)
     catalog = RuntimeCatalog(
         {
@@ -50,6 +59,7 @@ def staging(
         eviction=EvictionPolicy(available=lambda: 10**12),
         stage=launcher.stage,
         max_staged=max_staged,
+        staged_memory_bytes=staged_memory,
     )
     return pools, launcher, backend, logs
 
@@ -71,8 +81,11 @@ def streams(logs: LogStore, cfg: FunctionConfig) -> list[str]:
     return [s.name for s in logs.streams(cfg.account_id, cfg.log_group)]
 
 
-async def test_the_next_cold_start_takes_the_staged_environment(tmp_path: Path) -> None:
-    pools, _, backend, logs = staging(tmp_path, FakeBehaviour(echo))
+@pytest.mark.parametrize("connected", [True, False], ids=["pushed", "waiting"])
+async def test_the_next_cold_start_takes_the_staged_environment(
+    tmp_path: Path, connected: bool
+) -> None:
+    pools, _, backend, logs = staging(tmp_path, FakeBehaviour(echo), connected=connected)
     cfg = config()
     pools.stage(cfg)
     pool = pools.pool_for(cfg)
@@ -91,8 +104,11 @@ async def test_the_next_cold_start_takes_the_staged_environment(tmp_path: Path) 
     await pools.close()
 
 
-async def test_init_of_a_staged_environment_starts_with_its_invocation(tmp_path: Path) -> None:
-    pools, _, _, logs = staging(tmp_path, FakeBehaviour(echo))
+@pytest.mark.parametrize("connected", [True, False], ids=["pushed", "waiting"])
+async def test_init_of_a_staged_environment_starts_with_its_invocation(
+    tmp_path: Path, connected: bool
+) -> None:
+    pools, _, _, logs = staging(tmp_path, FakeBehaviour(echo), connected=connected)
     cfg = config()
     await stage(pools, cfg)
     await asyncio.sleep(0.3)
@@ -128,6 +144,21 @@ async def test_at_most_max_staged_wait_the_oldest_making_room(tmp_path: Path) ->
         await until(lambda cfg=cfg: pools.pool_for(cfg).has_staged)
     assert [pools.pool_for(c).has_staged for c in configs] == [False, True, True]
     assert pools.staged() == 2
+    await pools.close()
+
+
+async def test_the_staged_use_at_most_their_memory_the_oldest_making_room(
+    tmp_path: Path,
+) -> None:
+    behaviour = FakeBehaviour(echo, peak_memory=32 << 20)
+    pools, _, _, _ = staging(tmp_path, behaviour, max_staged=10, staged_memory=64 << 20)
+    configs = [config(name=f"fn{i}") for i in range(3)]
+    for cfg in configs:
+        await stage(pools, cfg)
+    assert [pools.pool_for(c).has_staged for c in configs] == [False, True, True]
+    behaviour.peak_memory = 48 << 20  # they grew (a runtime's start takes a moment)
+    pools.reap()
+    assert [pools.pool_for(c).has_staged for c in configs] == [False, False, True]
     await pools.close()
 
 
@@ -199,9 +230,6 @@ async def test_only_lambdads_python_bootstrap_is_staged(tmp_path: Path) -> None:
     assert await launcher.stage(config(environment=wrapper), dead) is None
     assert await launcher.stage(config(snap_start="PublishedVersions", version="1"), dead) is None
     assert backend.processes == []
-    backend.connects_runtime_api = False  # (the process backend makes no connection ahead)
-    assert await launcher.stage(config(), dead) is None
-    backend.connects_runtime_api = True
     env = await launcher.stage(config(), dead)
     assert env is not None and env.state is EnvironmentState.STAGED
     env.kill()

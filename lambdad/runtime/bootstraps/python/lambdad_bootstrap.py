@@ -95,6 +95,7 @@ class _RuntimeClient:
         "_post_head",
         "_sock",
         "_unix_path",
+        "_wait_request",
     )
 
     def __init__(self, address: str, unix_path: str | None = None) -> None:
@@ -113,6 +114,9 @@ class _RuntimeClient:
             f"User-Agent: {agent}\r\n\r\n"
         ).encode("latin-1")
         self._post_head = f"POST {prefix}/%s HTTP/1.1\r\nHost: {address}\r\nUser-Agent: {agent}\r\n"
+        self._wait_request = (
+            f"GET {prefix}/lambdad/wait HTTP/1.1\r\nHost: {address}\r\nUser-Agent: {agent}\r\n\r\n"
+        ).encode("latin-1")
 
     # -- connection management ---------------------------------------------------------
 
@@ -266,11 +270,16 @@ class _RuntimeClient:
             parts.append(data[:size])
 
     def wait_for_work(self) -> None:
-        """A staged environment's wait (LAMBDAD_STAGED): until lambdad pushes its first event
-        down the connection it handed over, which is when init may run. Leaves quietly when
-        lambdad closes it instead."""
+        """A staged environment's wait (LAMBDAD_STAGED), until its first invocation arrives,
+        which is when init may run: lambdad pushes that event down the connection it handed
+        over, if it did (this leaves quietly if lambdad closes it instead); otherwise it
+        answers GET /runtime/lambdad/wait then."""
         sock = self._sock
-        if sock is None or self._buf:
+        if self._buf:
+            return
+        if sock is None:
+            with contextlib.suppress(OSError, _ConnectionLost, ValueError):
+                self._exchange(self._wait_request)  # (any failure: init meets it again)
             return
         try:
             pushed = sock.recv(1, socket.MSG_PEEK)
