@@ -167,8 +167,10 @@ def launch_spec(
     """How to start the environment; `snapshot`: it becomes a SnapStart snapshot; `staged`:
     lambdad's Python bootstrap sets up, then waits for its first event before init."""
     env = environment_variables(plan, creds)
-    if staged:
-        env["LAMBDAD_STAGED"] = "1"  # (the bootstrap takes it out of its environment)
+    if staged and plan.runtime.family is not Family.JAVA:
+        # (the bootstrap takes it out of its environment; a JVM could not, and lambdad's Java
+        # client asks to wait in every environment instead: answered at once where not staged)
+        env["LAMBDAD_STAGED"] = "1"
     rt = plan.runtime
     argv = _exec_argv(plan)
     zygote: dict[str, Any] = {}

@@ -220,9 +220,7 @@ class SessionRegistry(Protocol):
 
 
 # Runtimes whose bootstrap is lambdad's own and waits, staged, for its first invocation.
-STAGED_FAMILIES = frozenset(
-    {Family.PYTHON, Family.NODEJS, Family.RUBY, Family.JAVA, Family.DOTNET}
-)
+STAGED_FAMILIES = frozenset({Family.PYTHON, Family.NODEJS, Family.RUBY, Family.JAVA, Family.DOTNET})
 
 NO_BOOTSTRAP = "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
 

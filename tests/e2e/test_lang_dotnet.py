@@ -3,7 +3,7 @@
 
 The handler assembly is compiled here with ``compile_function`` into ``Fn.dll`` (plus its debug
 symbols) at the ZIP root; handlers are ``Fn::Ns.Type::Method``. Echo and context, errors,
-timeouts, logs, warm reuse, AWS_EXECUTION_ENV, a POCO handler.
+timeouts, logs, warm reuse, AWS_EXECUTION_ENV, a POCO handler, a staged environment.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tests.e2e.lang_support import (
     report_init,
     require_runtimes,
 )
+from tests.e2e.test_staged import check_a_deployed_function_takes_its_staged_environment
 
 pytestmark = pytest.mark.toolchain
 
@@ -223,3 +224,63 @@ def test_a_dependency_supplied_by_a_layer(
     body = reply["Payload"].read()
     assert reply.get("FunctionError") is None, body
     assert json.loads(body) == "hi from a layer"
+
+
+STAGED_PROBE = r"""
+using System;
+using System.Collections;
+using System.Collections.Generic;
+using Amazon.Lambda.Core;
+
+namespace Ns
+{
+    public class Probe
+    {
+        private static readonly double ImportedAt;
+
+        // an explicit static constructor runs when the host creates the handler (its init),
+        // not lazily at the first use of the field
+        static Probe()
+        {
+            var epoch = new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+            ImportedAt = (DateTime.UtcNow - epoch).TotalSeconds; // (finer than milliseconds)
+        }
+
+        public Dictionary<string, object> Handle(object input, ILambdaContext context)
+        {
+            var variables = new List<object>();
+            foreach (DictionaryEntry entry in Environment.GetEnvironmentVariables())
+                if (((string)entry.Key).StartsWith("LAMBDAD", StringComparison.Ordinal))
+                    variables.Add(entry.Key);
+            return new Dictionary<string, object>
+            {
+                { "imported_at", ImportedAt },
+                { "staged", Environment.GetEnvironmentVariable("LAMBDAD_STAGED") },
+                { "variables", variables },
+            };
+        }
+    }
+}
+"""
+
+
+def test_a_deployed_function_takes_its_staged_environment(
+    dotnet: Server, lam: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The host waits (GET /runtime/lambdad/wait) before it loads the handler: the handler
+    type's static constructor runs for the first invocation, not when the environment is
+    staged at deploy."""
+    base = tmp_path_factory.mktemp("dotnet-staged")
+    (base / "Probe.cs").write_text(STAGED_PROBE)
+    dll = build.compile_function([base / "Probe.cs"], base / "out" / "Probe.dll")
+    files: dict[str, Any] = {p.name: p.read_bytes() for p in dll.parent.iterdir()}
+    body = check_a_deployed_function_takes_its_staged_environment(
+        dotnet,
+        lam,
+        files,
+        runtime="dotnet8",
+        handler="Probe::Ns.Probe::Handle",
+        MemorySize=MEMORY,
+    )
+    # (the host took it out of its environment)
+    assert body.get("staged") is None and "LAMBDAD_STAGED" not in body["variables"]

@@ -5,7 +5,8 @@ Handlers are compiled here with ``javac --release 17`` against the runtime's API
 ZIP root (``com/example/...class``) with dependencies in ``lib/*.jar``, or everything in
 ``lib/*.jar``. Covers a ``RequestHandler<Map, Map>``, a POJO handler and a
 ``RequestStreamHandler``; echo and context, errors, timeouts, logs, warm reuse,
-AWS_EXECUTION_ENV.
+AWS_EXECUTION_ENV, and a deployed function's staged environment (its init run for its first
+invocation).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.e2e.lang_support import (
     report_init,
     require_runtimes,
 )
+from tests.e2e.test_staged import check_a_deployed_function_takes_its_staged_environment
 
 # Not `slow`: at MEMORY (1024 MB, ~0.6 vCPU) a cold start takes 0.4-0.8 s here; below
 # 512 MB the CPU share makes it more than a second.
@@ -164,6 +166,27 @@ SOURCES = {
                 out.write(("stream(" + context.getFunctionName() + "):").getBytes(
                         StandardCharsets.UTF_8));
                 out.write(body);
+            }
+        }
+    """,
+    "com/example/Probe.java": """
+        package com.example;
+
+        import com.amazonaws.services.lambda.runtime.Context;
+        import com.amazonaws.services.lambda.runtime.RequestHandler;
+        import java.util.LinkedHashMap;
+        import java.util.Map;
+
+        public class Probe implements RequestHandler<Map<String, Object>, Map<String, Object>> {
+            private static final double IMPORTED_AT = System.currentTimeMillis() / 1000.0;
+
+            @Override
+            public Map<String, Object> handleRequest(Map<String, Object> event, Context context) {
+                Map<String, Object> out = new LinkedHashMap<>();
+                out.put("imported_at", IMPORTED_AT);
+                out.put("initialization_type", System.getenv("AWS_LAMBDA_INITIALIZATION_TYPE"));
+                out.put("staged", System.getenv("LAMBDAD_STAGED"));
+                return out;
             }
         }
     """,
@@ -329,3 +352,21 @@ def test_a_dependency_supplied_by_a_layer(lam: Any, packages: dict[str, dict[str
     name = deploy(lam, files, "com.example.Echo::handleRequest", Layers=[layer])
     inv = invoke(lam, name, {"hello": "layer"})
     assert inv.function_error is None, inv.explain()
+
+
+def test_a_deployed_function_takes_its_staged_environment(
+    java: Server, lam: Any, packages: dict[str, dict[str, bytes]]
+) -> None:
+    """The JVM and the runtime client start ahead; the handler's class (its static
+    initialiser: IMPORTED_AT) is loaded only when the first invocation arrives."""
+    files: dict[str, Any] = dict(packages["root"])  # (make_zip takes bytes too)
+    body = check_a_deployed_function_takes_its_staged_environment(
+        java,
+        lam,
+        files,
+        runtime="java17",
+        handler="com.example.Probe::handleRequest",
+        MemorySize=MEMORY,
+    )
+    assert body["initialization_type"] == "on-demand"
+    assert body.get("staged") is None  # (lambdad gives a JVM no such variable: Bootstrap.java)

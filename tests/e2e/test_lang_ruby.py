@@ -20,6 +20,7 @@ from tests.e2e.lang_support import (
     report_init,
     require_runtimes,
 )
+from tests.e2e.test_staged import check_a_deployed_function_takes_its_staged_environment
 
 pytestmark = pytest.mark.toolchain
 
@@ -171,3 +172,21 @@ def test_a_dependency_supplied_by_a_layer(ruby: Server, lam: Any) -> None:
     reply = lam.invoke(FunctionName=name, Payload=b"{}")
     assert reply.get("FunctionError") is None
     assert json.loads(reply["Payload"].read()) == "from a layer"
+
+
+STAGED_PROBE = """\
+IMPORTED_AT = Time.now.to_f
+
+def handler(event:, context:)
+  { imported_at: IMPORTED_AT, staged: ENV['LAMBDAD_STAGED'] }
+end
+"""
+
+
+def test_a_deployed_function_takes_its_staged_environment(ruby: Server, lam: Any) -> None:
+    """The bootstrap of a staged environment waits (GET /runtime/lambdad/wait) before it
+    requires the handler file: the function's init runs for its first invocation."""
+    body = check_a_deployed_function_takes_its_staged_environment(
+        ruby, lam, {"app.rb": STAGED_PROBE}, runtime="ruby3.3", handler="app.handler"
+    )
+    assert body["staged"] is None  # (the bootstrap took LAMBDAD_STAGED out)

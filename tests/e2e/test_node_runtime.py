@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import create_function, gone, live_processes, start_server, wait_for
+from tests.conftest import Server, create_function, gone, live_processes, start_server, wait_for
+from tests.e2e.test_staged import check_a_deployed_function_takes_its_staged_environment
 
 pytestmark = [
     pytest.mark.toolchain,
@@ -290,6 +291,24 @@ def test_process_exit_is_a_runtime_exit_error(lam: Any) -> None:
     response = invoke(lam, name)
     assert response["Body"]["errorType"] == "Runtime.ExitError"
     assert response["Body"]["errorMessage"].endswith("Runtime exited with error: exit status 7")
+
+
+STAGED_PROBE = """
+const importedAt = Date.now() / 1000;
+exports.handler = async () => ({
+  imported_at: importedAt,
+  variables: Object.keys(process.env).filter((k) => k.startsWith('LAMBDAD')).sort(),
+});
+"""
+
+
+def test_a_deployed_function_takes_its_staged_environment(server: Server, lam: Any) -> None:
+    # The bootstrap sets up ahead, then waits on GET /runtime/lambdad/wait: the handler's
+    # module is loaded (init) only for the invocation that takes the environment.
+    body = check_a_deployed_function_takes_its_staged_environment(
+        server, lam, {"index.js": STAGED_PROBE}, runtime="nodejs20.x", handler="index.handler"
+    )
+    assert "LAMBDAD_STAGED" not in body["variables"]  # (the bootstrap took it out)
 
 
 def test_server_stop_kills_a_busy_node_environment(tmp_path: Path) -> None:

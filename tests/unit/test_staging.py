@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+
 from lambdad.control.model import FunctionConfig
 from lambdad.observability.logs import LogStore
 from lambdad.runtime.runtimes import Family, RuntimeCatalog, RuntimeSpec

@@ -244,6 +244,14 @@ function parseChunked(buf, pos) {
   }
 }
 
+function getRequest(pathTail, address) {
+  return Buffer.from(
+    `GET ${API_PREFIX}/${pathTail} HTTP/1.1\r\nHost: ${address}\r\n` +
+      `User-Agent: aws-lambda-nodejs/${process.version}-lambdad\r\n\r\n`,
+    'latin1',
+  );
+}
+
 class RuntimeClient {
   constructor(address) {
     const colon = address.lastIndexOf(':');
@@ -253,11 +261,7 @@ class RuntimeClient {
     this.sock = null;
     this.buf = null;
     this.pending = null;
-    this.nextRequest = Buffer.from(
-      `GET ${API_PREFIX}/invocation/next HTTP/1.1\r\nHost: ${address}\r\n` +
-        `User-Agent: aws-lambda-nodejs/${process.version}-lambdad\r\n\r\n`,
-      'latin1',
-    );
+    this.nextRequest = getRequest('invocation/next', address);
     this.postPrefix = `POST ${API_PREFIX}/`;
     this.postSuffix =
       ` HTTP/1.1\r\nHost: ${address}\r\nUser-Agent: aws-lambda-nodejs/${process.version}` +
@@ -386,6 +390,15 @@ class RuntimeClient {
       throw new Error(`Runtime API /invocation/next answered ${res.status}: ${res.body}`);
     }
     return res;
+  }
+
+  /**
+   * A staged environment's wait (LAMBDAD_STAGED): lambdad answers once the environment's
+   * first invocation arrives, which is when init may run. If the wait fails instead (the
+   * connection, another status), init runs at once, as unstaged; /next meets any trouble.
+   */
+  async waitForWork() {
+    await this._request(getRequest('lambdad/wait', this.hostHeader)).catch(() => {});
   }
 
   _post(pathTail, body, contentType, errorType) {
@@ -774,7 +787,16 @@ function fatal(err) {
   process.exit(1);
 }
 
+// Whether lambdad built this environment ahead of its first invocation (staged). The variable
+// is lambdad's: it goes before any of the function's code could see it.
+function takeStagedFlag() {
+  const staged = process.env.LAMBDAD_STAGED === '1';
+  delete process.env.LAMBDAD_STAGED;
+  return staged;
+}
+
 async function main() {
+  const staged = takeStagedFlag();
   patchConsole();
   const client = new RuntimeClient(process.env.AWS_LAMBDA_RUNTIME_API);
   const initFailed = (code) => (err) => {
@@ -799,6 +821,10 @@ async function main() {
     exitListener = null;
     if (listener) listener();
   });
+
+  // Staged: everything above is set up ahead, but loading the handler is the function's
+  // init, which must run for (and be timed from) the invocation that takes the environment.
+  if (staged) await client.waitForWork();
 
   const appRoot = process.env.LAMBDA_TASK_ROOT || process.cwd();
   let handler;

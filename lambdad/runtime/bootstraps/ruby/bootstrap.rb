@@ -147,6 +147,8 @@ module LambdadBootstrap
       prefix = "/#{API_VERSION}/runtime"
       @next_request = "GET #{prefix}/invocation/next HTTP/1.1\r\nHost: #{address}\r\n" \
                       "User-Agent: #{agent}\r\n\r\n".b.freeze
+      @wait_request = "GET #{prefix}/lambdad/wait HTTP/1.1\r\nHost: #{address}\r\n" \
+                      "User-Agent: #{agent}\r\n\r\n".b.freeze
       @post_head = "POST #{prefix}/%s HTTP/1.1\r\nHost: #{address}\r\nUser-Agent: #{agent}\r\n" \
                    "Content-Type: %s\r\nContent-Length: %d\r\n"
     end
@@ -168,6 +170,15 @@ module LambdadBootstrap
       end
 
       [headers, body]
+    end
+
+    # A staged environment's wait (LAMBDAD_STAGED): lambdad answers GET /runtime/lambdad/wait
+    # when the environment's first invocation arrives, and its init may run then. Any failure
+    # (the connection, another status) ends the wait: init runs, and /next meets it again.
+    def wait_for_invocation
+      exchange(@wait_request, nil)[0] == 200
+    rescue StandardError
+      false
     end
 
     def post_response(request_id, body, content_type)
@@ -529,6 +540,7 @@ module LambdadBootstrap
 
     def main
       env = ENV
+      staged = env.delete('LAMBDAD_STAGED') == '1' # (the function must not see it)
       $stdout.sync = true
       $stderr.sync = true
       utf8_by_default
@@ -549,6 +561,8 @@ module LambdadBootstrap
         setup_load_path(task_root)
         setup_gem_path(task_root, env)
         setup_logging(env)
+        # Built ahead of its first invocation: the function's init runs when that arrives.
+        client.wait_for_invocation if staged
         file, class_name, method_name = parse_handler(handler_spec)
         require_handler_file(task_root, file)
       rescue Exception => e # rubocop:disable Lint/RescueException -- LoadError, SyntaxError...

@@ -69,6 +69,9 @@ namespace Lambdad.Runtime
 
         public static int Main(string[] args)
         {
+            // a staged environment (built ahead of its first invocation): lambdad's, not the function's
+            bool staged = Environment.GetEnvironmentVariable("LAMBDAD_STAGED") == "1";
+            Environment.SetEnvironmentVariable("LAMBDAD_STAGED", null);
             string api = Environment.GetEnvironmentVariable("AWS_LAMBDA_RUNTIME_API");
             if (string.IsNullOrEmpty(api))
             {
@@ -89,6 +92,8 @@ namespace Lambdad.Runtime
             SetStaticLogger(stdout);
 
             var client = new RuntimeApiClient(api);
+            // staged: init (loading the handler runs the function's code) waits for the first invocation
+            if (staged) client.WaitForWork();
             HandlerInvoker handler;
             try
             {
@@ -1302,6 +1307,7 @@ namespace Lambdad.Runtime
         private readonly int _port;
         private readonly string _commonHeaders;
         private readonly byte[] _nextRequest;
+        private readonly byte[] _waitRequest;
         private NativeSocket _socket;
         private byte[] _buf = new byte[65536];
         private int _start, _end;
@@ -1316,6 +1322,7 @@ namespace Lambdad.Runtime
             string agent = "aws-lambda-dotnet/mono-" + Environment.Version + "-lambdad";
             _commonHeaders = "Host: " + address + "\r\nUser-Agent: " + agent + "\r\n";
             _nextRequest = Latin1("GET " + Prefix + "invocation/next HTTP/1.1\r\n" + _commonHeaders + "\r\n");
+            _waitRequest = Latin1("GET " + Prefix + "lambdad/wait HTTP/1.1\r\n" + _commonHeaders + "\r\n");
         }
 
         private static byte[] Latin1(string s)
@@ -1590,6 +1597,23 @@ namespace Lambdad.Runtime
                 Close();
                 if (lost.Partial) throw;
                 return Next(); // the server dropped the pipelined request: ask again
+            }
+        }
+
+        /// <summary>
+        /// A staged environment's wait (LAMBDAD_STAGED): lambdad answers GET /runtime/lambdad/wait
+        /// (200, {}) when the environment's first invocation arrives, and init may run then. Any
+        /// failure (an exception, another status) lets init run at once: its /next meets it again.
+        /// </summary>
+        public void WaitForWork()
+        {
+            try
+            {
+                Exchange(_waitRequest, null, null);
+            }
+            catch (Exception)
+            {
+                Close();
             }
         }
 

@@ -32,6 +32,14 @@ import java.util.Map;
  * invocations, calls the handler and posts the result or the error, until the environment is
  * stopped. Init failures are posted to {@code /runtime/init/error} and the JVM exits with 1.
  *
+ * <p>Every environment builds the function's class loader, then asks {@code GET
+ * /runtime/lambdad/wait} before it loads the handler: lambdad answers at once, unless it staged
+ * the environment ahead of its first invocation, then when that arrives — no code of the
+ * function runs before. (lambdad's other bootstraps ask only when {@code LAMBDAD_STAGED=1}
+ * says so, and take the variable out of their environment; a JVM cannot take a variable out of
+ * {@link System#getenv()}, so lambdad gives Java none, and the question costs one local round
+ * trip where the environment was not staged.)
+ *
  * <p>System properties: {@code lambdad.optRoot} (default /opt/java) where layers are mounted;
  * {@code lambdad.eagerInitErrors=true} reports "class not found"/"no such method" at init, as
  * an init error, where AWS reports them on every invocation instead.
@@ -80,12 +88,13 @@ public final class Bootstrap {
         }
         String optRoot = System.getProperty("lambdad.optRoot", "/opt/java");
         boolean eager = Boolean.getBoolean("lambdad.eagerInitErrors");
+        boolean staged = true; // (see the class comment: lambdad answers at once if not)
 
         RuntimeLogger logger = new RuntimeLogger(stdout, env.get("AWS_LAMBDA_LOG_LEVEL"), env.get("AWS_LAMBDA_LOG_FORMAT"));
         installLogger(logger);
         Bootstrap runtime = new Bootstrap(new RuntimeApiClient(api), logger, stdout, stderr, env);
         try {
-            HandlerLoader.Invoker invoker = runtime.init(handler, taskRoot, optRoot, eager, env);
+            HandlerLoader.Invoker invoker = runtime.init(handler, taskRoot, optRoot, eager, staged, env);
             runtime.serve(invoker, -1);
         } catch (IOException e) {
             // The Runtime API went away: the environment is being shut down.
@@ -170,13 +179,19 @@ public final class Bootstrap {
         }
     }
 
-    /** Loads the handler; on a fatal failure posts the init error and exits. */
+    /**
+     * Loads the handler; on a fatal failure posts the init error and exits. {@code staged}: first
+     * waits for the environment's first invocation, which is when the function's init may run.
+     */
     HandlerLoader.Invoker init(String handler, String taskRoot, String optRoot, boolean eager,
-            Map<String, String> env) throws IOException {
+            boolean staged, Map<String, String> env) throws IOException {
         UserFault fault;
         try {
             ClassLoader loader = customerLoader(taskRoot, optRoot);
             Thread.currentThread().setContextClassLoader(loader);
+            if (staged) {
+                client.waitForWork();
+            }
             HandlerLoader.Invoker invoker = HandlerLoader.load(handler, loader);
             if (!(eager && invoker instanceof HandlerLoader.FaultInvoker)) {
                 if ("snap-start".equals(env.get("AWS_LAMBDA_INITIALIZATION_TYPE"))) {
@@ -314,7 +329,7 @@ public final class Bootstrap {
         installLogger(logger);
         RuntimeApiClient client = new RuntimeApiClient(api);
         Bootstrap runtime = new Bootstrap(client, logger, System.out, System.err, env);
-        HandlerLoader.Invoker invoker = runtime.init(handler, taskRoot, "/nonexistent", false, env);
+        HandlerLoader.Invoker invoker = runtime.init(handler, taskRoot, "/nonexistent", false, false, env);
         runtime.serve(invoker, invocations);
         client.close();
     }

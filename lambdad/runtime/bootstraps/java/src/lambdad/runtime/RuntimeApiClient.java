@@ -55,6 +55,7 @@ final class RuntimeApiClient {
     private final int port;
     private final byte[] nextRequest;
     private final byte[] restoreRequest;
+    private final byte[] waitRequest;
     private final String postHead;
 
     private Socket socket;
@@ -80,6 +81,8 @@ final class RuntimeApiClient {
                 + "\r\nUser-Agent: " + agent + "\r\n\r\n").getBytes(StandardCharsets.ISO_8859_1);
         this.restoreRequest = ("GET " + PREFIX + "restore/next HTTP/1.1\r\nHost: " + address
                 + "\r\nUser-Agent: " + agent + "\r\n\r\n").getBytes(StandardCharsets.ISO_8859_1);
+        this.waitRequest = ("GET " + PREFIX + "lambdad/wait HTTP/1.1\r\nHost: " + address
+                + "\r\nUser-Agent: " + agent + "\r\n\r\n").getBytes(StandardCharsets.ISO_8859_1);
         this.postHead = "Host: " + address + "\r\nUser-Agent: " + agent + "\r\n";
     }
 
@@ -99,6 +102,19 @@ final class RuntimeApiClient {
         Response r = exchange(restoreRequest, null, 0, 0);
         if (r.status != 200) {
             throw new IOException("Runtime API /restore/next answered " + r.status);
+        }
+    }
+
+    /**
+     * A staged environment's wait: lambdad answers once the environment's first invocation
+     * arrives, which is when the function's init may run (at once if it was not staged). Whatever else happens (the
+     * connection fails, another status), init runs now: its /next meets the same trouble.
+     */
+    void waitForWork() {
+        try {
+            exchange(waitRequest, null, 0, 0);
+        } catch (IOException ignored) {
+            // init runs all the same (exchange closed the connection)
         }
     }
 
