@@ -217,7 +217,7 @@ def measure_cold_starts(
     names = [f"bench-cold-{i:03d}" for i in range(count + 1)]
     create_s = _create_all(lam, unstaged, code)
     create_s += _create_all(lam, names, code)
-    _wait_staged(lambdad, names)
+    wait_staged(lambdad, names)
     requests = _cold_requests(lambdad, names)
     others = _cold_requests(lambdad, unstaged)
     for _ in range(3):
@@ -269,7 +269,7 @@ def staged_starts(pools: Mapping[str, Any], names: Sequence[str]) -> int:
     )
 
 
-def _wait_staged(lambdad: ManagedProcess, names: Sequence[str], timeout: float = 30.0) -> None:
+def wait_staged(lambdad: ManagedProcess, names: Sequence[str], timeout: float = 30.0) -> None:
     """Until every function of `names` has its environment staged (built in the background)."""
     wanted = set(names)
     deadline = time.monotonic() + timeout

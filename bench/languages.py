@@ -27,7 +27,7 @@ import orjson
 from rich import box
 from rich.table import Table
 
-from bench.figures import init_duration, spawn_once, staged_starts
+from bench.figures import COLD_SETTLE_S, init_duration, spawn_once, staged_starts, wait_staged
 from bench.harness import (
     ROLE,
     KeepAliveClient,
@@ -58,11 +58,13 @@ class LanguagePlan:
     warm_blocks: int  # rounds of (echo block, one block per runtime)
     warm_per_block: int
     warm_warmup: int  # untimed invokes of each warm function first
+    staged_rounds: int = 5  # rounds of one freshly deployed (staged) function per runtime
 
     @classmethod
     def for_mode(cls, quick: bool) -> LanguagePlan:
         if quick:
-            return cls(cold_fast=5, cold_slow=3, warm_blocks=2, warm_per_block=100, warm_warmup=50)
+            plan = cls(cold_fast=5, cold_slow=3, warm_blocks=2, warm_per_block=100, warm_warmup=50)
+            return dataclasses.replace(plan, staged_rounds=2)
         return cls(cold_fast=20, cold_slow=10, warm_blocks=4, warm_per_block=250, warm_warmup=200)
 
 
@@ -240,6 +242,12 @@ class Language:
     build: Callable[[Path], Package]
     missing: Callable[[], str | None] = _nothing  # why the handler cannot be built, if so
 
+    @property
+    def stages(self) -> bool:
+        """Whether lambdad stages this runtime's environments (its own bootstrap waits for the
+        first invocation; a custom runtime's bootstrap is the function's code)."""
+        return not self.runtime.startswith(("provided", "go"))
+
 
 FORKED = "forked from the interpreter's zygote (bootstrap preloaded) into a pre-built sandbox"
 EXECD = "exec'd into a pre-built sandbox"
@@ -255,8 +263,7 @@ LANGUAGES = (
         "Java",
         "bench.Echo::handleRequest",
         True,
-        f"JVM {EXECD}: C1 only, serial GC, AppCDS archive recorded at /var/runtime; "
-        "no pre-started JVM",
+        f"JVM {EXECD}: C1 only, serial GC, AppCDS archive recorded at /var/runtime",
         _java,
         _needs("javac"),
     ),
@@ -300,6 +307,11 @@ class LanguageFigures:
     create_s: float  # creating its functions (and waiting until they are Active)
     # cold starts that took an environment staged ahead (expected 0: see prepare_languages)
     staged: int = 0
+    # The first Invoke of a function deployed a moment before (measure_staged): lambdad has
+    # staged its environment by then, where the runtime's bootstrap can wait (not Go's)
+    deployed: Summary | None = None
+    deployed_init: Summary | None = None
+    deployed_staged: int = 0  # how many of those took the staged environment
 
 
 @dataclass(frozen=True)
@@ -342,6 +354,10 @@ class _Subject:
     build_s: float
     create_s: float
     cold_names: list[str] = field(default_factory=list)
+    code: bytes = b""
+    deployed: list[float] = field(default_factory=list)
+    deployed_inits: list[float] = field(default_factory=list)
+    deployed_names: list[str] = field(default_factory=list)
     cold: list[float] = field(default_factory=list)
     inits: list[float] = field(default_factory=list)
     warm: list[float] = field(default_factory=list)
@@ -393,7 +409,7 @@ def _prepare(
     warm = signed_request(server.url, invoke_path(f"{prefix}-warm"), payload)
     tail = {"X-Amz-Log-Type": "Tail"}
     cold = [signed_request(server.url, invoke_path(n), payload, tail) for n in names]
-    return _Subject(language, warm, cold, build_s, create_s, names)
+    return _Subject(language, warm, cold, build_s, create_s, names, code)
 
 
 def _sandbox_pool(server: ManagedProcess) -> Mapping[str, int] | None:
@@ -458,15 +474,62 @@ def _measure_cold(
                 if index >= len(subject.cold_requests):
                     continue
                 waits += _wait_for_pool(server, target)
-                elapsed, reply = client.timed_post(subject.cold_requests[index])
-                _check_echo(reply, payload)
-                subject.cold.append(elapsed)
-                init = init_duration(reply)
-                if init is not None:
-                    subject.inits.append(init)
+                _sample(client, subject.cold_requests[index], payload, subject.cold, subject.inits)
     finally:
         gc.enable()
     return spawns, waits
+
+
+def _sample(
+    client: KeepAliveClient,
+    request: PreparedRequest,
+    payload: bytes,
+    times: list[float],
+    inits: list[float],
+) -> None:
+    """One timed first Invoke: its round trip, and its REPORT's Init Duration if it has one."""
+    elapsed, reply = client.timed_post(request)
+    _check_echo(reply, payload)
+    times.append(elapsed)
+    init = init_duration(reply)
+    if init is not None:
+        inits.append(init)
+
+
+# After the functions of a staged round are deployed and staged: time for their runtimes to
+# start (a JVM's ~0.15 s here) before the first is invoked.
+STAGED_SETTLE_S = 1.0
+
+
+def _measure_deployed(
+    server: ManagedProcess,
+    lam: Any,
+    subjects: Sequence[_Subject],
+    client: KeepAliveClient,
+    payload: bytes,
+    rounds: int,
+) -> None:
+    """Rounds of: deploy one function per runtime, wait until lambdad has staged their
+    environments (and their runtimes had a moment to start), then one first Invoke of each,
+    50 ms apart — the first cold start after a deploy, as users meet it."""
+    tail = {"X-Amz-Log-Type": "Tail"}
+    for index in range(rounds):
+        requests = []
+        for subject in subjects:
+            name = f"bench-lang-{_slug(subject.language.runtime)}-deployed-{index:02d}"
+            _create(lam, subject.language, name, subject.code)
+            subject.deployed_names.append(name)
+            requests.append(signed_request(server.url, invoke_path(name), payload, tail))
+        wait_staged(server, [s.deployed_names[-1] for s in subjects if s.language.stages])
+        time.sleep(STAGED_SETTLE_S)
+        gc.collect()
+        gc.disable()
+        try:
+            for subject, request in zip(subjects, requests, strict=True):
+                time.sleep(COLD_SETTLE_S)
+                _sample(client, request, payload, subject.deployed, subject.deployed_inits)
+        finally:
+            gc.enable()
 
 
 def _also_listed(listed: Mapping[str, Mapping[str, Any]], measured: set[str]) -> tuple[str, ...]:
@@ -488,6 +551,7 @@ class PreparedLanguages:
     listed: dict[str, dict[str, Any]]
     backend: str
     started: float  # time.monotonic() when preparing began
+    lam: Any  # the Lambda client that created them (measure_languages deploys more)
 
 
 def prepare_languages(
@@ -526,7 +590,7 @@ def prepare_languages(
     if not any(s.language.runtime == REFERENCE for s in subjects):
         raise RuntimeError(f"the reference runtime {REFERENCE} could not be measured: {skipped}")
     subjects.sort(key=lambda s: s.language.runtime != REFERENCE)  # python3.11 first
-    return PreparedLanguages(tuple(subjects), tuple(skipped), listed, backend, started)
+    return PreparedLanguages(tuple(subjects), tuple(skipped), listed, backend, started, lam)
 
 
 def measure_languages(
@@ -549,6 +613,8 @@ def measure_languages(
     on_demand_before = (_sandbox_pool(server) or {}).get("built_on_demand", 0)
     spawns, waits = _measure_cold(server, subjects, client, interpreter, payload)
     on_demand = (_sandbox_pool(server) or {}).get("built_on_demand", 0) - on_demand_before
+    progress(f"  first invokes after a deploy: {plan.staged_rounds} rounds, one per runtime")
+    _measure_deployed(server, prepared.lam, subjects, client, payload, plan.staged_rounds)
     pools = server_status(server).get("pools", {})
     measured = tuple(
         LanguageFigures(
@@ -562,6 +628,9 @@ def measure_languages(
             s.build_s,
             s.create_s,
             staged_starts(pools, s.cold_names),
+            Summary.of(s.deployed) if s.deployed else None,
+            Summary.of(s.deployed_inits) if s.deployed_inits else None,
+            staged_starts(pools, s.deployed_names),
         )
         for s in subjects
     )
@@ -633,6 +702,12 @@ COLUMNS = (
 )
 
 
+def _first_cells(m: LanguageFigures, times: Summary, inits: Summary | None) -> list[str]:
+    """A runtime's row's first cells: its name, then n, p50, p99 of `times`, Init p50."""
+    init = _ms(inits.p50) if inits else "-"
+    return [f"{m.label} ({m.runtime})", f"{times.count}", _ms(times.p50), _ms(times.p99), init]
+
+
 def build_table(results: LanguageResults) -> Table:
     table = Table(
         box=box.SIMPLE_HEAD,
@@ -652,17 +727,37 @@ def build_table(results: LanguageResults) -> Table:
     for m in results.measured:
         r = _ratios(m, results)
         table.add_row(
-            f"{m.label} ({m.runtime})",
-            f"{m.cold.count}",
-            _ms(m.cold.p50),
-            _ms(m.cold.p99),
-            _ms(m.init.p50) if m.init else "-",
+            *_first_cells(m, m.cold, m.init),
             _x(r["cold_p50_to_python"]),
             _x(r["cold_p50_to_spawn"]),
             _ms(m.warm.p50),
             _ms(m.warm.p99),
             _x(r["warm_p50_to_python"]),
             _x(r["warm_p50_to_echo"]),
+        )
+    return table
+
+
+def build_deployed_table(results: LanguageResults) -> Table | None:
+    """The first Invoke after a deploy, per runtime, beside its cold start with nothing
+    staged (the table above)."""
+    rows = [m for m in results.measured if m.deployed is not None]
+    if not rows:
+        return None
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title="per language: the first Invoke of a function deployed a moment before",
+    )
+    columns = ("language (runtime)", "n", "p50", "p99", "Init p50", "/cold", "/B", "staged")
+    for column in columns:
+        table.add_column(column, justify="left" if column.startswith("lang") else "right")
+    for m in rows:
+        assert m.deployed is not None
+        table.add_row(
+            *_first_cells(m, m.deployed, m.deployed_init),
+            _x(_ratio(m.deployed.p50, m.cold.p50)),
+            _x(_ratio(m.deployed.p50, results.spawn.p50)),
+            f"{m.deployed_staged}/{m.deployed.count}",
         )
     return table
 
@@ -687,7 +782,13 @@ def notes(results: LanguageResults) -> list[str]:
         f"{sum(m.staged for m in results.measured)} took an environment staged ahead (the "
         "functions were created before the main cold-start figure's, which took the staging "
         "cap: every runtime is measured with nothing staged)",
-        "  how each runtime starts an environment (no pre-started runtimes):",
+        f"  first Invoke after a deploy: {plan.staged_rounds} rounds of deploying one function "
+        "per runtime, waiting until lambdad staged their environments (Python, Node.js, Ruby, "
+        f"Java, .NET: the runtime started, waiting for the invocation before init) and "
+        f"{STAGED_SETTLE_S:g} s more, then one Invoke each; /cold = ratio to the cold start "
+        "with nothing staged above; 'staged' = how many took the staged environment (a custom "
+        "runtime's bootstrap is the function's own code: never staged)",
+        "  how each runtime starts an environment when nothing is staged:",
     ]
     for m in results.measured:
         lost = f"; {m.not_cold} first invocations lacked Init Duration" if m.not_cold else ""

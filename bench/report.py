@@ -534,5 +534,8 @@ def render(results: Results, machine: dict[str, Any], console: Console | None = 
         out.print(line, highlight=False, markup=False)
     if results.languages is not None:
         out.print(per_language.build_table(results.languages))
+        deployed = per_language.build_deployed_table(results.languages)
+        if deployed is not None:
+            out.print(deployed)
         for line in per_language.notes(results.languages):
             out.print(line, highlight=False, markup=False)
