@@ -135,7 +135,9 @@ def environment_variables(plan: EnvironmentPlan, creds: SessionCredentials) -> d
     if plan.initialization_type == "snap-start":
         # AWS: "not available in Lambda SnapStart functions" (the snapshot is shared by many).
         del env["AWS_LAMBDA_LOG_GROUP_NAME"], env["AWS_LAMBDA_LOG_STREAM_NAME"]
-    if plan.layout.runtime_api_unix:  # lambdad's own bootstraps prefer it to loopback TCP
+    if plan.layout.runtime_api_unix and rt.family is Family.PYTHON:
+        # lambdad's Python bootstrap prefers it to loopback TCP (and takes it out of its
+        # environment: the function does not see it)
         env["LAMBDAD_RUNTIME_API_SOCKET"] = plan.layout.runtime_api_unix
     if rt.execution_env:
         env["AWS_EXECUTION_ENV"] = rt.execution_env

@@ -141,7 +141,7 @@ class _RuntimeClient:
     def from_environment(cls, env: Any) -> _RuntimeClient:
         """The client for this environment: lambdad may hand over a connection already made
         (LAMBDAD_RUNTIME_API_FD) and offer its Unix socket (LAMBDAD_RUNTIME_API_SOCKET)."""
-        client = cls(env["AWS_LAMBDA_RUNTIME_API"], env.get("LAMBDAD_RUNTIME_API_SOCKET"))
+        client = cls(env["AWS_LAMBDA_RUNTIME_API"], env.pop("LAMBDAD_RUNTIME_API_SOCKET", None))
         fd = env.pop("LAMBDAD_RUNTIME_API_FD", None)
         if fd is not None and fd.isdigit():
             try:
@@ -1109,7 +1109,8 @@ def _set_up(env: Any) -> _RuntimeClient:
     log_format = env.get("AWS_LAMBDA_LOG_FORMAT", "")
     log_level = env.get("AWS_LAMBDA_LOG_LEVEL", "")
     if ahead is not None and ahead.agrees(env):
-        del env["LAMBDAD_RUNTIME_API_FD"]  # (from_environment's pop: the fd is taken)
+        del env["LAMBDAD_RUNTIME_API_FD"]  # (from_environment's pops: lambdad's, not the
+        del env["LAMBDAD_RUNTIME_API_SOCKET"]  # function's; the client has taken them)
         _took_ahead = True
         if log_format.upper() == "JSON" or log_level:  # not the default logging after all
             logging.getLogger().removeHandler(ahead.handler)
