@@ -32,9 +32,11 @@ import java.util.Map;
  * invocations, calls the handler and posts the result or the error, until the environment is
  * stopped. Init failures are posted to {@code /runtime/init/error} and the JVM exits with 1.
  *
- * <p>Every environment builds the function's class loader, then asks {@code GET
- * /runtime/lambdad/wait} before it loads the handler: lambdad answers at once, unless it staged
- * the environment ahead of its first invocation, then when that arrives — no code of the
+ * <p>Every environment builds the function's class loader and does all it can without running
+ * the function's code (the handler's class loaded but not initialised, see
+ * {@link HandlerLoader#prepare}, and the runtime's own first runs), then asks {@code GET
+ * /runtime/lambdad/wait} before it initialises the handler: lambdad answers at once, unless it
+ * staged the environment ahead of its first invocation, then when that arrives — no code of the
  * function runs before. (lambdad's other bootstraps ask only when {@code LAMBDAD_STAGED=1}
  * says so, and take the variable out of their environment; a JVM cannot take a variable out of
  * {@link System#getenv()}, so lambdad gives Java none, and the question costs one local round
@@ -190,9 +192,26 @@ public final class Bootstrap {
             ClassLoader loader = customerLoader(taskRoot, optRoot);
             Thread.currentThread().setContextClassLoader(loader);
             if (staged) {
+                client.askForWork();  // (its answer is read below)
+            }
+            // Everything that needs none of the function's code is done before the wait (a
+            // staged environment's first invocation then finds it done): the handler's class
+            // loaded but not initialised, its reflection, the JDK types' codecs, the runtime's
+            // own first runs. Where the environment was not staged, this is work its init
+            // would have done right after anyway, and the wait's answer came meanwhile.
+            HandlerLoader prepared = HandlerLoader.prepare(handler, loader);
+            warmUp();
+            if (staged) {
+                if (!client.answered()) {
+                    // No answer yet: the environment was staged and waits for its first
+                    // invocation. Time for warm-ups that would cost one whose init follows
+                    // at once more than they save.
+                    prepared.warmUpWhileWaiting();
+                    warmUpWhileWaiting();
+                }
                 client.waitForWork();
             }
-            HandlerLoader.Invoker invoker = HandlerLoader.load(handler, loader);
+            HandlerLoader.Invoker invoker = prepared.load();
             if (!(eager && invoker instanceof HandlerLoader.FaultInvoker)) {
                 if ("snap-start".equals(env.get("AWS_LAMBDA_INITIALIZATION_TYPE"))) {
                     flush();
@@ -217,6 +236,33 @@ public final class Bootstrap {
             System.exit(1);
         }
         return null;
+    }
+
+    /**
+     * Runs once what every invocation runs of the runtime's own code, on dummy values: the
+     * context built from the headers, the response's and the error's request heads. The first
+     * invocation finds their classes loaded and initialised and their call sites linked.
+     */
+    private void warmUp() {
+        InvocationContext context = new InvocationContext(common, "warm-up", 0, null, null, null, null, null);
+        context.getRemainingTimeInMillis();
+        client.warmUp();
+    }
+
+    /**
+     * Runs once, on a throwaway exception, what reporting a function's error runs (the stack
+     * trace filtered and printed, the error document), and builds a log record without
+     * writing it: a first invocation that fails or logs finds them past their first run.
+     */
+    private void warmUpWhileWaiting() {
+        try {
+            Throwable t = new IllegalStateException("warm-up", new RuntimeException("cause"));
+            UserFault.failureJson(t).getBytes(StandardCharsets.UTF_8);  // (frames and all)
+            UserFault.of(t, false).reportableError();
+            logger.warmUp();
+        } catch (RuntimeException ignored) {
+            // only a warm-up
+        }
     }
 
     /** The invocation loop; returns after {@code max} invocations when max >= 0 (training). */

@@ -12,6 +12,8 @@ import com.fasterxml.jackson.databind.Module;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.json.JsonMapper;
+import java.io.ByteArrayOutputStream;
+import java.nio.charset.StandardCharsets;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -44,9 +46,12 @@ final class Json {
     private static void build() {
         try {
             ObjectMapper plain = create(false);
-            // Exercise the parser, the Map deserialiser and the generator once.
-            Map<?, ?> sample = plain.readValue("{\"a\":[1,2.5,\"x\",true,null],\"b\":{\"c\":\"d\"}}", Map.class);
-            plain.writeValueAsBytes(sample);
+            // Exercise the parser, the Map deserialiser and the generator once, the way the
+            // runtime uses them: events are bytes, responses go to an OutputStream, the
+            // context's headers are strings.
+            byte[] event = "{\"a\":[1,2.5,\"x\",true,null],\"b\":{\"c\":\"d\"}}".getBytes(StandardCharsets.UTF_8);
+            Map<?, ?> sample = plain.readValue(event, Map.class);
+            plain.writeValue(new ByteArrayOutputStream(64), sample);
             plain.readTree("{\"k\":\"v\"}");
             MAPPER.complete(plain);
         } catch (Throwable t) {

@@ -64,6 +64,7 @@ final class RuntimeApiClient {
     private byte[] buf = new byte[16384];
     private int pos;
     private int lim;
+    private boolean asked;  // askForWork's question is on the connection, its answer not read
 
     RuntimeApiClient(String address) {
         int colon = address.lastIndexOf(':');
@@ -106,15 +107,64 @@ final class RuntimeApiClient {
     }
 
     /**
+     * Sends the question of {@link #waitForWork()} without reading its answer: the runtime
+     * prepares what it can meanwhile, and where the environment was not staged the answer
+     * is there when it asks for it, instead of a round trip later. Any other request reads
+     * that answer first (an init error is posted after the wait, as always).
+     */
+    void askForWork() {
+        try {
+            if (socket == null) {
+                connect();
+            }
+            out.write(waitRequest);
+            out.flush();
+            asked = true;
+        } catch (IOException e) {
+            close();  // waitForWork asks again
+        }
+    }
+
+    /**
      * A staged environment's wait: lambdad answers once the environment's first invocation
-     * arrives, which is when the function's init may run (at once if it was not staged). Whatever else happens (the
+     * arrives, which is when the function's init may run (at once if it was not staged); the
+     * question was sent by {@link #askForWork()}, or is now. Whatever else happens (the
      * connection fails, another status), init runs now: its /next meets the same trouble.
      */
     void waitForWork() {
+        if (asked) {
+            settle();
+            return;
+        }
         try {
             exchange(waitRequest, null, 0, 0);
         } catch (IOException ignored) {
             // init runs all the same (exchange closed the connection)
+        }
+    }
+
+    /** Whether askForWork's question was answered (or there is none to wait for). */
+    boolean answered() {
+        if (!asked) {
+            return true;
+        }
+        try {
+            return lim > pos || in.available() > 0;
+        } catch (IOException e) {
+            return true;  // waitForWork meets it
+        }
+    }
+
+    /** Reads the answer to askForWork's question when it is still due (see waitForWork). */
+    private void settle() {
+        if (!asked) {
+            return;
+        }
+        asked = false;
+        try {
+            readResponse();
+        } catch (IOException e) {
+            close();  // init runs all the same: the next request connects again
         }
     }
 
@@ -147,6 +197,16 @@ final class RuntimeApiClient {
         return latin1(head);
     }
 
+    /**
+     * Builds, without sending, the heads of a response and of an error post once: their code
+     * and its string concatenations' call sites are past their first run when the first
+     * invocation posts (see Bootstrap.warmUp).
+     */
+    void warmUp() {
+        postHead(responsePath("warm-up"), 0, "application/json", null);
+        postHead(errorPath("warm-up"), 0, "application/json", "java.lang.Error");
+    }
+
     static String responsePath(String requestId) {
         return "invocation/" + quote(requestId) + "/response";
     }
@@ -162,6 +222,7 @@ final class RuntimeApiClient {
      */
     Response finishAndNext(String path, byte[] body, int len, String contentType, String errorType)
             throws IOException {
+        settle();
         if (socket == null) {
             post(path, body, len, contentType, errorType);
             return next();
@@ -231,6 +292,7 @@ final class RuntimeApiClient {
     void close() {
         Socket s = socket;
         socket = null;
+        asked = false;
         in = null;
         out = null;
         pos = 0;
@@ -245,6 +307,7 @@ final class RuntimeApiClient {
     }
 
     private Response exchange(byte[] head, byte[] body, int off, int len) throws IOException {
+        settle();
         for (int attempt = 0; ; attempt++) {
             boolean reused = socket != null;
             if (!reused) {

@@ -70,9 +70,20 @@ final class RuntimeLogger implements LambdaLogger {
         if (logLevel == null) {
             logLevel = LogLevel.UNDEFINED;
         }
-        if (!enabled(logLevel)) {
-            return;
+        if (enabled(logLevel)) {
+            write(text(message, logLevel).getBytes(StandardCharsets.UTF_8));
         }
+    }
+
+    /**
+     * Builds a record and drops it: in the JSON format, the timestamp's formatter is past its
+     * first run (about a millisecond in a cold JVM) when the function first logs.
+     */
+    void warmUp() {
+        text("warm-up", LogLevel.INFO).getBytes(StandardCharsets.UTF_8);
+    }
+
+    private String text(String message, LogLevel logLevel) {
         String text;
         if (format == LogFormat.JSON) {
             StringBuilder sb = new StringBuilder(96 + (message == null ? 4 : message.length()));
@@ -97,7 +108,7 @@ final class RuntimeLogger implements LambdaLogger {
         } else {
             text = "[" + logLevel.name() + "] " + message;
         }
-        write(text.getBytes(StandardCharsets.UTF_8));
+        return text;
     }
 
     @Override
