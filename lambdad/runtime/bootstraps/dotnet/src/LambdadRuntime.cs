@@ -12,6 +12,8 @@
 //     "cause", "causes"}) with the Lambda-Runtime-Function-Error-Type header, and
 //     handler-loading failures (LambdaValidationException, AWS's messages) to
 //     /runtime/init/error before exiting with status 1;
+//   * in a staged environment (LAMBDAD_STAGED), finds the handler by reflection and warms its
+//     own code paths before it waits for the first invocation, then runs the function's init;
 //   * routes Console.Out / Console.Error / ILambdaLogger / LambdaLogger to the log with
 //     AWS's .NET prefix "<timestamp>\t<request id>\t<level>\t<message>", unbuffered, so
 //     everything logged is written before the response is posted.
@@ -92,12 +94,22 @@ namespace Lambdad.Runtime
             SetStaticLogger(stdout);
 
             var client = new RuntimeApiClient(api);
-            // staged: init (loading the handler runs the function's code) waits for the first invocation
-            if (staged) client.WaitForWork();
+            string handlerString = Environment.GetEnvironmentVariable("_HANDLER");
+            HandlerInvoker resolved = null;
+            if (staged)
+            {
+                // staged: init (loading the handler runs the function's code) waits for the first
+                // invocation. What runs none of the function's code is done before: finding the
+                // handler by reflection (null if that fails: Load meets the same error after the
+                // wait and reports it as ever), and the host's own first-use costs (JIT).
+                resolved = HandlerInvoker.Resolve(handlerString, taskRoot);
+                Warmup.Run(resolved, client);
+                client.WaitForWork();
+            }
             HandlerInvoker handler;
             try
             {
-                handler = HandlerInvoker.Load(Environment.GetEnvironmentVariable("_HANDLER"), taskRoot);
+                handler = resolved != null ? resolved.Load() : HandlerInvoker.Load(handlerString, taskRoot);
                 if (ShouldPreJit()) handler.PreJit();
             }
             catch (Exception exception)
@@ -234,6 +246,17 @@ namespace Lambdad.Runtime
                 Environment.SetEnvironmentVariable(Name, value);
             }
         }
+
+        /// <summary>
+        /// A staged environment's warm-up, before its wait: sets the variable once and unsets it
+        /// (binding the P/Invokes), if it is not set; the function's init finds it as it was.
+        /// </summary>
+        public static void Rehearse()
+        {
+            if (Environment.GetEnvironmentVariable(Name) != null) return;
+            Set("Root=1-00000000-000000000000000000000000;Parent=0000000000000000;Sampled=0");
+            Set(null);
+        }
     }
 
     internal sealed class UserCodeException : Exception
@@ -252,7 +275,11 @@ namespace Lambdad.Runtime
         private const string Format = "ASSEMBLY::TYPE::METHOD";
         private static readonly string[] Separator = { "::" };
         private static string _taskRoot;
+        private static bool _resolving; // the AssemblyResolve handler is installed
 
+        private Assembly _assembly;
+        private Type _type;
+        private string _typeName;
         private MethodInfo _method;
         private object _target;
         private Type _inputType;          // null: no input parameter
@@ -265,10 +292,77 @@ namespace Lambdad.Runtime
         private bool _awaitTask;
         private PropertyInfo _taskResult;
 
+        /// <summary>
+        /// Loads the handler: finds it, runs its type's initialisation (as AWS does, in init),
+        /// then reads its serializer and signature. The order decides which error is reported.
+        /// </summary>
         public static HandlerInvoker Load(string handlerString, string taskRoot)
         {
+            HandlerInvoker invoker = Find(handlerString, taskRoot);
+            invoker.CreateTarget();
+            invoker._serializer = FindSerializer(invoker._method, invoker._assembly);
+            invoker.ReadSignature();
+            invoker.BindSerializer();
+            return invoker;
+        }
+
+        /// <summary>
+        /// A staged environment's handler, found before its wait by the part of Load that runs
+        /// no code of the function: the handler string, the assembly loaded, the type and the
+        /// method found and checked, the signature read, all by reflection. Mono runs a
+        /// module's initializer and a type's static constructor only when one of the module's
+        /// types is initialised (created, or its static members used), which none of this does;
+        /// the attributes (FindSerializer instantiates them) are left for after the wait too.
+        /// Null if any of it fails: Load, after the wait, then meets and reports the same error.
+        /// </summary>
+        public static HandlerInvoker Resolve(string handlerString, string taskRoot)
+        {
+            try
+            {
+                HandlerInvoker invoker = Find(handlerString, taskRoot);
+                invoker.ReadSignature();
+                return invoker;
+            }
+            catch (Exception)
+            {
+                return null;
+            }
+        }
+
+        /// <summary>
+        /// The rest of Load for a resolved handler, after the wait: the steps that run the
+        /// function's code, in Load's order. ReadSignature, which Load runs between them, ran
+        /// in Resolve and passed: the same error as Load's comes first.
+        /// </summary>
+        public HandlerInvoker Load()
+        {
+            CreateTarget();
+            _serializer = FindSerializer(_method, _assembly);
+            BindSerializer();
+            return this;
+        }
+
+        /// <summary>An invoker of one of the host's own methods (the warm-up's), loaded as a handler is.</summary>
+        public static HandlerInvoker Own(MethodInfo method)
+        {
+            Type type = method.DeclaringType;
+            ValidateMethod(method);
+            CheckType(type, method);
+            var invoker = new HandlerInvoker { _assembly = type.Assembly, _type = type, _typeName = type.FullName, _method = method };
+            invoker.ReadSignature();
+            return invoker.Load();
+        }
+
+        public bool AwaitsTask { get { return _awaitTask; } }
+
+        private static HandlerInvoker Find(string handlerString, string taskRoot)
+        {
             _taskRoot = taskRoot;
-            AppDomain.CurrentDomain.AssemblyResolve += ResolveFromTaskRoot;
+            if (!_resolving)
+            {
+                AppDomain.CurrentDomain.AssemblyResolve += ResolveFromTaskRoot;
+                _resolving = true;
+            }
 
             // HandlerInfo: "Assembly::Namespace.Type::Method"
             if (string.IsNullOrEmpty(handlerString))
@@ -302,17 +396,13 @@ namespace Lambdad.Runtime
             if (type == null)
                 throw Validation("Unable to load type '{0}' from assembly '{1}'.", typeName, assemblyName);
 
-            var invoker = new HandlerInvoker();
             MethodInfo method = FindByName(type, methodName) ?? FindBySignature(type, methodName);
             if (method == null)
                 throw Validation("Unable to find method '{0}' in type '{1}' from assembly '{2}': Found no methods matching method name '{3}'.",
                     methodName, typeName, assemblyName, methodName);
             ValidateMethod(method);
-            invoker._method = method;
-            invoker._target = CreateTarget(type, method);
-            invoker._serializer = FindSerializer(method, assembly);
-            invoker.Prepare(typeName);
-            return invoker;
+            CheckType(type, method);
+            return new HandlerInvoker { _assembly = assembly, _type = type, _typeName = typeName, _method = method };
         }
 
         private static Assembly ResolveFromTaskRoot(object sender, ResolveEventArgs args)
@@ -384,7 +474,8 @@ namespace Lambdad.Runtime
                 throw Validation("The method '{0}' cannot be used as a Lambda Handler because it is a 'vararg (variable arguments)' method. Please specify a method that is not 'vararg'.", method);
         }
 
-        private static object CreateTarget(Type type, MethodInfo method)
+        // The checks of AWS's handler-type validation (no code of the function runs)
+        private static void CheckType(Type type, MethodInfo method)
         {
             if (type.IsGenericType)
                 throw Validation("The type '{0}' cannot be used as a Lambda Handler type because it is generic. Handler methods cannot be located in generic types. Please specify a handler method in a non-generic type.", type.FullName);
@@ -393,13 +484,18 @@ namespace Lambdad.Runtime
             bool isStruct = type.IsValueType && !type.IsPrimitive && !type.IsEnum;
             if (!type.IsClass && !isStruct)
                 throw Validation("The type '{0}' cannot be used as a handler type since it is not a class or a struct. Please specify a handler method on a class or struct.", type.FullName);
-            if (method.IsStatic)
+        }
+
+        private void CreateTarget()
+        {
+            if (_method.IsStatic)
             {
                 // run the static initializer now, during the init phase (as AWS does)
-                RuntimeHelpers.RunClassConstructor(type.TypeHandle);
-                return null;
+                RuntimeHelpers.RunClassConstructor(_type.TypeHandle);
+                _target = null;
+                return;
             }
-            return Activator.CreateInstance(type);
+            _target = Activator.CreateInstance(_type);
         }
 
         private static bool IsSerializerAttribute(object attribute)
@@ -444,17 +540,18 @@ namespace Lambdad.Runtime
             return null;
         }
 
-        private void Prepare(string typeName)
+        // The handler's signature: what it takes and returns (reflection only)
+        private void ReadSignature()
         {
             ParameterInfo[] parameters = _method.GetParameters();
             _parameterCount = parameters.Length;
             if (parameters.Length > 2)
-                throw Validation("Method '{0}' of type '{1}' is not supported: the method has more than 2 parameters.", _method.Name, typeName);
+                throw Validation("Method '{0}' of type '{1}' is not supported: the method has more than 2 parameters.", _method.Name, _typeName);
             if (parameters.Length == 2)
             {
                 if (!IsContext(parameters[1].ParameterType))
                     throw Validation("Method '{0}' of type '{1}' is not supported: the method has 2 parameters, but the second parameter is not of type '{2}'.",
-                        _method.Name, typeName, "Amazon.Lambda.Core.ILambdaContext");
+                        _method.Name, _typeName, "Amazon.Lambda.Core.ILambdaContext");
                 _inputType = parameters[0].ParameterType;
                 _inputFirst = true;
             }
@@ -463,9 +560,6 @@ namespace Lambdad.Runtime
                 _inputType = parameters[0].ParameterType;
                 _inputFirst = true;
             }
-
-            if (_inputType != null && _inputType != typeof(Stream))
-                _deserialize = SerializerMethod("Deserialize", _inputType);
 
             Type returnType = _method.ReturnType;
             Type taskT = TaskResultType(returnType);
@@ -483,6 +577,13 @@ namespace Lambdad.Runtime
             {
                 _outputType = returnType;
             }
+        }
+
+        // The serializer's methods for the signature's types (needs the serializer instance)
+        private void BindSerializer()
+        {
+            if (_inputType != null && _inputType != typeof(Stream))
+                _deserialize = SerializerMethod("Deserialize", _inputType);
             if (_outputType != null && !typeof(Stream).IsAssignableFrom(_outputType))
                 _serialize = SerializerMethod("Serialize", _outputType);
         }
@@ -590,6 +691,141 @@ namespace Lambdad.Runtime
             CallUser(_serialize, _serializer, new[] { result, buffer });
             return buffer.ToArray();
         }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Warm-up: a staged environment's, before its wait
+    // ------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Runs the host's own first-use paths on values of its own, so that their JIT compilation
+    /// and class initialisation are paid before the invocation arrives rather than in its Init
+    /// Duration and its first invocation: a canned invocation through the Runtime API client,
+    /// the context, handlers of the host's own loaded and invoked as the function's will be
+    /// (reflection, JSON in and out, dictionaries and objects), the log writer (on a scratch
+    /// stream), the error writer. No code of the function runs (its types are only looked at,
+    /// by Resolve); what would log or post is compiled but not run. Measured (bench, 1024 MB,
+    /// an echo handler): the first invocation of a staged function ~25 ms -> ~5 ms client-side,
+    /// its Init Duration ~10.5 ms -> ~0.8 ms.
+    /// </summary>
+    internal static class Warmup
+    {
+        private const string Event = "{\"s\":\"x\\u00e9\\n\",\"i\":42,\"l\":12345678901,\"d\":-1.5e3,\"b\":[true,false,null],"
+                                     + "\"o\":{\"k\":\"v\"},\"a\":[1,2.5,\"x\",{}]}";
+        private const string Record = "{\"name\":\"x\",\"Count\":1,\"Total\":2.5,\"Price\":1.25,\"Flag\":true,\"At\":\"2024-01-02T03:04:05Z\","
+                                      + "\"Size\":1,\"Values\":[1,2],\"Names\":[\"a\"],\"Tags\":{\"k\":\"v\"},\"Child\":{\"Name\":\"y\"},"
+                                      + "\"Field\":3,\"Missing\":null,\"Unknown\":{}}";
+
+        public static void Run(HandlerInvoker resolved, RuntimeApiClient client)
+        {
+            try
+            {
+                ApiResponse next = client.Rehearse(Encoding.UTF8.GetBytes(Event));
+                TraceIdVariable.Rehearse();
+                var context = new LambdaContext(new StaticContext(), next, next.Header("lambda-runtime-aws-request-id"));
+                Invoke("Handle", next.Body, context);
+                Invoke("Record", Encoding.UTF8.GetBytes(Record), context);
+                if (resolved != null && resolved.AwaitsTask) Invoke("HandleAsync", next.Body, context);
+                JsonCodec.CamelCase("WarmUp"); // CamelCaseLambdaJsonSerializer's names
+
+                var scratch = new LogWriter(new MemoryStream(), LogLevel.Information);
+                scratch.WriteLine("warm-up {0}", 1);
+                scratch.FormattedWriteLine(null, "warm-up");
+                scratch.Write("warm-up\n");
+                Console.Out.Write(""); // Console's own wrapper: nothing is written
+
+                try
+                {
+                    throw new InvalidOperationException("warm-up", new ArgumentException("warm-up"));
+                }
+                catch (Exception e)
+                {
+                    ErrorJson.Write(ErrorInfo.From(new UserCodeException(e)));
+                    e.ToString(); // Console.Error.WriteLine(exception)'s text
+                }
+
+                // what cannot run before the invocation (it asks for it, posts, or loops on the Runtime API)
+                Compile(typeof(Program).GetMethod("ShouldPreJit", BindingFlags.NonPublic | BindingFlags.Static));
+                Compile(typeof(Program).GetMethod("Serve", BindingFlags.NonPublic | BindingFlags.Static));
+                Compile(typeof(RuntimeApiClient).GetMethod("Next"));
+                Compile(typeof(RuntimeApiClient).GetMethod("FinishAndNext"));
+            }
+            catch (Exception e)
+            {
+                LogWriter.Internal("warm-up skipped: " + e.Message);
+            }
+        }
+
+        private static void Invoke(string name, byte[] payload, ILambdaContext context)
+        {
+            HandlerInvoker.Own(typeof(WarmHandler).GetMethod(name)).Invoke(payload, context);
+        }
+
+        // Mono compiles a method for its function pointer (RuntimeHelpers.PrepareMethod does nothing there)
+        private static void Compile(MethodInfo method)
+        {
+            method.MethodHandle.GetFunctionPointer();
+        }
+    }
+
+    /// <summary>The warm-up's handlers: the host's own, in the shapes of a function's.</summary>
+    internal sealed class WarmHandler
+    {
+        public Dictionary<string, object> Handle(Dictionary<string, object> input, ILambdaContext context)
+        {
+            // what handlers read of their context
+            input["context"] = new Dictionary<string, object>
+            {
+                { "AwsRequestId", context.AwsRequestId },
+                { "InvokedFunctionArn", context.InvokedFunctionArn },
+                { "FunctionName", context.FunctionName },
+                { "FunctionVersion", context.FunctionVersion },
+                { "LogGroupName", context.LogGroupName },
+                { "LogStreamName", context.LogStreamName },
+                { "MemoryLimitInMB", context.MemoryLimitInMB },
+                { "RemainingTime", (long)context.RemainingTime.TotalMilliseconds },
+                { "Logger", context.Logger != null },
+                { "ClientContext", context.ClientContext },
+                { "Identity", context.Identity },
+            };
+            return input;
+        }
+
+        public async Task<Dictionary<string, object>> HandleAsync(Dictionary<string, object> input, ILambdaContext context)
+        {
+            await Task.FromResult(0); // (completed: no thread pool)
+            return Handle(input, context);
+        }
+
+        public static WarmRecord Record(WarmRecord input)
+        {
+            input.Count++;
+            return input;
+        }
+    }
+
+    internal enum WarmSize
+    {
+        Small,
+        Large,
+    }
+
+    /// <summary>A POCO of the host's own, with members of the kinds functions' have.</summary>
+    internal sealed class WarmRecord
+    {
+        public string Name { get; set; }
+        public int Count { get; set; }
+        public double Total { get; set; }
+        public decimal Price { get; set; }
+        public bool Flag { get; set; }
+        public DateTime At { get; set; }
+        public WarmSize Size { get; set; }
+        public List<int> Values { get; set; }
+        public string[] Names { get; set; }
+        public Dictionary<string, string> Tags { get; set; }
+        public WarmRecord Child { get; set; }
+        public int? Missing { get; set; }
+        public long Field;
     }
 
     // ------------------------------------------------------------------------------------
@@ -1597,6 +1833,43 @@ namespace Lambdad.Runtime
                 Close();
                 if (lost.Partial) throw;
                 return Next(); // the server dropped the pipelined request: ask again
+            }
+        }
+
+        /// <summary>
+        /// A staged environment's warm-up, before its wait (nothing is connected yet): parses a
+        /// canned /invocation/next answer carrying <paramref name="body"/> as the first real one
+        /// will be, and builds the heads of a response and of an error, so that the first
+        /// invocation's are not the first (JIT). Nothing is sent; the buffer is left empty.
+        /// </summary>
+        public ApiResponse Rehearse(byte[] body)
+        {
+            if (_socket != null) throw new InvalidOperationException("the Runtime API client is connected");
+            long deadline = (long)(DateTime.UtcNow - new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc)).TotalMilliseconds + 60000;
+            byte[] head = Latin1("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + "Lambda-Runtime-Aws-Request-Id: 00000000-0000-0000-0000-000000000000\r\n"
+                + "Lambda-Runtime-Deadline-Ms: " + deadline.ToString(CultureInfo.InvariantCulture) + "\r\n"
+                + "Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:000000000000:function:warm-up\r\n"
+                + "Lambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000;Parent=0000000000000000;Sampled=0\r\n"
+                + "Lambda-Runtime-Client-Context: {\"client\":{\"installation_id\":\"i\",\"app_title\":\"t\"},\"custom\":{\"k\":\"v\"},\"env\":{\"k\":\"v\"}}\r\n"
+                + "Lambda-Runtime-Cognito-Identity: {\"cognitoIdentityId\":\"i\",\"cognitoIdentityPoolId\":\"p\"}\r\n"
+                + "Content-Length: " + body.Length.ToString(CultureInfo.InvariantCulture) + "\r\n\r\n");
+            byte[] canned = Concat(head, body, null);
+            if (_buf.Length < canned.Length) _buf = new byte[canned.Length];
+            Buffer.BlockCopy(canned, 0, _buf, 0, canned.Length);
+            _start = 0;
+            _end = canned.Length;
+            try
+            {
+                ApiResponse next = CheckNext(ReadResponse());
+                string path = "invocation/" + Quote(next.Header("lambda-runtime-aws-request-id"));
+                PostHead(path + "/response", body.Length, "application/json", null);
+                PostHead(path + "/error", body.Length, ErrorContentType, "Warmup");
+                return next;
+            }
+            finally
+            {
+                _start = _end = 0;
             }
         }
 
