@@ -93,8 +93,9 @@ class PoolManager:
     def _stage_soon(self, pool: EnvironmentPool) -> None:
         """After a cold start that scaled `pool` out: stage its next one a moment later, not
         beside the init that is starting now (on a small machine they would share a core)."""
-        if self._stage is not None and self._max_staged > 0 and not pool.has_staged:
-            asyncio.get_running_loop().call_later(STAGE_DELAY_S, self._stage_pool, pool)
+        if self._stage is None or self._max_staged <= 0 or pool.has_staged or pool.staging:
+            return  # (in a burst, most cold starts find the next one being staged already)
+        asyncio.get_running_loop().call_later(STAGE_DELAY_S, self._stage_pool, pool)
 
     def _stage_pool(self, pool: EnvironmentPool) -> None:
         if self._stage is None or self._max_staged <= 0 or self._closed:
@@ -128,10 +129,6 @@ class PoolManager:
         self._staging.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("could not stage an environment: %r", task.exception())
-
-    def staged(self) -> int:
-        """Staged environments waiting, across all functions."""
-        return sum(1 for pool in self._pools.values() if pool.has_staged)
 
     def drop_function(self, account_id: str, name: str) -> None:
         for key in [k for k in self._pools if k[:2] == (account_id, name)]:
