@@ -25,6 +25,11 @@
 # * the context object (LambdaContext) with AWS's attribute names, Logger lines to
 #   $stdout/$stderr carrying the request id, $stdout.sync = true.
 #
+# A staged environment (LAMBDAD_STAGED) waits for its first invocation before it requires the
+# handler file (that is the function's init); what runs none of the function's code is done
+# before the wait: the handler string parsed and its file found, Fiddle loaded, and the
+# invocation path run once on a handler of the bootstrap's own (see ahead_of_wait).
+#
 # Stdlib only, Ruby 3.1 to 3.4. One persistent keep-alive HTTP/1.1 connection over a raw TCP
 # socket with TCP_NODELAY and a minimal hand-written request writer and response parser:
 # net/http would cost ~30 ms more at start-up and more per invocation.
@@ -106,6 +111,7 @@ module LambdadBootstrap
   ERROR_LOG = 'Error raised from handler method'
   CRITICAL_LOG = 'Critical exception from handler'
   KERNEL_METHOD = Kernel.instance_method(:method) # an exception may define its own #method
+  MAIN_OBJECT = TOPLEVEL_BINDING.receiver # where a "file.method" handler's method is defined
 
   # The Runtime API went away (the environment is being torn down).
   class ConnectionLost < StandardError
@@ -136,7 +142,10 @@ module LambdadBootstrap
 
   # A minimal HTTP/1.1 client bound to one keep-alive connection to the Runtime API.
   class RuntimeClient
+    attr_reader :address
+
     def initialize(address)
+      @address = address
       host, _, port = address.rpartition(':')
       host = host.delete_prefix('[').delete_suffix(']')
       @host = host.empty? ? '127.0.0.1' : host
@@ -312,6 +321,57 @@ module LambdadBootstrap
     end
   end
 
+  # A staged environment's warm-up, before its wait: a client that talks to no one. Its
+  # exchange parses a canned answer (an event for /invocation/next, Accepted for a post)
+  # through the real parser; everything else (requests built, responses read) is the real
+  # client's code.
+  class ScratchClient < RuntimeClient
+    EVENT = '{"s":"h\u00e9llo \u2603","n":[1,2.5,null,true,false],"o":{"k":"v"}}'
+    NEXT = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" \
+           "Lambda-Runtime-Aws-Request-Id: 00000000-0000-0000-0000-000000000000\r\n" \
+           "Lambda-Runtime-Deadline-Ms: 0\r\n" \
+           "Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:0:function:f\r\n" \
+           "Lambda-Runtime-Client-Context: {\"custom\":{}}\r\n" \
+           "Lambda-Runtime-Cognito-Identity: {\"cognitoIdentityId\":\"\"}\r\n" \
+           "Content-Length: %d\r\n\r\n%s"
+    ACCEPTED = "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n" \
+               "Content-Length: 15\r\n\r\n{\"status\":\"OK\"}"
+
+    def initialize(address, event)
+      super(address)
+      @event = event.b
+    end
+
+    private
+
+    def exchange(head, _body)
+      canned = head.start_with?('GET') ? format(NEXT, @event.bytesize, @event) : ACCEPTED
+      read_response(StringIO.new(canned.b))
+    end
+  end
+
+  # The warm-up's trace variable: left alone (TraceIdVariable#rehearse warms the real one).
+  NO_TRACE = Object.new
+  def NO_TRACE.set(_value); end
+
+  # What a staged environment found and built before its wait (see ahead_of_wait).
+  Ahead = Struct.new(:handler, :feature, :trace)
+
+  # The handler the warm-up invokes, as a function's would be: the context read, a Logger
+  # line and a puts (into a scratch $stdout), its event echoed, or raised on.
+  module Rehearsal
+    class Failure < StandardError; end
+
+    def self.handler(event:, context:)
+      raise Failure, 'rehearsed' if event['fail']
+
+      Logger.new($stdout).info('rehearsed')
+      puts context.aws_request_id
+      { event: event, remaining: context.get_remaining_time_in_millis,
+        function: context.function_name, arn: context.invoked_function_arn }
+    end
+  end
+
   # An exception on its way to the Runtime API, classified the way AWS's runtime does.
   # _X_AMZN_TRACE_ID, set for each invocation as AWS's runtime sets it, but not through ENV[]=
   # (glibc's setenv, which keeps every value a variable ever had: ~100 bytes an invocation for
@@ -342,6 +402,15 @@ module LambdadBootstrap
       end
       @buffer[0, text.bytesize] = text
       @putenv.call(@buffer) unless ENV[NAME] == value # not ours (first time, or changed)
+    end
+
+    # A staged environment's warm-up, before its wait: the variable set once (putenv's first
+    # call) and unset, if it is not set; the function's init finds it as it was.
+    def rehearse
+      return if ENV.key?(NAME)
+
+      set('Root=1-00000000-000000000000000000000000;Parent=0000000000000000;Sampled=0')
+      set(nil)
     end
   end
 
@@ -520,8 +589,13 @@ module LambdadBootstrap
     # the task root is required by its full path, so that a library this bootstrap already
     # loaded (json, logger, socket...) cannot shadow a function file of the same name.
     def require_handler_file(task_root, file)
+      require(handler_feature(task_root, file))
+    end
+
+    # What require_handler_file requires: found by a filesystem check only.
+    def handler_feature(task_root, file)
       path = File.join(task_root, "#{file}.rb")
-      require(File.file?(path) ? path : file)
+      File.file?(path) ? path : file
     end
 
     # AWS's environments run with LANG=en_US.UTF-8; without a locale Ruby would read files
@@ -561,20 +635,110 @@ module LambdadBootstrap
         setup_load_path(task_root)
         setup_gem_path(task_root, env)
         setup_logging(env)
-        # Built ahead of its first invocation: the function's init runs when that arrives.
-        client.wait_for_invocation if staged
-        file, class_name, method_name = parse_handler(handler_spec)
-        require_handler_file(task_root, file)
+        if staged
+          ahead = ahead_of_wait(client, task_root, handler_spec, env, static)
+          # Built ahead of its first invocation: the function's init runs when that arrives.
+          client.wait_for_invocation
+        end
+        if ahead&.handler # parsed and found ahead (a staged environment)
+          file, class_name, method_name = ahead.handler
+          require(ahead.feature)
+        else
+          file, class_name, method_name = parse_handler(handler_spec)
+          require_handler_file(task_root, file)
+        end
       rescue Exception => e # rubocop:disable Lint/RescueException -- LoadError, SyntaxError...
         fail_init(client, handler_spec, e)
       end
 
-      serve(client, class_name&.freeze, method_name.to_sym, static)
+      serve(client, class_name&.freeze, method_name.to_sym, static, ahead&.trace)
     rescue ConnectionLost, ApiError, SystemCallError, IOError => e
       # The Runtime API went away (the environment is being shut down): leave quietly.
       $stderr.puts("lambdad bootstrap: lost the Runtime API: #{e.class}: #{e.message}")
       flush_stdio
       exit(1)
+    end
+
+    # A staged environment's work before its wait, none of it the function's code (its files
+    # are not read, let alone required), so that its first invocation finds the rest done:
+    #
+    # * the handler string parsed and its file found (filesystem checks only). If parsing
+    #   fails, nothing is kept: after the wait parse_handler meets the same error and it is
+    #   reported as ever (posting an init error before the wait would get the environment
+    #   killed);
+    # * the trace variable's Fiddle loaded (~1.5 ms, most of what init took after the wait;
+    #   it warms require too), unless the function brings a fiddle gem of its own;
+    # * the invocation path run once on the bootstrap's own handler (warm_up).
+    #
+    # Never raises: whatever failed is left for the normal path after the wait.
+    def ahead_of_wait(client, task_root, handler_spec, env, static)
+      ahead = Ahead.new
+      begin
+        ahead.handler = parse_handler(handler_spec).map(&:freeze).freeze
+        ahead.feature = handler_feature(task_root, ahead.handler[0])
+      rescue StandardError
+        ahead.handler = nil
+      end
+      begin
+        unless own_fiddle?(task_root, env)
+          ahead.trace = TraceIdVariable.new
+          ahead.trace.rehearse
+        end
+      rescue StandardError
+        ahead.trace = nil
+      end
+      warm_up(client, static)
+      ahead
+    end
+
+    # Whether the function brings a fiddle gem (in its or its layers' gem directories, or in
+    # its bundle's lockfile). Its init may activate that version, which the default gem loaded
+    # ahead would conflict with (Gem::LoadError): the trace variable then loads Fiddle after
+    # init, as in an environment that is not staged.
+    def own_fiddle?(task_root, env)
+      dirs = env['GEM_PATH'].to_s.split(File::PATH_SEPARATOR).select do |dir|
+        dir.start_with?("#{task_root}/", '/opt/')
+      end
+      return true if dirs.any? { |dir| !Dir.glob(File.join(dir, 'gems', 'fiddle-*')).empty? }
+
+      gemfile = env['BUNDLE_GEMFILE'].to_s
+      locks = if gemfile.empty?
+                [File.join(task_root, 'Gemfile.lock'), File.join(task_root, 'gems.locked')]
+              else
+                ["#{gemfile}.lock", gemfile.sub(/\.rb\z/, '.locked')]
+              end
+      locks.any? { |lock| File.file?(lock) && File.read(lock).match?(/^\s+fiddle\b/) }
+    rescue StandardError
+      true
+    end
+
+    # A staged environment's warm-up of the invocation path (Ruby's first-use costs: method
+    # and constant caches, JSON's parser and generator, Logger and its formatter, Time
+    # formatting, backtraces): two invocations of Rehearsal, one answered, one raising, each
+    # through handle as a function's (the canned event parsed, the context built, the
+    # response or the error report formatted and its request built). Nothing reaches the
+    # function's log ($stdout and $stderr are scratch buffers meanwhile) nor the Runtime API
+    # (ScratchClient); the globals handle sets are put back (the request id to nil: nothing
+    # had set it).
+    def warm_up(client, static)
+      address = client.address
+      stdout = $stdout
+      stderr = $stderr
+      begin
+        $stdout = StringIO.new
+        $stderr = StringIO.new
+        [ScratchClient::EVENT, '{"fail":true}'].each do |event|
+          scratch = ScratchClient.new(address, event)
+          headers, body = scratch.next_invocation
+          handle(scratch, NO_TRACE, headers, body, 'LambdadBootstrap::Rehearsal', :handler, static)
+        end
+      rescue StandardError, ScriptError, SystemExit # a warm-up must never end the environment
+        nil
+      ensure
+        $stdout = stdout
+        $stderr = stderr
+        $_global_aws_request_id = nil
+      end
     end
 
     def fail_init(client, handler_spec, exc)
@@ -585,61 +749,67 @@ module LambdadBootstrap
       exit(-4)
     end
 
-    def serve(client, class_name, method_name, static)
-      main_object = TOPLEVEL_BINDING.receiver
-      trace = TraceIdVariable.new
+    # The invocation loop. `trace`: the trace variable, if a staged environment built it ahead.
+    def serve(client, class_name, method_name, static, trace = nil)
+      trace ||= TraceIdVariable.new
       loop do
         headers, body = client.next_invocation
-        request_id = headers['lambda-runtime-aws-request-id'].to_s
-        $_global_aws_request_id = request_id
-        trace.set(headers['lambda-runtime-trace-id'])
-
-        begin
-          event = AwsLambda::Marshaller.marshall_request(RawRequest.new(headers, body))
-          context = make_context(request_id, headers, static)
-        rescue StandardError => e
-          # AWS's runtime dies on these (an init error after the fact); report them on the
-          # invocation instead and carry on.
-          post_error(client, request_id, LambdaError.new(e, 'Runtime'),
-                     'Error preparing the invocation')
-          next
-        end
-
-        critical = false
-        begin
-          response =
-            if class_name
-              Object.const_get(class_name).__send__(method_name, event: event, context: context)
-            else
-              main_object.__send__(method_name, event: event, context: context)
-            end
-          payload, content_type = AwsLambda::Marshaller.marshall_response(response)
-          if content_type.nil?
-            content_type = 'application/json'
-          elsif content_type == 'application/unknown' && payload.respond_to?(:read)
-            payload = payload.read || EMPTY # an IO: send its content unformatted
-          end
-        rescue NameError => e # NoMethodError included: AWS treats both as fatal
-          error = LambdaError.new(e, 'Function')
-          critical = true
-        rescue StandardError => e
-          error = LambdaError.new(e, 'Function')
-        rescue Exception => e # rubocop:disable Lint/RescueException -- SystemExit, signals...
-          error = LambdaError.new(e, 'Function')
-          critical = true
-        else
-          error = nil
-        end
-
-        if error
-          post_error(client, request_id, error, critical ? CRITICAL_LOG : ERROR_LOG)
-          exit(-1) if critical
-          next
-        end
-
-        flush_stdio
-        client.post_response(request_id, payload.to_s, content_type)
+        handle(client, trace, headers, body, class_name, method_name, static)
       end
+    end
+
+    # One invocation: the handler called with its event and context, its result or its error
+    # posted (a critical error then ends the process).
+    def handle(client, trace, headers, body, class_name, method_name, static)
+      request_id = headers['lambda-runtime-aws-request-id'].to_s
+      $_global_aws_request_id = request_id
+      trace.set(headers['lambda-runtime-trace-id'])
+
+      begin
+        event = AwsLambda::Marshaller.marshall_request(RawRequest.new(headers, body))
+        context = make_context(request_id, headers, static)
+      rescue StandardError => e
+        # AWS's runtime dies on these (an init error after the fact); report them on the
+        # invocation instead and carry on.
+        post_error(client, request_id, LambdaError.new(e, 'Runtime'),
+                   'Error preparing the invocation')
+        return
+      end
+
+      critical = false
+      begin
+        response =
+          if class_name
+            Object.const_get(class_name).__send__(method_name, event: event, context: context)
+          else
+            MAIN_OBJECT.__send__(method_name, event: event, context: context)
+          end
+        payload, content_type = AwsLambda::Marshaller.marshall_response(response)
+        if content_type.nil?
+          content_type = 'application/json'
+        elsif content_type == 'application/unknown' && payload.respond_to?(:read)
+          payload = payload.read || EMPTY # an IO: send its content unformatted
+        end
+      rescue NameError => e # NoMethodError included: AWS treats both as fatal
+        error = LambdaError.new(e, 'Function')
+        critical = true
+      rescue StandardError => e
+        error = LambdaError.new(e, 'Function')
+      rescue Exception => e # rubocop:disable Lint/RescueException -- SystemExit, signals...
+        error = LambdaError.new(e, 'Function')
+        critical = true
+      else
+        error = nil
+      end
+
+      if error
+        post_error(client, request_id, error, critical ? CRITICAL_LOG : ERROR_LOG)
+        exit(-1) if critical
+        return
+      end
+
+      flush_stdio
+      client.post_response(request_id, payload.to_s, content_type)
     end
 
     def post_error(client, request_id, error, log_message)
