@@ -13,7 +13,7 @@
 // Launch: node bootstrap.mjs   (with AWS_LAMBDA_RUNTIME_API, _HANDLER, LAMBDA_TASK_ROOT...)
 
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
+import Module, { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -120,6 +120,7 @@ function toFormatted(error) {
 // ------------------------------------------------------------------------------------------
 
 let currentRequestId; // undefined until the first invocation, as in AWS's logs
+let logFd = 1; // the function's log; a scratch sink while a staged environment warms up
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 
 function writeAll(fd, text) {
@@ -193,11 +194,11 @@ let logErrorStructured;
 function patchConsole() {
   const json = (process.env.AWS_LAMBDA_LOG_FORMAT || '').toUpperCase() === 'JSON';
   const log = json
-    ? (level, params) => writeAll(1, formatJson(level, params).replace(/\n/g, '\r') + '\n')
+    ? (level, params) => writeAll(logFd, formatJson(level, params).replace(/\n/g, '\r') + '\n')
     : (level, params) => {
         const time = new Date().toISOString();
         const line = `${time}\t${currentRequestId}\t${level.name}\t${util.format(...params)}`;
-        writeAll(1, line.replace(/\n/g, '\r') + '\n');
+        writeAll(logFd, line.replace(/\n/g, '\r') + '\n');
       };
   const minimum = LEVELS[(process.env.AWS_LAMBDA_LOG_LEVEL || '').toUpperCase()] ?? LEVELS.TRACE;
   const nop = () => {};
@@ -449,7 +450,9 @@ const userRequire = createRequire(
   runtimeDir ? path.join(runtimeDir, 'index.mjs') : fileURLToPath(import.meta.url),
 );
 
-function hasTypeModule(folder) {
+/** Whether `folder`'s package scope is "type": "module". `quiet` (a look ahead): null where
+ * an unreadable package.json would be warned about, which belongs to init's log. */
+function hasTypeModule(folder, quiet = false) {
   for (;;) {
     if (folder.endsWith('/node_modules')) return false;
     const pj = path.join(folder, 'package.json');
@@ -458,6 +461,7 @@ function hasTypeModule(folder) {
         const pkg = JSON.parse(fs.readFileSync(pj, 'utf8'));
         if (pkg) return pkg.type === 'module';
       } catch (err) {
+        if (quiet) return null;
         console.warn(
           `${pj} cannot be read, it will be ignored for ES module detection purposes.`,
           err,
@@ -478,7 +482,36 @@ async function importIfExists(file) {
   return fs.existsSync(file) ? await import(pathToFileURL(file).href) : undefined;
 }
 
-async function loadModule(appRoot, moduleRoot, moduleName) {
+/**
+ * The first module loadModule would load, { file, esm } (esm: by import()), found by the same
+ * filesystem checks and resolution, none of which loads anything; null where that fails or
+ * would log. What it looked at cannot change before init: the function's code and layers are
+ * read-only, and nothing runs in between.
+ */
+function findModule(appRoot, moduleRoot, moduleName) {
+  const base = path.resolve(appRoot, moduleRoot, moduleName);
+  if (fs.existsSync(base)) return { file: base, esm: false };
+  const typeModule = hasTypeModule(path.dirname(base), true);
+  if (typeModule === null) return null;
+  if (fs.existsSync(base + '.js')) return { file: base + '.js', esm: typeModule };
+  if (fs.existsSync(base + '.mjs')) return { file: base + '.mjs', esm: true };
+  if (fs.existsSync(base + '.cjs')) return { file: base + '.cjs', esm: false };
+  try {
+    return { file: userRequire.resolve(moduleName, { paths: [appRoot, moduleRoot] }), esm: false };
+  } catch {
+    return null; // (init meets the same error and reports it)
+  }
+}
+
+/** `found`: findModule's answer, from a staged environment's look ahead. */
+async function loadModule(appRoot, moduleRoot, moduleName, found) {
+  if (found) {
+    // (through the same helpers: an error thrown by the module's code has the same trace)
+    const loaded = found.esm ? await importIfExists(found.file) : requireIfExists(found.file);
+    if (loaded) return loaded;
+    // A module that exported nothing truthy: the search goes on as it would have (loading
+    // that one again is a cache hit, as it would also have been).
+  }
   const base = path.resolve(appRoot, moduleRoot, moduleName);
   const extensionless = requireIfExists(base);
   if (extensionless) return extensionless;
@@ -515,23 +548,32 @@ function installAwsLambdaGlobal() {
   };
 }
 
-async function loadHandler(appRoot, fullHandler) {
+/** The handler string's parts, { moduleRoot, moduleName, handlerPath }; null if malformed. */
+function handlerParts(fullHandler) {
+  if (fullHandler.includes('..')) return null;
+  const handlerString = path.basename(fullHandler);
+  const moduleRoot = fullHandler.substring(0, fullHandler.indexOf(handlerString));
+  const match = handlerString.match(/^([^.]*)\.(.*)$/);
+  if (!match) return null;
+  const [, moduleName, handlerPath] = match;
+  return { moduleRoot, moduleName, handlerPath };
+}
+
+/** `found`: findModule's answer for this handler, if a staged environment looked ahead. */
+async function loadHandler(appRoot, fullHandler, found = null) {
   if (fullHandler.includes('..')) {
     throw new MalformedHandlerName(
       `'${fullHandler}' is not a valid handler name. Use absolute paths when specifying root ` +
         'directories in handler names.',
     );
   }
-  const handlerString = path.basename(fullHandler);
-  const moduleRoot = fullHandler.substring(0, fullHandler.indexOf(handlerString));
-  const match = handlerString.match(/^([^.]*)\.(.*)$/);
-  if (!match) throw new MalformedHandlerName('Bad handler');
-  const [, moduleName, handlerPath] = match;
-
+  const parts = handlerParts(fullHandler);
+  if (!parts) throw new MalformedHandlerName('Bad handler');
+  const { moduleRoot, moduleName, handlerPath } = parts;
   installAwsLambdaGlobal();
   let app;
   try {
-    app = await loadModule(appRoot, moduleRoot, moduleName);
+    app = await loadModule(appRoot, moduleRoot, moduleName, found);
   } catch (err) {
     if (err instanceof SyntaxError) throw new UserCodeSyntaxError(String(err));
     if (err && err.code === 'MODULE_NOT_FOUND') throw new ImportModuleError(String(err));
@@ -631,6 +673,14 @@ function staticContext() {
     memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
     logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
     logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME,
+  };
+}
+
+/** What invoke() needs to know of a handler. */
+function handlerMeta(handler) {
+  return {
+    isAsync: handler.constructor && handler.constructor.name === 'AsyncFunction',
+    streaming: handler[HANDLER_STREAMING] === STREAM_RESPONSE,
   };
 }
 
@@ -777,6 +827,178 @@ function invokeStreaming(client, handler, event, context, id, settled, fatal, po
 }
 
 // ------------------------------------------------------------------------------------------
+// A staged environment's work ahead of its wait
+// ------------------------------------------------------------------------------------------
+//
+// Init (loading the handler's module) must wait for the first invocation, but nothing that
+// runs none of the function's code has to: the handler's file is found, and the first-use
+// costs of Node's module loaders and of this file's invocation path are paid on the
+// bootstrap's own modules and a stand-in handler, so that they are off the first invocation
+// (its Init Duration and Duration). Nothing reaches the function's log or the Runtime API.
+
+// A module of the bootstrap's own for each loader. The CommonJS one is compiled as require()
+// compiles a file, under a name beside this file (nothing is read from it); and a require() of
+// the bootstrap's own (not userRequire: the function's module sees its parent's children)
+// loads /dev/null, an empty module, then forgotten, for require()'s path of a new file.
+const WARM_ESM = 'data:text/javascript,export%20default%20JSON.stringify(%7Bwarm%3A1%7D)%3B';
+const WARM_CJS_SOURCE =
+  "'use strict';\nmodule.exports = { sep: require('node:path').sep, file: __filename };\n";
+
+function warmCommonJs() {
+  const file = path.join(path.dirname(fileURLToPath(import.meta.url)), 'lambdad-warm.cjs');
+  const warm = new Module(file, null);
+  warm.filename = file;
+  warm.paths = [];
+  warm._compile(WARM_CJS_SOURCE, file);
+  const warmRequire = createRequire(file);
+  const empty = warmRequire.resolve('/dev/null');
+  warmRequire(empty);
+  delete warmRequire.cache[empty];
+}
+
+async function warmEsModules() {
+  await import(WARM_ESM);
+  // loadHandler itself, by import() of this very module: a hit in the loader's cache, nothing
+  // is read or run again (only if its URL is the one it was loaded by, so that it is that
+  // hit). The awslambda global it installs goes until init.
+  const here = fileURLToPath(import.meta.url);
+  if (pathToFileURL(here).href !== import.meta.url) return;
+  const installed = Object.getOwnPropertyDescriptor(globalThis, 'awslambda');
+  try {
+    await loadHandler(path.dirname(here), 'bootstrap.setTraceId', { file: here, esm: true });
+  } finally {
+    if (installed) Object.defineProperty(globalThis, 'awslambda', installed);
+    else delete globalThis.awslambda;
+  }
+}
+
+// Modules preloaded by NODE_OPTIONS are the function's, and may have hooked the loaders (ESM
+// hooks, a patched require): then the loaders meet only the function's own modules, at init.
+const PRELOADS = /(^|\s)(-r|--require|--import|--(experimental-)?loader)(\s|=|$)/;
+
+function loadersHooked() {
+  return PRELOADS.test(process.env.NODE_OPTIONS || '') || PRELOADS.test(process.execArgv.join(' '));
+}
+
+/** The handler's module file found ahead, as its loader will meet it: resolved (CommonJS, as
+ * require() resolves it, cached) and read (through the OS cache). Nothing is evaluated. */
+async function warmModuleFile(found) {
+  if (!path.isAbsolute(found.file)) return; // a module of Node's own (the resolution's fallback)
+  if (found.esm) {
+    await import.meta.resolve?.(pathToFileURL(found.file).href); // (a promise on Node 18)
+    await fs.promises.readFile(found.file); // (as the ES module loader reads it)
+  } else {
+    userRequire.resolve(found.file);
+    fs.readFileSync(found.file, 'utf8');
+  }
+}
+
+const WARM_EVENT = '{"warm":true,"n":[1,2.5,"x"],"o":{"k":"v"},"s":"\\u00e9"}';
+
+/** A Runtime API client with canned answers: an event for /next, 202 for posts. */
+function cannedClient() {
+  const client = new RuntimeClient(process.env.AWS_LAMBDA_RUNTIME_API || '127.0.0.1:9001');
+  const sock = { ref() {}, unref() {}, destroy() {} };
+  const event = Buffer.from(WARM_EVENT);
+  client._send = function () {
+    let answer = 'HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n';
+    let body = Buffer.from('{"status":"OK"}');
+    if (this.pending.data === this.nextRequest) {
+      answer =
+        'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
+        'Lambda-Runtime-Aws-Request-Id: 00000000-0000-4000-8000-000000000000\r\n' +
+        `Lambda-Runtime-Deadline-Ms: ${Date.now() + 3000}\r\n` +
+        'Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:0:function:w\r\n' +
+        'Lambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000;Sampled=0\r\n';
+      body = event;
+    }
+    answer += `Content-Length: ${body.length}\r\n\r\n`;
+    this.sock = sock;
+    this._onData(sock, Buffer.concat([Buffer.from(answer, 'latin1'), body]));
+  };
+  return client;
+}
+
+/** Stand-in handlers' invocations through invoke(), each a function that runs one: answered
+ * (and logging), failing, then both again (V8 compiles a regular expression to machine code on
+ * its second use). The console's lines go to `logFd`, which the caller points elsewhere. */
+function warmInvocations() {
+  const client = cannedClient();
+  const staticData = staticContext();
+  const answered = async (event, context) => {
+    console.log('warm', event);
+    return { event, id: context.awsRequestId, left: context.getRemainingTimeInMillis() };
+  };
+  const failing = () => {
+    throw new TypeError('warm');
+  };
+  return [answered, failing, answered, failing].map((handler) => async () => {
+    const res = await client.nextInvocation();
+    await invoke(client, handler, handlerMeta(handler), staticData, res, () => {});
+  });
+}
+
+/**
+ * What a staged environment does before its wait (`waited`, asked already): find the handler's
+ * module (findModule's answer, or null) and warm up. Whatever fails here is left for init to
+ * meet and report as before (a warm-up step's own trouble only skips that step); the state
+ * invoke() sets is put back. An invocation that arrives meanwhile stops the warm-up at its
+ * next step: init is not kept waiting for the rest.
+ */
+async function prepare(appRoot, fullHandler, waited) {
+  let answered = false;
+  waited.then(() => {
+    answered = true;
+  });
+  let found = null;
+  try {
+    const parts = handlerParts(fullHandler); // (null, malformed: reported by init)
+    if (parts) found = findModule(appRoot, parts.moduleRoot, parts.moduleName);
+  } catch {
+    // (init meets it)
+  }
+  const hooked = loadersHooked();
+  const saved = { ...errorCallbacks, trace: process.env._X_AMZN_TRACE_ID };
+  const steps = [
+    () => !hooked && warmCommonJs(),
+    () => !hooked && warmEsModules(),
+    () => !hooked && found && warmModuleFile(found),
+  ];
+  let scratch = null; // the console's lines, formatted and dropped (none without it)
+  try {
+    scratch = fs.openSync('/dev/null', 'w');
+    steps.push(...warmInvocations());
+  } catch {
+    // (only the invocations are left out)
+  }
+  try {
+    if (scratch !== null) logFd = scratch;
+    for (const step of steps) {
+      // A turn of the event loop first: the question goes out, and an answer that is there
+      // already is seen (most steps' own work runs none). Resumed from the tick queue, as
+      // after a socket's data: an init error's trace is the same as after the wait.
+      await new Promise((resolve) => setImmediate(() => process.nextTick(resolve)));
+      if (answered) break;
+      try {
+        await step();
+      } catch {
+        // (the warm-up's own trouble: none of the function's code ran)
+      }
+    }
+  } finally {
+    logFd = 1;
+    if (scratch !== null) fs.closeSync(scratch);
+    currentRequestId = undefined;
+    exitListener = null;
+    errorCallbacks.uncaughtException = saved.uncaughtException;
+    errorCallbacks.unhandledRejection = saved.unhandledRejection;
+    if (saved.trace === undefined) delete process.env._X_AMZN_TRACE_ID;
+    else process.env._X_AMZN_TRACE_ID = saved.trace;
+  }
+  return found;
+}
+
+// ------------------------------------------------------------------------------------------
 // Main
 // ------------------------------------------------------------------------------------------
 
@@ -822,23 +1044,28 @@ async function main() {
     if (listener) listener();
   });
 
-  // Staged: everything above is set up ahead, but loading the handler is the function's
-  // init, which must run for (and be timed from) the invocation that takes the environment.
-  if (staged) await client.waitForWork();
-
+  // Staged: everything above is set up ahead, and so is all that runs none of the function's
+  // code (prepare), but loading the handler is the function's init, which must run for (and
+  // be timed from) the invocation that takes the environment. The wait is asked first, so an
+  // invocation that is already there is not kept waiting for the question.
   const appRoot = process.env.LAMBDA_TASK_ROOT || process.cwd();
+  const fullHandler = process.env._HANDLER || '';
+  let found = null;
+  if (staged) {
+    const waited = client.waitForWork();
+    found = await prepare(appRoot, fullHandler, waited);
+    await waited;
+  }
+
   let handler;
   try {
-    handler = await loadHandler(appRoot, process.env._HANDLER || '');
+    handler = await loadHandler(appRoot, fullHandler, found);
   } catch (err) {
     logErrorStructured('Uncaught Exception', err);
     await client.postInitError(err).catch(() => {});
     process.exit(129);
   }
-  const meta = {
-    isAsync: handler.constructor && handler.constructor.name === 'AsyncFunction',
-    streaming: handler[HANDLER_STREAMING] === STREAM_RESPONSE,
-  };
+  const meta = handlerMeta(handler);
   const staticData = staticContext();
   for (;;) {
     const res = await client.nextInvocation().catch(fatal);
