@@ -78,11 +78,16 @@ async def stage(pools: PoolManager, cfg: FunctionConfig) -> None:
     await until(lambda: pools.pool_for(cfg).has_staged)
 
 
+@pytest.fixture(params=[True, False], ids=["pushed", "waiting"])
+def connected(request: pytest.FixtureRequest) -> bool:
+    """Both ways a staged runtime learns of its invocation (see ``staging``)."""
+    return bool(request.param)
+
+
 def streams(logs: LogStore, cfg: FunctionConfig) -> list[str]:
     return [s.name for s in logs.streams(cfg.account_id, cfg.log_group)]
 
 
-@pytest.mark.parametrize("connected", [True, False], ids=["pushed", "waiting"])
 async def test_the_next_cold_start_takes_the_staged_environment(
     tmp_path: Path, connected: bool
 ) -> None:
@@ -105,7 +110,6 @@ async def test_the_next_cold_start_takes_the_staged_environment(
     await pools.close()
 
 
-@pytest.mark.parametrize("connected", [True, False], ids=["pushed", "waiting"])
 async def test_init_of_a_staged_environment_starts_with_its_invocation(
     tmp_path: Path, connected: bool
 ) -> None:
