@@ -182,6 +182,7 @@ class Platform:
                 **self.memory_merge.statistics,
             },
             "pools": {k: dataclasses.asdict(v) for k, v in self.pools.statistics().items()},
+            "staged": dataclasses.asdict(self.pools.staged_statistics()),
             **self._sandbox_statistics(),
             "provisioned": dataclasses.asdict(self.provisioner.statistics()),
             "snapStart": self.snapshots.statistics(),

@@ -32,6 +32,14 @@ STAGE_DELAY_S = 0.015
 
 
 @dataclass(frozen=True)
+class StagedStatistics:
+    waiting: int  # staged environments waiting for their function's next cold start
+    memory_bytes: int  # their memory (each one's peak so far)
+    max_waiting: int  # --staged (0: staging is off)
+    max_memory_bytes: int  # --staged-memory
+
+
+@dataclass(frozen=True)
 class EvictionPolicy:
     """When idle environments are stopped before their keep-alive ends."""
 
@@ -187,6 +195,16 @@ class PoolManager:
 
     def statistics(self) -> dict[str, PoolStatistics]:
         return {f"{k[0]}:{k[1]}:{k[2]}": pool.statistics() for k, pool in self._pools.items()}
+
+    def staged_statistics(self) -> StagedStatistics:
+        """The staged environments waiting across all functions, against their caps."""
+        staged = [pool for pool in self._pools.values() if pool.has_staged]
+        return StagedStatistics(
+            len(staged),
+            sum(pool.staged_memory() for pool in staged),
+            self._max_staged,
+            self._staged_memory if self._max_staged > 0 else 0,
+        )
 
     async def close(self) -> None:
         self._closed = True

@@ -102,6 +102,9 @@ def test_a_function_scaling_out_has_its_next_environment_staged(server: Server, 
 def test_each_environment_has_its_own_credentials(server: Server, lam: Any) -> None:
     name = create_function(lam, {"app.py": PROBE})
     assert wait_for(lambda: staged(server, name), 10)
+    summary = server.status()["staged"]
+    assert summary["waiting"] >= 1 and summary["memory_bytes"] > 0
+    assert (summary["max_waiting"], summary["max_memory_bytes"]) == (64, 512 << 20)
     first, _ = invoke(lam, name)
     lam.update_function_configuration(FunctionName=name, Timeout=5)
     lam.get_waiter("function_updated_v2").wait(FunctionName=name)
@@ -118,6 +121,12 @@ def test_staging_can_be_switched_off(without_staging: Server) -> None:
     name = create_function(lam, {"app.py": PROBE})
     time.sleep(0.5)
     assert not staged(without_staging, name)
+    assert without_staging.status()["staged"] == {
+        "waiting": 0,
+        "memory_bytes": 0,
+        "max_waiting": 0,
+        "max_memory_bytes": 0,
+    }
     _, log = invoke(lam, name)
     assert log.startswith("INIT_START")
     pool = pool_of(without_staging, name)

@@ -149,6 +149,8 @@ async def test_at_most_max_staged_wait_the_oldest_making_room(tmp_path: Path) ->
         await until(lambda cfg=cfg: pools.pool_for(cfg).has_staged)
     assert [pools.pool_for(c).has_staged for c in configs] == [False, True, True]
     assert sum(stats.staged for stats in pools.statistics().values()) == 2
+    summary = pools.staged_statistics()
+    assert (summary.waiting, summary.memory_bytes, summary.max_waiting) == (2, 64 << 20, 2)
     await pools.close()
 
 
