@@ -30,7 +30,6 @@ import java.util.Collection;
 import java.util.Comparator;
 import java.util.HashMap;
 import java.util.Iterator;
-import java.util.List;
 import java.util.Map;
 import java.util.ServiceLoader;
 import java.util.function.Consumer;
@@ -241,47 +240,16 @@ final class HandlerLoader {
         public void call(Object a, Object b, Object c) {
         }
 
-        /** A bean for {@link #warmUpWhileWaiting}. */
-        public static final class Bean {
-            static final byte[] SAMPLE = "{\"name\":\"a\",\"count\":1,\"tags\":[\"x\"],\"active\":true}"
-                    .getBytes(StandardCharsets.UTF_8);
-
-            public String name;
-            private int count;
-            private List<String> tags;
-            private boolean active;
-
-            public int getCount() {
-                return count;
-            }
-
-            public void setCount(int count) {
-                this.count = count;
-            }
-
-            public List<String> getTags() {
-                return tags;
-            }
-
-            public void setTags(List<String> tags) {
-                this.tags = tags;
-            }
-
-            public boolean isActive() {
-                return active;
-            }
-
-            public void setActive(boolean active) {
-                this.active = active;
-            }
-        }
-
         static Method method(int argc) throws NoSuchMethodException {
             Class<?>[] types = new Class<?>[argc];
             Arrays.fill(types, Object.class);
             return StandIn.class.getMethod("call", types);
         }
     }
+
+    /** A document of {@link Training.Item}, for {@link #warmUpWhileWaiting}. */
+    private static final byte[] BEAN_SAMPLE =
+            "{\"name\":\"a\",\"count\":1,\"values\":[1.5],\"active\":true}".getBytes(StandardCharsets.UTF_8);
 
     /**
      * Where the handler takes or returns one of the function's classes, whose codec is built
@@ -295,8 +263,8 @@ final class HandlerLoader {
             return;
         }
         try {
-            Codec codec = Codec.jackson(StandIn.Bean.class);
-            codec.write(codec.read(StandIn.Bean.SAMPLE), new Output(64));
+            Codec codec = Codec.jackson(Training.Item.class);  // (the archive's training bean)
+            codec.write(codec.read(BEAN_SAMPLE), new Output(64));
         } catch (Throwable ignored) {
             // only a warm-up
         }
