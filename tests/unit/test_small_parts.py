@@ -127,6 +127,35 @@ def test_log_files_are_created_off_the_loop_and_read_in_full(
     stream.close()
 
 
+def test_the_log_file_thread_yields_and_a_reader_never_waits_behind_it(tmp_path: Path) -> None:
+    """The file thread runs at nice 19 (cold starts come first); a reader whose stream's file
+    is still queued behind it makes the file itself."""
+    store = LogStore(tmp_path)
+    assert store._files.submit(os.getpriority, os.PRIO_PROCESS, 0).result() == 19
+    assert os.getpriority(os.PRIO_PROCESS, 0) == 0  # only that thread
+    held = threading.Event()
+    store._files.submit(held.wait, 30)  # the thread is busy (a backlog, in a burst)
+    name = new_stream_name("$LATEST")
+    stream = store.open_stream("000000000000", "/aws/lambda/f", name)
+
+    async def write_then_read() -> list[str]:
+        stream.write("one\n", 5)
+        stream.flush_soon()  # queues the file's creation behind the held thread
+        await asyncio.sleep(logs.FLUSH_DELAY * 2)
+        stream.write("two\n", 6)
+        return [e.message for e in store.events("000000000000", "/aws/lambda/f", name)]
+
+    try:
+        assert asyncio.run(write_then_read()) == ["one\n", "two\n"]
+    finally:
+        held.set()
+    stream.write("three\n", 7)
+    stream.close()
+    store.close()
+    (path,) = tmp_path.glob("000000000000/*/*.jsonl")
+    assert path.read_bytes().count(b"\n") == 3  # one file, made once
+
+
 def test_closing_the_log_store_writes_what_open_streams_buffered(tmp_path: Path) -> None:
     store = LogStore(tmp_path)
     name = new_stream_name("$LATEST")
