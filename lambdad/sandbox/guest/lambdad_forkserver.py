@@ -492,6 +492,64 @@ def _serve_compiled(
             raise RuntimeError(f"the compiled fork loop returned {outcome}")
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",  # free bytes, the top chunk's included
+            "keepcost",  # the top chunk's bytes
+        )
+    ]
+
+
+_KEPT_CHUNKS: list[int] = []  # allocated once and never freed (see take_free_chunks)
+
+
+def take_free_chunks() -> int:
+    """Allocate, and keep for good, every free chunk of C malloc's heap below its top chunk;
+    returns how many bytes that took (0 where glibc has no mallinfo2).
+
+    A forked child's allocations would otherwise be carved out of these chunks, spread over
+    the whole heap, and writing each chunk's header (and the free lists' neighbours) copies
+    the zygote's page it lies on: ~100 of an environment's ~770 copy-on-write pages. Taken
+    here, they stay untouched and shared; a child's allocations come from the top chunk,
+    side by side on few pages. The bytes were free already: the zygote's size is unchanged."""
+    try:
+        mallinfo2 = _libc.mallinfo2
+    except AttributeError:  # glibc < 2.33, or another C library
+        return 0
+    mallinfo2.restype = _Mallinfo2
+    malloc, free, sbrk = _libc.malloc, _libc.free, _libc.sbrk
+    malloc.restype, malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    free.restype, free.argtypes = None, [ctypes.c_void_p]
+    sbrk.restype, sbrk.argtypes = ctypes.c_void_p, [ctypes.c_ssize_t]
+    before = mallinfo2()
+    size = 1 << 16  # below the mmap threshold: every larger free chunk is split as it goes
+    while size >= 16:
+        while True:
+            info = mallinfo2()
+            top = sbrk(0) - info.keepcost  # where the top chunk begins
+            pointer = malloc(size)
+            if pointer is None:
+                return 0
+            if pointer >= top:  # from the top chunk (or mmap): no free chunk of this size left
+                free(pointer)
+                break
+            _KEPT_CHUNKS.append(pointer)
+        size //= 2
+    after = mallinfo2()
+    taken: int = (before.fordblks - before.keepcost) - (after.fordblks - after.keepcost)
+    return taken
+
+
 def serve(
     control: socket.socket,
     child: Child,
@@ -510,6 +568,7 @@ def serve(
     os.set_blocking(wake_w, False)
     previous = signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_w)
+    take_free_chunks()
     send(control, {"ready": os.getpid()})
     try:
         if compiled is not None:
