@@ -208,7 +208,7 @@ class Platform:
         self.registry.load()
         self.layers.load()
         self.layers.prune(in_use=self.registry.layer_arns_in_use())
-        self.queue.start(self.invoker.run_event)
+        self.queue.start(self.invoker.run_event, self.invoker.admit_event)
         self.pools.start()
         if self.memory_merge.pace is not None:
             pacing = memory_merge.pace_with_load(

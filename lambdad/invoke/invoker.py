@@ -33,8 +33,8 @@ from lambdad.errors import (
     SnapStartException,
     SnapStartNotReadyException,
 )
-from lambdad.invoke.async_queue import AsyncQueue
-from lambdad.scheduler.environment import Invocation, InvocationResult, RestoreFailed
+from lambdad.invoke.async_queue import Admission, AsyncQueue
+from lambdad.scheduler.environment import Environment, Invocation, InvocationResult, RestoreFailed
 from lambdad.scheduler.limiter import ConcurrencyLimiter
 from lambdad.scheduler.pools import PoolManager
 from lambdad.store.metadata import QueuedEvent
@@ -180,23 +180,39 @@ class Invoker:
             request_id=request_id,
         )
 
-    async def run_event(self, event: QueuedEvent) -> InvocationResult | None:
-        """Run one queued Event invocation (the queue holds its lease); None if its function,
-        version or alias is gone."""
+    def admit_event(self, event: QueuedEvent, first: bool) -> Admission | None:
+        """Capacity for a queued Event invocation now (AsyncQueue's `admit`), or None: a free
+        provisioned environment of the version it names (an alias picks its version now) with
+        a provisioned lease, else an on-demand lease. `first`: count a refusal as a throttle."""
         ref = FunctionRef(event.function_name, event.qualifier or None, None, None)
         try:
             config = self._registry.invocation_target(event.account_id, ref)
         except ResourceNotFoundException:
+            return Admission(None)  # run_event drops it
+        env = self._pools.pool_for(config).claim_provisioned()
+        if env is not None:
+            lease = self._limiter.acquire_provisioned(event.account_id, config.name)
+            return Admission(lease, _EventTarget(config, ref, env))
+        found = self._limiter.try_lease(event.account_id, config.name, count_throttle=first)
+        return None if found is None else Admission(found, _EventTarget(config, ref, None))
+
+    async def run_event(self, event: QueuedEvent, admission: Admission) -> InvocationResult | None:
+        """Run one queued Event invocation admitted by admit_event (the queue holds its lease);
+        None if its function, version or alias is gone."""
+        target = admission.claimed
+        if not isinstance(target, _EventTarget):
             return None
+        config = target.config
         invocation = Invocation(
             request_id=event.event_id,
             payload=event.payload,
-            invoked_arn=_invoked_arn(config, ref),
+            invoked_arn=_invoked_arn(config, target.ref),
             client_context=_decode_client_context(event.client_context),
             trace_id=new_ids()[1],
         )
         try:
-            return await self._pools.pool_for(config).run(invocation, self._admit(config))
+            pool = self._pools.pool_for(config)
+            return await pool.run(invocation, self._admit(config), target.env)
         except RestoreFailed as failed:  # retried like any failed event
             return InvocationResult(failed.payload, function_error="Unhandled")
 
@@ -223,6 +239,15 @@ class Invoker:
                 f"the following state: {config.state.value}"
             )
         return config
+
+
+class _EventTarget(NamedTuple):
+    """What admit_event resolved for a queued event: the version it runs, as it was named,
+    and the provisioned environment claimed for it (None: any of the pool's)."""
+
+    config: FunctionConfig
+    ref: FunctionRef
+    env: Environment | None
 
 
 def _restore_failure_message(failed: RestoreFailed) -> str:

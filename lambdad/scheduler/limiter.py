@@ -231,6 +231,16 @@ class ConcurrencyLimiter:
         self._account(account_id).throttled += 1
         raise _throttled(found)
 
+    def try_lease(self, account_id: str, function: str, *, count_throttle: bool) -> Lease | None:
+        """An on-demand lease, or None where acquire_nowait would throttle (counted as a
+        throttle only with `count_throttle`: a waiting event counts its first refusal)."""
+        found = self._try_acquire(account_id, function)
+        if isinstance(found, Lease):
+            return found
+        if count_throttle:
+            self._account(account_id).throttled += 1
+        return None
+
     def _try_acquire(self, account_id: str, function: str) -> Lease | ThrottleReason:
         """A lease, or why there is none (not counted as a throttle)."""
         account = self._account(account_id)
@@ -273,9 +283,11 @@ class ConcurrencyLimiter:
     def provisioned_lease(self, account_id: str, function: str) -> AbstractContextManager[Lease]:
         """Count an invocation that runs on a provisioned environment (never refused: the
         capacity was set aside when the provisioned concurrency was configured)."""
-        return _Leased(self._acquire_provisioned, self.release, (account_id, function))
+        return _Leased(self.acquire_provisioned, self.release, (account_id, function))
 
-    def _acquire_provisioned(self, account_id: str, function: str) -> Lease:
+    def acquire_provisioned(self, account_id: str, function: str) -> Lease:
+        """The lease of an invocation that runs on a provisioned environment it claimed (see
+        provisioned_lease); release it like any other."""
         account = self._account(account_id)
         account.provisioned_in_use[function] = account.provisioned_in_use.get(function, 0) + 1
         return Lease(account_id, function, function in account.reserved, provisioned=True)
@@ -290,10 +302,19 @@ class ConcurrencyLimiter:
             found = self._try_acquire(account_id, function)
             if isinstance(found, Lease):
                 return found
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.add(waiter)
+            await self.changed(recheck)
+
+    async def changed(self, recheck: float = 1.0) -> None:
+        """Return at the next release of any lease (provisioned ones included) or change of a
+        reservation, or after `recheck` seconds (what else frees capacity: a provisioned
+        environment made ready, a clock-driven refill)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
             with suppress(TimeoutError):
                 await asyncio.wait_for(waiter, timeout=recheck)
+        finally:
+            self._waiters.discard(waiter)
 
     def admit_scale_out_nowait(self, account_id: str, function: str) -> None:
         """Take one token for a new execution environment, or raise the rate throttle."""

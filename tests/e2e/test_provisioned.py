@@ -13,6 +13,7 @@ import base64
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +22,15 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import Server, create_function, module_server, settle, start_server
+from tests.conftest import (
+    Server,
+    create_function,
+    logged,
+    module_server,
+    settle,
+    start_server,
+    wait_for,
+)
 
 ACCOUNT = "000000000000"
 INVALID = "InvalidParameterValueException"
@@ -52,6 +61,16 @@ PROBE = {
         "    time.sleep(event.get('sleep', 0))\n"
         "    return {'init': INIT_TYPE, 'env': ENVIRONMENT, 'init_at': INIT_AT,\n"
         "            'version': context.function_version}\n"
+    )
+}
+# Says which kind of environment ran each event it gets.
+TELLER = {
+    "app.py": (
+        "import os\n\n"
+        "INIT_TYPE = os.environ['AWS_LAMBDA_INITIALIZATION_TYPE']\n\n"
+        "def handler(event, context):\n"
+        "    print(f\"ran {event['token']} {INIT_TYPE}\")\n"
+        "    return None\n"
     )
 }
 BROKEN = {
@@ -388,6 +407,40 @@ class TestEnvironments:
         assert "Init Duration" in spilled[0]["report"]
         assert all("Init Duration" not in a["report"] for a in provisioned)
         assert spilled[0]["version"] == "1"
+
+    def test_events_run_on_the_provisioned_environments(self, server: Server, lam: Any) -> None:
+        """Event invocations of an alias run on its provisioned environments, as AWS's queue
+        invokes them, even where those hold the function's whole reservation and no on-demand
+        capacity is left (they used to wait for an on-demand lease for ever)."""
+        name = create_function(lam, TELLER, Timeout=30)
+        lam.publish_version(FunctionName=name)
+        lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+        lam.put_provisioned_concurrency_config(
+            FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=1
+        )
+        assert wait_status(lam, name, "live")["Status"] == "READY"
+        logs = server.client("logs")
+        tokens = [uuid.uuid4().hex for _ in range(3)]
+        for token in tokens:  # one environment: they run one after another
+            response = lam.invoke(
+                FunctionName=name,
+                Qualifier="live",
+                InvocationType="Event",
+                Payload=json.dumps({"token": token}),
+            )
+            assert response["StatusCode"] == 202
+        assert wait_for(lambda: all(logged(logs, name, t) for t in tokens), timeout=30)
+        for token in tokens:
+            assert logged(logs, name, token) == [f"ran {token} {PROVISIONED}"]
+        # $LATEST has no provisioned environment and no capacity: its event waits.
+        late = uuid.uuid4().hex
+        lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"token": late}))
+        time.sleep(1.5)
+        assert logged(logs, name, late) == []
+        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=2)
+        assert wait_for(lambda: logged(logs, name, late) == [f"ran {late} {ON_DEMAND}"])
+        lam.delete_function(FunctionName=name)
 
     def test_delete_releases_the_environments(self, lam: Any, published: str) -> None:
         name = published

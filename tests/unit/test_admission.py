@@ -10,7 +10,7 @@ import pytest
 
 from lambdad.control.model import FunctionConfig
 from lambdad.errors import TooManyRequestsException
-from lambdad.invoke.async_queue import AsyncQueue
+from lambdad.invoke.async_queue import Admission, AsyncQueue
 from lambdad.sandbox.fake import FakeBehaviour
 from lambdad.scheduler.environment import Invocation, InvocationResult
 from lambdad.scheduler.limiter import ConcurrencyLimiter
@@ -51,7 +51,7 @@ async def test_throttled_event_waits_without_holding_a_worker() -> None:
     store = MemoryMetadataStore()
     ran: list[str] = []
 
-    async def runner(ev: QueuedEvent) -> InvocationResult:
+    async def runner(ev: QueuedEvent, _: Admission) -> InvocationResult:
         ran.append(ev.event_id)
         return InvocationResult(b"null")
 
@@ -77,7 +77,7 @@ async def test_rate_throttled_event_is_tried_again_without_an_attempt() -> None:
     store = MemoryMetadataStore()
     attempts: list[int] = []
 
-    async def runner(ev: QueuedEvent) -> InvocationResult:
+    async def runner(ev: QueuedEvent, _: Admission) -> InvocationResult:
         attempts.append(ev.attempts)
         if len(attempts) == 1:
             raise TooManyRequestsException(
@@ -95,11 +95,46 @@ async def test_rate_throttled_event_is_tried_again_without_an_attempt() -> None:
     await queue.close()
 
 
+async def test_a_waiting_event_asks_again_at_any_release() -> None:
+    """A throttled event asks the queue's `admit` again whenever a lease is released (a
+    provisioned environment freed, say), and its runner gets what `admit` set aside for it."""
+    limiter = ConcurrencyLimiter(account_limit=10, min_unreserved=0)
+    capacity: list[str] = []
+    asked: list[bool] = []
+
+    def admit(ev: QueuedEvent, first: bool) -> Admission | None:
+        asked.append(first)
+        return Admission(None, capacity.pop()) if capacity else None
+
+    got: list[object] = []
+
+    async def runner(ev: QueuedEvent, admission: Admission) -> InvocationResult:
+        got.append(admission.claimed)
+        return InvocationResult(b"null")
+
+    queue = AsyncQueue(MemoryMetadataStore(), workers=1, retry_delays=(), limiter=limiter)
+    queue.start(runner, admit)
+    await queue.put(event(1))
+    while queue.statistics().waiting < 1:
+        await asyncio.sleep(0.01)
+    capacity.append("a provisioned environment")
+    limiter.release(limiter.acquire_provisioned(ACCOUNT, "another"))
+
+    async def completed() -> None:
+        while queue.statistics().completed < 1:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(completed(), timeout=0.5)  # woken, not the 1 s recheck
+    assert got == ["a provisioned environment"]
+    assert asked[0] and not any(asked[1:])  # only the first refusal counts as a throttle
+    await queue.close()
+
+
 async def test_close_cancels_waiting_events() -> None:
     limiter = ConcurrencyLimiter(account_limit=10, min_unreserved=0)
     limiter.set_reserved(ACCOUNT, "fn", 0)
 
-    async def runner(ev: QueuedEvent) -> InvocationResult:
+    async def runner(ev: QueuedEvent, _: Admission) -> InvocationResult:
         raise AssertionError("must not run")
 
     store = MemoryMetadataStore()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from lambdad.invoke.async_queue import AsyncQueue
+from lambdad.invoke.async_queue import Admission, AsyncQueue
 from lambdad.scheduler.environment import InvocationResult
 from lambdad.store.metadata import MemoryMetadataStore, QueuedEvent, SqliteMetadataStore
 
@@ -18,7 +18,7 @@ async def test_events_run_and_are_forgotten() -> None:
     store = MemoryMetadataStore()
     ran: list[str] = []
 
-    async def runner(ev: QueuedEvent) -> InvocationResult:
+    async def runner(ev: QueuedEvent, _: Admission) -> InvocationResult:
         ran.append(ev.event_id)
         return InvocationResult(b"null")
 
@@ -37,7 +37,7 @@ async def test_failures_are_retried_then_dropped() -> None:
     store = MemoryMetadataStore()
     attempts: list[int] = []
 
-    async def runner(ev: QueuedEvent) -> InvocationResult:
+    async def runner(ev: QueuedEvent, _: Admission) -> InvocationResult:
         attempts.append(ev.attempts)
         return InvocationResult(b"{}", function_error="Unhandled")
 
@@ -58,7 +58,7 @@ async def test_unfinished_events_survive_a_restart(tmp_path: Path) -> None:
     reopened = SqliteMetadataStore(tmp_path / "db.sqlite3")
     ran: list[str] = []
 
-    async def runner(ev: QueuedEvent) -> InvocationResult | None:
+    async def runner(ev: QueuedEvent, _: Admission) -> InvocationResult | None:
         ran.append(ev.event_id)
         return None  # the function is gone: dropped, not retried
 
