@@ -43,6 +43,10 @@ class BurstResult:
     # cold starts that took an environment staged ahead (one at deploy, then one after each
     # time the function scaled out and its next had been staged meanwhile: lambdad's default)
     staged_starts: int = 0
+    # minor page faults of the environments' processes started by the burst, all together
+    # (mostly copy-on-write copies of their zygote's pages): a count, so unlike the CPU it
+    # does not vary with the host's speed
+    environment_faults: int = 0
 
     def verdicts(self) -> dict[str, bool]:
         """Each part of the target on its own."""
@@ -151,6 +155,11 @@ def run_burst(count: int, work_dir: Path) -> BurstResult:
             latencies, succeeded, wall, sending = _fire(server, request, count)
         client_cpu = time.process_time() - client_before
         cpu = procfs.cpu_by_role(server.pid, before)
+        faults = sum(
+            procfs.minor_faults(pid)
+            for pid, role in procfs.roles(server.pid).items()
+            if role == "environments" and pid not in before
+        )
         pools = harness.server_status(server)["pools"].values()
         staged = sum(stats.get("staged_starts", 0) for stats in pools)
     finally:
@@ -167,6 +176,7 @@ def run_burst(count: int, work_dir: Path) -> BurstResult:
         phase=phase,
         cpu=cpu,
         staged_starts=staged,
+        environment_faults=faults,
     )
 
 
@@ -189,7 +199,9 @@ def report(result: BurstResult) -> list[str]:
     lines.append(
         f"  CPU per environment, ms (schedstat of the processes alive at the end): {shares}; "
         f"total {total / per * 1000:.2f} ms, {total / result.wall_s:.2f} cores over the wall time; "
-        f"the load generator (this process) {result.client_cpu_s:.2f} s"
+        f"the load generator (this process) {result.client_cpu_s:.2f} s; page faults per "
+        f"environment {result.environment_faults / per:,.0f} (its processes' minor faults, "
+        "most of them copy-on-write copies of the zygote's pages: a count, steadier than CPU)"
     )
     lines.append(f"  {phase_line(result.phase)}")
     for name, passed in result.verdicts().items():

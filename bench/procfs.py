@@ -147,13 +147,19 @@ def run_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def cpu_by_role(server: int, before: dict[int, float]) -> dict[str, tuple[int, float]]:
-    """CPU seconds lambdad `server` and the processes below it used since `before` (their
-    run_seconds; processes started since count from zero), by role: lambdad,
-    zygotes, helpers (its other children), environments (the zygotes' children: function
-    processes and their inits). Each role: (processes, seconds). Only processes still alive
-    are counted."""
-    roles: dict[str, tuple[int, float]] = {}
+def minor_faults(pid: int) -> int:
+    """Page faults the process has taken without reading a disk (most of an environment's
+    are copy-on-write copies of its zygote's pages); 0 if it is gone."""
+    try:
+        return int(_stat_fields(pid)[7])
+    except (OSError, IndexError):
+        return 0
+
+
+def roles(server: int) -> dict[int, str]:
+    """lambdad `server` and the live processes below it, each with its role: lambdad, zygotes,
+    helpers (its other children), environments (the zygotes' children: function processes
+    and their inits)."""
     zygotes: set[int] = set()
     below = descendants(server)
     children = {pid for pid in below if _parent_or_none(pid) == server}
@@ -163,18 +169,23 @@ def cpu_by_role(server: int, before: dict[int, float]) -> dict[str, tuple[int, f
                 zygotes.add(pid)
         except OSError:
             continue
-    for pid in [server, *below]:
-        if pid == server:
-            role = "lambdad"
-        elif pid in zygotes:
-            role = "zygotes"
-        elif pid in children:
-            role = "helpers"
-        else:
-            role = "environments"
-        count, seconds = roles.get(role, (0, 0.0))
-        roles[role] = (count + 1, seconds + run_seconds(pid) - before.get(pid, 0.0))
-    return roles
+    found = {server: "lambdad"}
+    for pid in below:
+        found[pid] = (
+            "zygotes" if pid in zygotes else "helpers" if pid in children else "environments"
+        )
+    return found
+
+
+def cpu_by_role(server: int, before: dict[int, float]) -> dict[str, tuple[int, float]]:
+    """CPU seconds lambdad `server` and the processes below it used since `before` (their
+    run_seconds; processes started since count from zero), by role (see `roles`). Each role:
+    (processes, seconds). Only processes still alive are counted."""
+    by_role: dict[str, tuple[int, float]] = {}
+    for pid, role in roles(server).items():
+        count, seconds = by_role.get(role, (0, 0.0))
+        by_role[role] = (count + 1, seconds + run_seconds(pid) - before.get(pid, 0.0))
+    return by_role
 
 
 def _parent_or_none(pid: int) -> int | None:
