@@ -404,3 +404,21 @@ def test_the_descriptor_table_is_grown_before_any_thread(server: Server) -> None
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # lambdad raises its soft to the hard
     # 8 per environment: 1,000 busy (the account's concurrency) and 1,000 idle, by default
     assert size >= min(8 * 2_000, soft)
+
+
+def test_the_server_collects_its_garbage_seldom_and_not_its_startup_objects(
+    server: Server, lam: Any
+) -> None:
+    """lambdad freezes what start-up made (out of every collection) and raises the collector's
+    thresholds, so a burst of cold starts is not stopped by full collections; the status
+    document says so and counts the collections."""
+    collector = server.status()["garbageCollector"]
+    assert collector["thresholds"] == [10_000, 20, 20]
+    assert collector["frozen"] > 10_000  # botocore's model, the routes, the registries
+    name = create_function(lam, {"app.py": "def handler(event, context):\n    return 1\n"})
+    for _ in range(50):
+        assert lam.invoke(FunctionName=name)["StatusCode"] == 200
+    after = server.status()["garbageCollector"]
+    assert len(after["collections"]) == 3
+    assert after["collections"][0] >= collector["collections"][0]
+    lam.delete_function(FunctionName=name)
