@@ -380,3 +380,37 @@ print(before, taken, free_below_top(), len(server._KEPT_CHUNKS))
     assert before > 100_000  # the holes
     assert taken == before and after == 0
     assert chunks >= 150
+
+
+def test_taking_free_chunks_stops_at_what_was_free() -> None:
+    """Where the top chunk is not where sbrk says (every allocation then looks like a free
+    chunk's), take_free_chunks stops within the free bytes mallinfo2 counted (plus the
+    per-thread cache's), instead of taking the top chunk piece by piece."""
+    script = """
+import types
+import lambdad_forkserver as server
+address = [1 << 20]
+freed = []
+def malloc(size):
+    address[0] += size
+    return address[0]
+def free(pointer):
+    freed.append(pointer)
+info = types.SimpleNamespace(fordblks=300_000, keepcost=100_000)
+server._libc = types.SimpleNamespace(
+    mallinfo2=lambda: info, malloc=malloc, free=free, sbrk=lambda n: 1 << 60
+)
+print(server.take_free_chunks(), sum(1 for _ in server._KEPT_CHUNKS), len(freed))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=GUEST_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    taken, kept, freed = map(int, done.stdout.split())
+    assert taken == 0 and freed == 1  # gave up, and gave back the one over budget
+    assert kept * 16 <= 200_000 + (1 << 20)  # never more than its budget (in 16-byte steps)
+    assert kept == (200_000 + (1 << 20)) // (1 << 16)  # the budget is all in 64 KiB requests

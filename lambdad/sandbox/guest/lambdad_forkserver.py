@@ -532,6 +532,11 @@ def take_free_chunks() -> int:
     free.restype, free.argtypes = None, [ctypes.c_void_p]
     sbrk.restype, sbrk.argtypes = ctypes.c_void_p, [ctypes.c_ssize_t]
     before = mallinfo2()
+    # Each chunk kept takes at least its request from the free bytes below the top chunk (or
+    # from the per-thread cache, which mallinfo counts as used: at most 64 sizes of 7 chunks
+    # up to 1 KiB), so the requests never add up to more: where they would (a heap not where
+    # sbrk says, the top chunk misplaced), this stops rather than take the top chunk by bits.
+    budget = before.fordblks - before.keepcost + (1 << 20)
     size = 1 << 16  # below the mmap threshold: every larger free chunk is split as it goes
     while size >= 16:
         while True:
@@ -543,6 +548,10 @@ def take_free_chunks() -> int:
             if pointer >= top:  # from the top chunk (or mmap): no free chunk of this size left
                 free(pointer)
                 break
+            if size > budget:
+                free(pointer)
+                return 0
+            budget -= size
             _KEPT_CHUNKS.append(pointer)
         size //= 2
     after = mallinfo2()
