@@ -368,15 +368,7 @@ before = free_below_top()
 taken = server.take_free_chunks()
 print(before, taken, free_below_top(), len(server._KEPT_CHUNKS))
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=GUEST_DIR,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    before, taken, after, chunks = map(int, done.stdout.split())
+    before, taken, after, chunks = map(int, _guest_python(script).split())
     assert before > 100_000  # the holes
     assert taken == before and after == 0
     assert chunks >= 150
@@ -402,6 +394,14 @@ server._libc = types.SimpleNamespace(
 )
 print(server.take_free_chunks(), sum(1 for _ in server._KEPT_CHUNKS), len(freed))
 """
+    taken, kept, freed = map(int, _guest_python(script).split())
+    assert taken == 0 and freed == 1  # gave up, and gave back the one over budget
+    assert kept * 16 <= 200_000 + (1 << 20)  # never more than its budget (in 16-byte steps)
+    assert kept == (200_000 + (1 << 20)) // (1 << 16)  # the budget is all in 64 KiB requests
+
+
+def _guest_python(script: str) -> str:
+    """What `script` prints, run by this interpreter beside the guest modules."""
     done = subprocess.run(
         [sys.executable, "-c", script],
         cwd=GUEST_DIR,
@@ -410,7 +410,4 @@ print(server.take_free_chunks(), sum(1 for _ in server._KEPT_CHUNKS), len(freed)
         timeout=60,
         check=True,
     )
-    taken, kept, freed = map(int, done.stdout.split())
-    assert taken == 0 and freed == 1  # gave up, and gave back the one over budget
-    assert kept * 16 <= 200_000 + (1 << 20)  # never more than its budget (in 16-byte steps)
-    assert kept == (200_000 + (1 << 20)) // (1 << 16)  # the budget is all in 64 KiB requests
+    return done.stdout
