@@ -14,8 +14,9 @@
 
 Admission is a lease: ``with limiter.lease_nowait(account, function):`` — released on exit
 whatever happens (errors, timeouts, crashes). ``*_nowait`` calls raise
-TooManyRequestsException with AWS's Reason instead of waiting; ``wait_lease`` waits (async
-invocations are never dropped for lack of capacity).
+TooManyRequestsException with AWS's Reason instead of waiting; ``try_lease`` answers None, and
+``changed`` waits for capacity to come back (async invocations are never dropped for lack of
+capacity: the AsyncQueue asks again then).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class ConcurrencyLimiter:
         self._accounts: dict[str, _Account] = {}
         # (account, function) -> scale-out token bucket
         self._buckets: dict[tuple[str, str], _Bucket] = {}
-        # futures of wait_lease callers, woken when any lease is released
+        # futures of `changed` callers, woken when any lease is released
         self._waiters: set[asyncio.Future[None]] = set()
 
     def _account(self, account_id: str) -> _Account:
@@ -269,7 +270,7 @@ class ConcurrencyLimiter:
         self._wake_waiters()
 
     def _wake_waiters(self) -> None:
-        """Let every wait_lease caller try again (a lease was released, a reservation changed)."""
+        """Let every `changed` caller try again (a lease was released, a reservation changed)."""
         if not self._waiters:  # every release asks
             return
         waiters, self._waiters = self._waiters, set()
@@ -291,18 +292,6 @@ class ConcurrencyLimiter:
         account = self._account(account_id)
         account.provisioned_in_use[function] = account.provisioned_in_use.get(function, 0) + 1
         return Lease(account_id, function, function in account.reserved, provisioned=True)
-
-    async def wait_lease(self, account_id: str, function: str, recheck: float = 1.0) -> Lease:
-        """Wait until the function may run (async invocations are queued, never dropped).
-
-        Woken by every release and reservation change; also re-checks every `recheck` seconds.
-        Waiting is not counted as throttling (the caller counted its first refusal).
-        """
-        while True:
-            found = self._try_acquire(account_id, function)
-            if isinstance(found, Lease):
-                return found
-            await self.changed(recheck)
 
     async def changed(self, recheck: float = 1.0) -> None:
         """Return at the next release of any lease (provisioned ones included) or change of a

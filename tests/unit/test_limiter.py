@@ -100,23 +100,31 @@ def test_burst_rate_refills_over_time() -> None:
     limiter.admit_scale_out_nowait(ACCOUNT, "g")  # per function
 
 
-async def test_wait_lease_wakes_on_release() -> None:
+async def test_changed_returns_at_a_release() -> None:
+    """What a throttled event waits for before it asks again (AsyncQueue)."""
     limiter = ConcurrencyLimiter(account_limit=1, min_unreserved=0)
     held = limiter.acquire_nowait(ACCOUNT, "f")
-    waiter = asyncio.ensure_future(limiter.wait_lease(ACCOUNT, "f"))
+    assert limiter.try_lease(ACCOUNT, "f", count_throttle=False) is None
+    assert limiter.statistics(ACCOUNT).throttled == 0  # asking again is not a throttle
+    waiter = asyncio.ensure_future(limiter.changed(recheck=60))
     await asyncio.sleep(0.01)
     assert not waiter.done()
     limiter.release(held)
-    lease = await asyncio.wait_for(waiter, timeout=2)
-    assert lease.function == "f"
+    await asyncio.wait_for(waiter, timeout=2)
+    lease = limiter.try_lease(ACCOUNT, "f", count_throttle=True)
+    assert lease is not None and lease.function == "f"
 
 
-async def test_wait_lease_wakes_when_a_reservation_is_lifted() -> None:
+async def test_changed_returns_when_a_reservation_is_lifted() -> None:
     limiter = ConcurrencyLimiter(account_limit=10, min_unreserved=0)
     limiter.set_reserved(ACCOUNT, "f", 0)
-    waiter = asyncio.ensure_future(limiter.wait_lease(ACCOUNT, "f", recheck=60))
+    assert limiter.try_lease(ACCOUNT, "f", count_throttle=True) is None
+    assert limiter.statistics(ACCOUNT).throttled == 1
+    waiter = asyncio.ensure_future(limiter.changed(recheck=60))
     await asyncio.sleep(0.01)
     assert not waiter.done()
     limiter.clear_reserved(ACCOUNT, "f")
-    lease = await asyncio.wait_for(waiter, timeout=2)
-    assert not lease.reserved
+    await asyncio.wait_for(waiter, timeout=2)
+    lease = limiter.try_lease(ACCOUNT, "f", count_throttle=True)
+    assert lease is not None and not lease.reserved
+    assert not limiter._waiters  # a waiter that returned leaves nothing behind
