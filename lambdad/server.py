@@ -95,6 +95,7 @@ class Platform:
             burst_window=settings.burst_window_seconds,
         )
         self.answer_polling = AnswerPolling(settings.answer_polling_us)
+        self.frozen_objects = 0  # what start-up made, out of every collection (serve sets it)
         launcher = EnvironmentLauncher(
             self.backend,
             self.catalog,
@@ -191,7 +192,7 @@ class Platform:
             "garbageCollector": {  # lambdad's own (see GC_THRESHOLDS)
                 "thresholds": list(gc.get_threshold()),
                 "collections": [generation["collections"] for generation in gc.get_stats()],
-                "frozen": _frozen_at_startup,
+                "frozen": self.frozen_objects,
             },
             "concurrency": {
                 account: dataclasses.asdict(self.limiter.statistics(account))
@@ -334,20 +335,19 @@ def _reserve_descriptor_table(settings: Settings) -> None:
 # and none: 0.19-0.24 s, and the bursts' last start 4.09-4.15 s against 4.36-4.81 s
 # (alternating, one host phase); the benchmark's warm and throughput p99 did not grow.
 GC_THRESHOLDS = (10_000, 20, 20)
-_frozen_at_startup = 0  # objects _freeze_startup_objects left out of every collection
 
 
-def _freeze_startup_objects() -> None:
+def _freeze_startup_objects() -> int:
     """Leave what start-up made (botocore's model, routes, the registries: ~57,000 objects)
     out of every later garbage collection. A full collection walks all it tracks with the
     event loop stopped: 35-42 ms with them in it, 6 ms without (one such collection per
     ~90,000 no-op invocations here, always a latency outlier, a cold start's if one was in
-    flight). Then collect less often (GC_THRESHOLDS)."""
-    global _frozen_at_startup
+    flight). Then collect less often (GC_THRESHOLDS). Returns how many were frozen (counted
+    once: gc.get_freeze_count walks them all, ~6 ms)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    _frozen_at_startup = gc.get_freeze_count()  # it walks them all: ~6 ms, not per status
+    return gc.get_freeze_count()
 
 
 async def _run(platform: Platform) -> None:
@@ -356,7 +356,7 @@ async def _run(platform: Platform) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     await platform.start()
-    _freeze_startup_objects()
+    platform.frozen_objects = _freeze_startup_objects()
     server = await http_server.serve(
         platform.app.handle,
         platform.settings.host,
