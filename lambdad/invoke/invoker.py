@@ -184,17 +184,16 @@ class Invoker:
         """Capacity for a queued Event invocation now (AsyncQueue's `admit`), or None: a free
         provisioned environment of the version it names (an alias picks its version now) with
         a provisioned lease, else an on-demand lease. `first`: count a refusal as a throttle."""
-        ref = FunctionRef(event.function_name, event.qualifier or None, None, None)
         try:
-            config = self._registry.invocation_target(event.account_id, ref)
+            config = self._registry.invocation_target(event.account_id, _event_ref(event))
         except ResourceNotFoundException:
             return Admission(None)  # run_event drops it
         env = self._pools.pool_for(config).claim_provisioned()
         if env is not None:
             lease = self._limiter.acquire_provisioned(event.account_id, config.name)
-            return Admission(lease, _EventTarget(config, ref, env))
+            return Admission(lease, _EventTarget(config, env))
         found = self._limiter.try_lease(event.account_id, config.name, count_throttle=first)
-        return None if found is None else Admission(found, _EventTarget(config, ref, None))
+        return None if found is None else Admission(found, _EventTarget(config, None))
 
     async def run_event(self, event: QueuedEvent, admission: Admission) -> InvocationResult | None:
         """Run one queued Event invocation admitted by admit_event (the queue holds its lease);
@@ -206,7 +205,7 @@ class Invoker:
         invocation = Invocation(
             request_id=event.event_id,
             payload=event.payload,
-            invoked_arn=_invoked_arn(config, target.ref),
+            invoked_arn=_invoked_arn(config, _event_ref(event)),
             client_context=_decode_client_context(event.client_context),
             trace_id=new_ids()[1],
         )
@@ -242,12 +241,16 @@ class Invoker:
 
 
 class _EventTarget(NamedTuple):
-    """What admit_event resolved for a queued event: the version it runs, as it was named,
-    and the provisioned environment claimed for it (None: any of the pool's)."""
+    """What admit_event resolved for a queued event: the version it runs and the
+    provisioned environment claimed for it (None: any of the pool's)."""
 
     config: FunctionConfig
-    ref: FunctionRef
     env: Environment | None
+
+
+def _event_ref(event: QueuedEvent) -> FunctionRef:
+    """The function a queued event names, as it was invoked ("" for no qualifier)."""
+    return FunctionRef(event.function_name, event.qualifier or None, None, None)
 
 
 def _restore_failure_message(failed: RestoreFailed) -> str:
