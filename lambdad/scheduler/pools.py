@@ -65,7 +65,8 @@ class PoolManager:
         self._stage = stage
         self._max_staged = max_staged if stage is not None else 0
         self._staged_memory = staged_memory_bytes
-        self._staging: set[asyncio.Task[bool]] = set()
+        # staging tasks and their pools (a task's pool counts as staging from its start)
+        self._staging: dict[asyncio.Task[bool], EnvironmentPool] = {}
         self._closed = False
         self._keep_alive = keep_alive_seconds
         self._interval = reap_interval
@@ -108,33 +109,39 @@ class PoolManager:
     def _stage_pool(self, pool: EnvironmentPool) -> None:
         if self._stage is None or self._max_staged <= 0 or self._closed:
             return
-        if pool.has_staged or pool.staging or self._pools.get(_key(pool.config)) is not pool:
+        staging = self._staging.values()
+        if pool.has_staged or pool in staging or self._pools.get(_key(pool.config)) is not pool:
             return
-        self._make_room(1)
+        if not self._make_room(1):
+            return  # the cap is taken by ones still being built: this one is not staged
         task = asyncio.ensure_future(pool.stage(self._stage))
-        self._staging.add(task)
+        self._staging[task] = pool
         task.add_done_callback(self._staged_one)
 
-    def _make_room(self, more: int) -> None:
+    def _make_room(self, more: int) -> bool:
         """Drop the oldest staged environments until `more` fit in the count and memory caps
-        (ones still being built are counted, not dropped)."""
+        (ones still being built are counted, not dropped); whether they fit now."""
+        building = set(self._staging.values())
         staged = sorted(
-            (p for p in self._pools.values() if p.has_staged or p.staging),
-            key=lambda p: (p.staging, p.staged_at),  # (being staged: the youngest)
+            (p for p in self._pools.values() if p.has_staged or p in building),
+            key=lambda p: (p in building, p.staged_at),  # (being staged: the youngest)
         )
         count, used = len(staged), sum(p.staged_memory() for p in staged)
-        for oldest in staged:
-            # (one more fits under the memory cap while some of it is left)
+
+        def fits() -> bool:  # (one more fits under the memory cap while some of it is left)
             memory_fits = used < self._staged_memory if more else used <= self._staged_memory
-            fits = count + more <= self._max_staged and memory_fits
-            if fits or oldest.staging:
+            return count + more <= self._max_staged and memory_fits
+
+        for oldest in staged:
+            if fits() or oldest in building:
                 break
             used -= oldest.staged_memory()
             oldest.drop_staged()
             count -= 1
+        return fits()
 
     def _staged_one(self, task: asyncio.Task[bool]) -> None:
-        self._staging.discard(task)
+        self._staging.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.warning("could not stage an environment: %r", task.exception())
 

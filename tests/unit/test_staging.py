@@ -154,6 +154,20 @@ async def test_at_most_max_staged_wait_the_oldest_making_room(tmp_path: Path) ->
     await pools.close()
 
 
+async def test_ones_still_being_built_count_against_max_staged(tmp_path: Path) -> None:
+    """Staged back to back, before any is built: the cap holds (none of them can make room,
+    so the last is not staged at all)."""
+    pools, _, backend, _ = staging(tmp_path, FakeBehaviour(echo), max_staged=2)
+    configs = [config(name=f"fn{i}") for i in range(3)]
+    for cfg in configs:
+        pools.stage(cfg)
+    await until(lambda: all(pools.pool_for(c).has_staged for c in configs[:2]))
+    await asyncio.sleep(0.05)
+    assert [pools.pool_for(c).has_staged for c in configs] == [True, True, False]
+    assert len(backend.processes) == 2  # the third was never started
+    await pools.close()
+
+
 async def test_the_staged_use_at_most_their_memory_the_oldest_making_room(
     tmp_path: Path,
 ) -> None:
