@@ -2,7 +2,8 @@
 environments. Target: every one succeeds, N environments at the peak, and the last one started
 within 5 s of the burst (its latency minus the sleep); AWS needs about 10 s for 1,000.
 
-Run: `.venv/bin/python -m bench.burst [N]` (default 300; 1,000 needs ~5 GB of memory).
+Run: `.venv/bin/python -m bench.burst [N] [--memory-reserve MB|auto]` (default 300; 1,000
+needs ~5 GB of memory, and lambdad's memory reserve up to 4 more where it keeps one).
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class BurstResult:
     # (mostly copy-on-write copies of their zygote's pages): a count, so unlike the CPU it
     # does not vary with the host's speed
     environment_faults: int = 0
+    # lambdad's memory reserve (sandbox/memory_reserve.py) when the burst began (0: none), and
+    # how long after the function was created it was full
+    reserve_bytes: int = 0
+    reserve_wait_s: float = 0.0
 
     def verdicts(self) -> dict[str, bool]:
         """Each part of the target on its own."""
@@ -141,12 +146,14 @@ def _fire(
     return sorted(latencies), sum(succeeded), time.perf_counter() - began, sending
 
 
-def run_burst(count: int, work_dir: Path) -> BurstResult:
+def run_burst(count: int, work_dir: Path, memory_reserve: str = "auto") -> BurstResult:
+    """`memory_reserve`: lambdad's --memory-reserve."""
     phase = host_phase()
-    server = harness.start_lambdad(work_dir)
+    server = harness.start_lambdad(work_dir, "--memory-reserve", memory_reserve)
     try:
         lam = harness.lambda_client(server)
         harness.create_function(lam, "sleeper", harness.function_zip(SLEEPER))
+        reserve, reserve_wait = harness.wait_for_memory_reserve(server)
         request = harness.signed_request(server.url, harness.invoke_path("sleeper"), b"{}")
         watched = [server.pid, *procfs.descendants(server.pid)]
         before = {pid: procfs.run_seconds(pid) for pid in watched}
@@ -177,6 +184,8 @@ def run_burst(count: int, work_dir: Path) -> BurstResult:
         cpu=cpu,
         staged_starts=staged,
         environment_faults=faults,
+        reserve_bytes=reserve,
+        reserve_wait_s=reserve_wait,
     )
 
 
@@ -203,6 +212,13 @@ def report(result: BurstResult) -> list[str]:
         f"environment {result.environment_faults / per:,.0f} (its processes' minor faults, "
         "most of them copy-on-write copies of the zygote's pages: a count, steadier than CPU)"
     )
+    reserve = (
+        f"{result.reserve_bytes / 1048576:,.0f} MB, full {result.reserve_wait_s:.1f} s after "
+        "the function was created (the burst waits for it: a server that has been up)"
+        if result.reserve_bytes
+        else "none (lambdad keeps one only where the host reports free memory to a hypervisor)"
+    )
+    lines.append(f"  lambdad's memory reserve, drawn on as environments start: {reserve}")
     lines.append(f"  {phase_line(result.phase)}")
     for name, passed in result.verdicts().items():
         lines.append(f"  {'PASS' if passed else 'MISS'}  {name}")
@@ -216,10 +232,16 @@ def report(result: BurstResult) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("count", type=int, nargs="?", default=300)
+    parser.add_argument(
+        "--memory-reserve",
+        default="auto",
+        metavar="MB|auto",
+        help="lambdad's --memory-reserve (default: auto, lambdad's default)",
+    )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="lambdad-burst-"))
     try:
-        result = run_burst(args.count, work)
+        result = run_burst(args.count, work, args.memory_reserve)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("\n".join(report(result)))

@@ -129,6 +129,21 @@ def start_lambdad(work_dir: Path, *extra: str) -> ManagedProcess:
     return _spawn("lambdad", [*argv, "--keep-alive", "900", *extra], work_dir, env)
 
 
+def wait_for_memory_reserve(server: ManagedProcess, timeout: float = 120.0) -> tuple[int, float]:
+    """Wait until lambdad's memory reserve (lambdad/sandbox/memory_reserve.py) is full: it fills
+    in the background after start, at the lowest CPU priority, and the figures are meant for a
+    server that has been up a while. Its size (0: none) and the seconds waited."""
+    started = time.monotonic()
+    while True:
+        reserve = server_status(server).get("memoryReserve", {})
+        size = int(reserve.get("size_bytes", 0))
+        if int(reserve.get("held_bytes", 0)) >= size:
+            return size, time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"lambdad's memory reserve did not fill: {reserve}")
+        time.sleep(0.2)
+
+
 def lambda_client(server: ManagedProcess) -> Any:
     """A botocore Lambda client for the server (what boto3.client("lambda") returns)."""
     return botocore.session.get_session().create_client(

@@ -31,6 +31,7 @@ from bench.harness import (
     signed_request,
     start_echo,
     start_lambdad,
+    wait_for_memory_reserve,
 )
 from bench.languages import MEMORY_MB, LanguagePlan, measure_languages, prepare_languages
 from bench.report import Results, host_phase, machine_info, render, to_json
@@ -112,6 +113,10 @@ def measure(plan: Plan, work_dir: Path, console: Console) -> Results:
         lam = lambda_client(lambdad)
         code = function_zip()
         create_function(lam, NOOP_FUNCTION, function_zip(MARKED_NOOP_HANDLER))
+        reserve, waited = wait_for_memory_reserve(lambdad)  # (it fills after start)
+        if reserve:
+            full = f"{reserve >> 20:,} MB, full after {waited:.1f} s"
+            _step(console, f"lambdad's memory reserve (drawn on by cold starts): {full}")
         request = signed_request(lambdad.url, invoke_path(NOOP_FUNCTION), PAYLOAD)
         invoke_client, echo_client = KeepAliveClient(lambdad.port), KeepAliveClient(echo.port)
         check_ok(invoke_client.post(request))

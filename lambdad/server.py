@@ -36,9 +36,10 @@ from lambdad.invoke.invoker import Invoker
 from lambdad.observability.logs import LogStore
 from lambdad.runtime import toolchains
 from lambdad.runtime.runtimes import BOOTSTRAP_DIR, PYTHON_PRELOAD, Family, RuntimeCatalog
-from lambdad.sandbox import memory_merge
+from lambdad.sandbox import memory_merge, memory_reserve
 from lambdad.sandbox.base import SandboxBackend
 from lambdad.sandbox.memory_merge import MemoryMerge
+from lambdad.sandbox.memory_reserve import MemoryReserve
 from lambdad.sandbox.namespaces import NamespaceBackend
 from lambdad.sandbox.process import ProcessBackend
 from lambdad.scheduler.answer_polling import AnswerPolling
@@ -88,6 +89,7 @@ class Platform:
         except memory_merge.MemoryMergeUnavailable as exc:
             raise SystemExit(f"lambdad: {exc}") from None
         self.backend: SandboxBackend = choose_backend(settings, self.memory_merge)
+        self.memory_reserve, self.memory_reserve_detail = make_memory_reserve(settings)
         self.limiter = ConcurrencyLimiter(
             account_limit=settings.account_concurrency,
             min_unreserved=settings.min_unreserved_concurrency,
@@ -104,6 +106,7 @@ class Platform:
             self.accounts,
             self.layers,
             self.answer_polling,
+            self.memory_reserve.draw,
         )
         # SnapStart versions' snapshots; it starts every environment (restoring those versions').
         self.snapshots = SnapshotManager(launcher)
@@ -114,6 +117,7 @@ class Platform:
             EvictionPolicy(
                 max_idle=settings.max_idle_environments,
                 min_available_bytes=settings.min_free_memory_mb * 1048576,
+                give_up_reserve=self.memory_reserve.give_up,
             ),
             stage=launcher.stage,
             max_staged=settings.staged_environments,
@@ -182,6 +186,10 @@ class Platform:
                 "detail": self.memory_merge.detail,
                 **self.memory_merge.statistics,
             },
+            "memoryReserve": {
+                "detail": self.memory_reserve_detail,
+                **dataclasses.asdict(self.memory_reserve.statistics()),
+            },
             "pools": {k: dataclasses.asdict(v) for k, v in self.pools.statistics().items()},
             "staged": dataclasses.asdict(self.pools.staged_statistics()),
             **self._sandbox_statistics(),
@@ -211,6 +219,7 @@ class Platform:
 
     async def start(self) -> None:
         await self.backend.open()
+        self.memory_reserve.start()
         self.registry.load()
         self.layers.load()
         self.layers.prune(in_use=self.registry.layer_arns_in_use())
@@ -239,10 +248,26 @@ class Platform:
         await self.pools.close()
         await asyncio.sleep(0.05)
         await self.backend.close()
+        self.memory_reserve.close()
         self.logs.close()
         self.store.close()
         self.layer_store.close()
         self.account_store.close()
+
+
+def make_memory_reserve(settings: Settings) -> tuple[MemoryReserve, str]:
+    """The memory reserve Settings ask for (None: auto), and what it is, in words."""
+    if settings.memory_reserve_mb is None:
+        size, detail = memory_reserve.auto_size(
+            settings.burst,
+            memory_reserve.total_memory_bytes(),
+            memory_reserve.free_page_reporting(),
+        )
+    else:
+        size = settings.memory_reserve_mb * 1048576
+        detail = f"{settings.memory_reserve_mb:,} MB (--memory-reserve)" if size else "off"
+    floor = 2 * settings.min_free_memory_mb * 1048576  # it fills only above this
+    return MemoryReserve(size, floor_bytes=floor), detail
 
 
 def choose_backend(settings: Settings, merge: MemoryMerge) -> SandboxBackend:
@@ -269,6 +294,7 @@ def banner(platform: Platform) -> str:
         f"runtimes: {runtimes}",
         f"isolation: {iso.backend} backend",
         f"memory merging: {platform.memory_merge.detail}",
+        f"memory reserve: {platform.memory_reserve_detail}",
     ]
     lines += [f"WARNING: {note}" for note in iso.notes]
     if s.allow_any_credentials:

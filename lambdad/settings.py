@@ -60,6 +60,10 @@ class Settings:
     # Samepage merging of environments' memory (sandbox/memory_merge.py): "auto" (where the
     # host has KSM and lambdad is root), "on" (refuse to start without it) or "off".
     memory_merge: Literal["auto", "on", "off"] = "auto"
+    # Host-backed memory kept for the pages starting environments write first
+    # (sandbox/memory_reserve.py), in MB; None: auto (only where the host's free memory is
+    # reported to a hypervisor).
+    memory_reserve_mb: int | None = None
     # Development only: accept any well-formed SigV4 signature by any access key (unknown keys
     # act for the default account). Off by default; the serve banner warns when it is on.
     allow_any_credentials: bool = False

@@ -22,6 +22,10 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _reserve_mb(text: str) -> int | None:
+    return None if text == "auto" else _non_negative_int(text)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from lambdad.server import serve
 
@@ -39,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
         allow_any_credentials=args.allow_any_credentials,
         isolation=args.isolation,
         memory_merge=args.memory_merge,
+        memory_reserve_mb=args.memory_reserve,
         async_retry_delays=tuple(float(x) for x in args.async_retry_delays.split(",") if x),
         account_concurrency=args.account_concurrency,
         min_unreserved_concurrency=args.min_unreserved,
@@ -81,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="share identical memory pages between environments with the kernel's KSM "
         "(auto: where the host has it and lambdad is root; a timing side channel, see "
         "docs/security.md)",
+    )
+    serve.add_argument(
+        "--memory-reserve",
+        type=_reserve_mb,
+        default=None,
+        metavar="MB|auto",
+        help="memory lambdad keeps written, and hands to environments as they start (auto: "
+        "where the host reports free memory to a hypervisor, whose faults it saves them; "
+        "sized for a --burst of environments, at most a sixth of the host's memory)",
     )
     serve.add_argument("--account-id", default="000000000000")
     serve.add_argument(

@@ -36,7 +36,10 @@ class EnvironmentLauncher:
         sessions: SessionRegistry | None = None,
         layers: LayerContent | None = None,
         polling: AnswerPolling | None = None,
+        draw_memory: Callable[[int], None] | None = None,
     ) -> None:
+        """`draw_memory`: told as each environment's sandbox has started, with how many are
+        starting now (the memory reserve's `draw`: sandbox/memory_reserve.py)."""
         self.backend = backend
         self.catalog = catalog
         self.code = code
@@ -45,6 +48,8 @@ class EnvironmentLauncher:
         self.layers = layers
         # shared by every environment it starts: it counts the invocations they run
         self.polling = AnswerPolling(0) if polling is None else polling
+        self.draw_memory = draw_memory or (lambda starting: None)
+        self.starting = 0  # sandboxes being started now
 
     async def launch(
         self,
@@ -116,11 +121,16 @@ class EnvironmentLauncher:
             spec = launch_spec(
                 plan, write_fd, creds, snapshot=role is EnvironmentRole.SNAPSHOT, staged=staged
             )
-            if role is EnvironmentRole.RESTORED:
-                assert snapshot is not None
-                process = await self.backend.restore(snapshot, spec)
-            else:
-                process = await self.backend.start(spec)
+            self.starting += 1
+            try:
+                if role is EnvironmentRole.RESTORED:
+                    assert snapshot is not None
+                    process = await self.backend.restore(snapshot, spec)
+                else:
+                    process = await self.backend.start(spec)
+            finally:
+                self.draw_memory(self.starting)
+                self.starting -= 1
         except OSError as exc:
             os.close(read_fd)
             if role is EnvironmentRole.RESTORED:  # its snapshot's manager decides what next

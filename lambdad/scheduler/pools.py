@@ -10,21 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lambdad.control.model import FunctionConfig
+from lambdad.sandbox.memory_reserve import available_memory_bytes
 from lambdad.scheduler.pool import EnvironmentPool, Launch, PoolStatistics, Stage
 
 log = logging.getLogger(__name__)
-
-
-def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo (0 if unknown)."""
-    try:
-        with open("/proc/meminfo", "rb") as meminfo:
-            for line in meminfo:
-                if line.startswith(b"MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 # How long after a cold start that scaled a function out its next environment is staged.
@@ -47,6 +36,9 @@ class EvictionPolicy:
     # Under this much available memory, the least recently used idle ones are stopped.
     min_available_bytes: int = 256 * 1048576
     available: Callable[[], int] = available_memory_bytes
+    # Gives lambdad's memory reserve back (sandbox/memory_reserve.py): the bytes it held.
+    # Done first when memory is short; idle environments are evicted if it held none.
+    give_up_reserve: Callable[[], int] = lambda: 0
 
 
 class PoolManager:
@@ -179,7 +171,8 @@ class PoolManager:
 
     def evict(self) -> int:
         """Stop least-recently-used idle environments beyond the cap, and some more while the
-        host is short of memory (a tenth of them per pass, at least one)."""
+        host is short of memory (a tenth of them per pass, at least one) and lambdad's memory
+        reserve held nothing to give back."""
         idle = sorted(
             ((env, pool) for pool in self._pools.values() for env in pool.idle_environments()),
             key=lambda pair: pair[0].last_used,
@@ -189,7 +182,8 @@ class PoolManager:
         if 0 < available < self._eviction.min_available_bytes:
             for pool in self._pools.values():  # short of memory: no environment waits ahead
                 pool.drop_staged()
-            if idle:
+            # the reserve goes first; idle environments only if it held nothing
+            if idle and self._eviction.give_up_reserve() == 0:
                 excess = max(excess, max(1, len(idle) // 10))
         for env, pool in idle[:excess]:
             pool.evict(env)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import re
 import resource
 import time
@@ -19,6 +20,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from lambdad.sandbox import memory_reserve
 from tests.conftest import (
     Server,
     create_function,
@@ -422,3 +424,75 @@ def test_the_server_collects_its_garbage_seldom_and_not_its_startup_objects(
     assert len(after["collections"]) == 3
     assert after["collections"][0] >= collector["collections"][0]
     lam.delete_function(FunctionName=name)
+
+
+# -- the memory reserve (sandbox/memory_reserve.py) ----------------------------------------------
+
+with_reserve = module_server("reserve", "--memory-reserve", "64")
+SLEEPER = "import time\ndef handler(event, context):\n    time.sleep(0.5)\n    return 1\n"
+
+
+def _reserve(server: Server) -> dict[str, Any]:
+    reserve: dict[str, Any] = server.status()["memoryReserve"]
+    return reserve
+
+
+def _reserve_mapping_flags(pid: int, size: int) -> list[str]:
+    """VmFlags of lambdad's anonymous mapping of exactly `size` bytes (the reserve)."""
+    lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    for index, line in enumerate(lines):
+        low, _, high = line.split(" ", 1)[0].partition("-")
+        if high and int(high, 16) - int(low, 16) == size:
+            flags = next(x for x in lines[index + 1 :] if x.startswith("VmFlags:"))
+            return flags.split()[1:]
+    raise AssertionError(f"lambdad maps no {size} bytes")
+
+
+def test_environments_scaling_out_draw_on_the_memory_reserve_and_it_fills_again(
+    with_reserve: Server,
+) -> None:
+    """lambdad holds 64 MB written ahead; cold starts several at once give it back to the
+    kernel as they start (for the next ones' first pages), and it is written again once they
+    stop starting. It is never inherited by a process lambdad forks."""
+    size = 64 << 20
+    assert "memory reserve: 64 MB (--memory-reserve)" in with_reserve.output()
+    assert wait_for(lambda: _reserve(with_reserve)["held_bytes"] == size, timeout=30)
+    assert _reserve(with_reserve)["size_bytes"] == size
+    assert "dc" in _reserve_mapping_flags(with_reserve.process.pid, size)  # MADV_DONTFORK
+    lam = with_reserve.client(max_pool_connections=12)
+    name = create_function(lam, {"app.py": SLEEPER}, Timeout=30)
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        replies = list(pool.map(lambda _: lam.invoke(FunctionName=name), range(12)))
+    assert all(reply["StatusCode"] == 200 for reply in replies)
+    drawn = _reserve(with_reserve)
+    assert drawn["drawn_bytes"] >= 4 << 20, drawn  # 4 MiB for each that started among others
+    assert wait_for(lambda: _reserve(with_reserve)["refilled_bytes"] > 0, timeout=30)
+    assert wait_for(lambda: _reserve(with_reserve)["held_bytes"] == size, timeout=30)
+
+
+def test_a_lone_cold_start_draws_nothing(with_reserve: Server) -> None:
+    assert wait_for(lambda: _reserve(with_reserve)["held_bytes"] == 64 << 20, timeout=30)
+    before = _reserve(with_reserve)["drawn_bytes"]
+    lam = with_reserve.client()
+    name = create_function(lam, {"app.py": "def handler(event, context):\n    return 1\n"})
+    assert lam.invoke(FunctionName=name)["StatusCode"] == 200
+    assert _reserve(with_reserve)["drawn_bytes"] == before
+
+
+def test_the_memory_reserve_can_be_off_and_auto_follows_the_host(tmp_path: Path) -> None:
+    # (the suite's other servers run with --memory-reserve 0: see conftest)
+    srv = start_server(tmp_path / "auto", "--memory-reserve", "auto")
+    try:
+        reserve = srv.status()["memoryReserve"]
+    finally:
+        srv.stop()
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    reporting = memory_reserve.free_page_reporting()
+    size, detail = memory_reserve.auto_size(1000, total, reporting)
+    assert (reserve["size_bytes"], reserve["detail"]) == (size, detail)
+    off = start_server(tmp_path / "off", "--memory-reserve", "0")
+    try:
+        assert off.status()["memoryReserve"]["size_bytes"] == 0
+        assert "memory reserve: off" in off.output()
+    finally:
+        off.stop()

@@ -283,3 +283,25 @@ async def test_memory_pressure_evicts_some_idle_environments(tmp_path: Path) -> 
     assert pools.evict() == 1
     assert pools.pool_for(cfg).idle_environments() == []
     await pools.close()
+
+
+async def test_memory_pressure_gives_the_memory_reserve_back_before_evicting(
+    tmp_path: Path,
+) -> None:
+    held = [64 << 20]
+
+    def give_up() -> int:
+        given, held[0] = held[0], 0
+        return given
+
+    pools, _, _ = manager(tmp_path, FakeBehaviour(echo))
+    pools._eviction = EvictionPolicy(
+        max_idle=100, min_available_bytes=1 << 30, available=lambda: 1, give_up_reserve=give_up
+    )
+    cfg = config()
+    await invoke(pools, cfg)
+    assert pools.evict() == 0  # the reserve went instead
+    assert held == [0] and len(pools.pool_for(cfg).idle_environments()) == 1
+    assert pools.evict() == 1  # still short, and the reserve holds nothing now
+    assert pools.pool_for(cfg).idle_environments() == []
+    await pools.close()

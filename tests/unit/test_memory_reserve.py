@@ -1,0 +1,231 @@
+"""The memory reserve (sandbox/memory_reserve.py): what it gives back and fills, on a fake
+region and clock; its real region's pages and flags; when `auto` keeps one."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from lambdad.sandbox import memory_reserve
+from lambdad.sandbox.memory_reserve import (
+    CHUNK_BYTES,
+    MIB,
+    PER_ENVIRONMENT_BYTES,
+    SCALE_OUT_STARTING,
+    AnonymousRegion,
+    MemoryReserve,
+)
+
+
+class FakeRegion:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.resident: set[int] = set()  # chunk numbers written
+        self.closed = False
+
+    def fill(self, offset: int, length: int) -> None:
+        assert length == CHUNK_BYTES and offset % CHUNK_BYTES == 0
+        self.resident.add(offset // CHUNK_BYTES)
+
+    def release(self, offset: int, length: int) -> None:
+        assert offset // CHUNK_BYTES in self.resident
+        self.resident.discard(offset // CHUNK_BYTES)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def reserve(size: int, available: int = 1 << 40) -> tuple[MemoryReserve, list[FakeRegion], Clock]:
+    regions: list[FakeRegion] = []
+    clock = Clock()
+
+    def region(size: int) -> FakeRegion:
+        regions.append(FakeRegion(size))
+        return regions[-1]
+
+    made = MemoryReserve(
+        size, region=region, available=lambda: available, floor_bytes=1 << 30, clock=clock
+    )
+    made._region = region(made.size_bytes)  # (as start() does, without its threads)
+    return made, regions, clock
+
+
+def fill_all(made: MemoryReserve) -> int:
+    steps = 0
+    while made.fill_step() == 0:
+        steps += 1
+    return steps
+
+
+def test_fills_chunk_by_chunk_until_full() -> None:
+    made, (region,), _ = reserve(8 * MIB + 123)
+    assert made.size_bytes == 8 * MIB  # whole chunks
+    assert fill_all(made) == 8 // (CHUNK_BYTES // MIB)
+    assert len(region.resident) * CHUNK_BYTES == made.statistics().held_bytes == 8 * MIB
+    assert made.fill_step() > 0  # full: waits
+
+
+def test_cold_starts_one_at_a_time_draw_nothing() -> None:
+    made, _, _ = reserve(16 * MIB)
+    fill_all(made)
+    for starting in range(1, SCALE_OUT_STARTING):
+        made.draw(starting)
+    assert not made.release_step()
+    assert made.statistics().held_bytes == 16 * MIB and made.statistics().drawn_bytes == 0
+
+
+def test_environments_starting_together_draw_and_it_fills_again_when_quiet() -> None:
+    made, (region,), clock = reserve(16 * MIB)
+    fill_all(made)
+    made.draw(SCALE_OUT_STARTING)
+    made.draw(SCALE_OUT_STARTING + 1)
+    released = 0
+    while made.release_step():
+        released += CHUNK_BYTES
+    assert released == 2 * PER_ENVIRONMENT_BYTES
+    stats = made.statistics()
+    assert stats.held_bytes == 16 * MIB - released and stats.drawn_bytes == released
+    assert len(region.resident) * CHUNK_BYTES == stats.held_bytes
+    assert made.fill_step() > 0  # drawn a moment ago: not yet
+    clock.now += memory_reserve.REFILL_QUIET_S
+    fill_all(made)
+    stats = made.statistics()
+    assert stats.held_bytes == 16 * MIB and stats.refilled_bytes == released
+
+
+def test_a_draw_beyond_what_it_holds_is_not_owed() -> None:
+    made, _, clock = reserve(4 * MIB)
+    fill_all(made)
+    for _ in range(3):
+        made.draw(SCALE_OUT_STARTING)
+    while made.release_step():
+        pass
+    assert made.statistics().held_bytes == 0
+    clock.now += memory_reserve.REFILL_QUIET_S
+    fill_all(made)
+    assert not made.release_step()  # the 8 MiB drawn beyond it were not kept as a debt
+    assert made.statistics().held_bytes == 4 * MIB
+
+
+def test_it_fills_only_while_the_host_has_memory_to_spare() -> None:
+    made, (region,), _ = reserve(8 * MIB, available=(1 << 30) + CHUNK_BYTES - 1)
+    assert made.fill_step() > 0
+    assert region.resident == set()
+
+
+def test_memory_short_gives_all_of_it_back() -> None:
+    made, (region,), clock = reserve(8 * MIB)
+    fill_all(made)
+    assert made.give_up() == 8 * MIB
+    while made.release_step():
+        pass
+    assert region.resident == set()
+    assert made.statistics().given_up_bytes == 8 * MIB
+    assert made.give_up() == 0  # nothing left to give
+    assert made.fill_step() > 0  # and not taken back at once
+    clock.now += memory_reserve.REFILL_QUIET_S
+    fill_all(made)
+    assert made.statistics().held_bytes == 8 * MIB
+
+
+def test_no_reserve_does_nothing() -> None:
+    made = MemoryReserve(0)
+    made.start()
+    made.draw(1000)
+    assert made.give_up() == 0
+    assert made.statistics() == memory_reserve.ReserveStatistics(0, 0, 0, 0, 0)
+    made.close()
+
+
+def test_its_threads_fill_it_and_give_back_what_is_drawn() -> None:
+    made = MemoryReserve(4 * MIB, floor_bytes=0, quiet_s=0.05)
+    made.start()
+    try:
+        deadline = time.monotonic() + 10
+        while made.statistics().held_bytes < 4 * MIB:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        made.draw(SCALE_OUT_STARTING)
+        while made.statistics().refilled_bytes < PER_ENVIRONMENT_BYTES:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert made.statistics().drawn_bytes == PER_ENVIRONMENT_BYTES
+    finally:
+        made.close()
+
+
+def _resident_pages(region: AnonymousRegion) -> int:
+    pages = region.size // os.sysconf("SC_PAGE_SIZE")
+    vector = (ctypes.c_ubyte * pages)()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    assert libc.mincore(region.address, region.size, vector) == 0
+    return sum(byte & 1 for byte in vector)
+
+
+def _vm_flags(address: int) -> list[str]:
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for index, line in enumerate(lines):
+        if line.split("-", 1)[0] == f"{address:08x}":
+            for following in lines[index + 1 :]:
+                if following.startswith("VmFlags:"):
+                    return following.split()[1:]
+    raise AssertionError(f"no mapping at {address:x}")
+
+
+def test_the_real_region_is_written_and_given_back_and_never_inherited() -> None:
+    region = AnonymousRegion(4 * MIB)
+    try:
+        assert _resident_pages(region) == 0
+        region.fill(0, 2 * MIB)
+        pages = 2 * MIB // os.sysconf("SC_PAGE_SIZE")
+        assert _resident_pages(region) == pages
+        region.release(0, MIB)
+        assert _resident_pages(region) == pages // 2
+        flags = _vm_flags(region.address)
+        assert "dc" in flags  # MADV_DONTFORK: no process lambdad forks copies it
+        assert "nh" in flags  # no huge pages
+        assert "dd" in flags  # not in core dumps
+    finally:
+        region.close()
+
+
+def test_free_page_reporting_is_read_from_the_balloon_device(tmp_path: Path) -> None:
+    def device(name: str, kind: str, features: str) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "device").write_text(kind + "\n")
+        (tmp_path / name / "features").write_text(features + "\n")
+
+    assert not memory_reserve.free_page_reporting(tmp_path / "missing")
+    device("virtio1", "0x0002", "0" * 5 + "1" + "0" * 58)  # a block device with bit 5
+    device("virtio0", "0x0005", "0110000100" + "0" * 54)  # a balloon without reporting
+    assert not memory_reserve.free_page_reporting(tmp_path)
+    (tmp_path / "virtio0" / "features").write_text("0110010100" + "0" * 54)  # this VM's
+    assert memory_reserve.free_page_reporting(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("burst", "total", "reporting", "expected"),
+    [
+        (1000, 24 << 30, True, 4000 * MIB),  # a burst's environments, 4 MiB each
+        (1000, 6 << 30, True, 1024 * MIB),  # at most a sixth of the host's memory
+        (1000, 24 << 30, False, 0),  # fresh pages cost no more: none
+    ],
+)
+def test_auto_size(burst: int, total: int, reporting: bool, expected: int) -> None:
+    size, detail = memory_reserve.auto_size(burst, total, reporting)
+    assert size == expected
+    assert size % CHUNK_BYTES == 0
+    assert ("off" in detail) == (not reporting)
