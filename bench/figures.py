@@ -371,10 +371,12 @@ class KsmdClock:
         return cpu, time.monotonic() - self.wall_s
 
 
-def _merge_counters(lambdad: ManagedProcess) -> tuple[int, int]:
-    """KSM's (pages_sharing, full_scans), as lambdad's status reports them."""
+def _merge_counters(lambdad: ManagedProcess) -> tuple[int, int, bool]:
+    """KSM's (pages_sharing, full_scans), as lambdad's status reports them, and whether lambdad
+    has settled ksmd's pace (it stopped finding pages to share: the same test as below)."""
     merge = server_status(lambdad)["memoryMerge"]
-    return int(merge.get("pages_sharing", 0)), int(merge.get("full_scans", 0))
+    settled = merge.get("pace") == "settled"
+    return int(merge.get("pages_sharing", 0)), int(merge.get("full_scans", 0)), settled
 
 
 def _pages_sharing(lambdad: ManagedProcess) -> int:
@@ -384,13 +386,16 @@ def _pages_sharing(lambdad: ManagedProcess) -> int:
 def _wait_for_merging(lambdad: ManagedProcess) -> None:
     """Until ksmd stops finding pages to share: it has scanned everything twice since the
     environments went idle (a page is merged on the second scan that finds it unchanged) and
-    the last full scan shared no more pages than the one before."""
+    the last full scan shared no more pages than the one before — or lambdad says so (it
+    then lowers ksmd's pace, and the next full scan takes long)."""
     deadline = time.monotonic() + MERGE_SETTLE_MAX_S
-    sharing, scans = _merge_counters(lambdad)
+    sharing, scans, _ = _merge_counters(lambdad)
     start, at_scan = scans, sharing
     while time.monotonic() < deadline:
         time.sleep(MERGE_POLL_S)
-        now, now_scans = _merge_counters(lambdad)
+        now, now_scans, settled = _merge_counters(lambdad)
+        if settled and now_scans >= start + 2:  # (then ksmd scans at the kernel's pace)
+            return
         if now_scans != scans:  # a full scan ended
             if now_scans >= start + 3 and now == at_scan:
                 return

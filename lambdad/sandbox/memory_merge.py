@@ -13,7 +13,10 @@ prctl(PR_SET_MEMORY_MERGE) — see guest/lambdad_zygote.py (`LAMBDAD_MEMORY_MERG
 ksmd's pace follows the load (`MergePace`, `pace_with_load`): fast while lambdad's environments
 are quiet, so idle ones settle within seconds; the kernel's default pace while invocations flow,
 when busy environments would copy merged pages again on their next write anyway (at the fast
-pace ksmd took 13% of this 2-core machine's CPU under the bench's throughput load).
+pace ksmd took 13% of this 2-core machine's CPU under the bench's throughput load), and again
+once nothing has run for two of ksmd's full scans and it stopped finding pages to share (at the
+fast pace ksmd rescanned the zygotes for ever: ~10% of a core with lambdad idle and no
+environment; ~3.5% at the kernel's default).
 
 The price is a timing side channel between environments that share the machine: a write to a
 merged page takes longer, so code can learn whether another environment holds a page with the
@@ -46,6 +49,9 @@ STATISTICS = ("pages_shared", "pages_sharing", "pages_unshared", "full_scans")
 PACE_INTERVAL_S = 0.5
 BUSY_INVOCATIONS_PER_S = 200
 BUSY_ENVIRONMENTS = 32
+# Quiet for this many of ksmd's full scans (every page looked at since), the last of which
+# shared no page more or fewer: the pace settles.
+SETTLE_SCANS = 2
 
 # Where the lambdads running on this host note that they pace ksmd, and the pace the host had
 # before the first of them (see Sharers).
@@ -143,11 +149,24 @@ class MergePace:
         self.busy = busy
         self.hosts = hosts
         self.is_busy = False
+        self.settled = False
         self._sharers: Sharers | None = sharers
 
+    @property
+    def state(self) -> str:
+        """ "busy", "quiet" (fast, to merge what is new) or "settled"."""
+        return "busy" if self.is_busy else "settled" if self.settled else "quiet"
+
     def set_busy(self, busy: bool) -> None:
-        self.is_busy = busy
+        self.is_busy, self.settled = busy, False
         self._write(self.busy if busy else self.quiet)
+
+    def set_settled(self) -> None:
+        """Quiet, and ksmd has looked at every page since: nothing new to merge, so the pace
+        drops to the busy one (the kernel's default) instead of rescanning at the fast pace
+        for ever (with only the zygotes to scan, that was ~10% of a core on an idle host)."""
+        self.is_busy, self.settled = False, True
+        self._write(self.busy)
 
     def restore(self) -> None:
         sharers, self._sharers = self._sharers, None
@@ -172,20 +191,50 @@ async def pace_with_load(
     interval: float = PACE_INTERVAL_S,
     busy_per_s: float = BUSY_INVOCATIONS_PER_S,
     busy_environments: int = BUSY_ENVIRONMENTS,
+    counters: Callable[[], tuple[int, int] | None] | None = None,
 ) -> None:
     """Every `interval`, set ksmd's pace from the invocations asked for since the last look
     (`invocations` counts them all so far) and the environments `working` (starting or
-    running an invocation) now. Runs until cancelled, then puts the host's pace back."""
+    running an invocation) now. Once nothing has run for `SETTLE_SCANS` of ksmd's full scans
+    and its last full scan shared no page more or fewer (`counters`: ksmd's full scans and
+    pages_sharing, None if unknown), the pace is settled (`MergePace.set_settled`) until
+    something runs again. Runs until cancelled, then puts the host's pace back."""
+    read = counters or (lambda: _scan_counters(KSM_DIR))
     seen = invocations()
+    start = read()
+    quiet_from = start[0] if start else 0  # ksmd's full scans when lambdad last ran something
+    last_scan = start  # the counters when a full scan was last seen to end
+    settled = False
     try:
         while True:
             await asyncio.sleep(interval)
-            now = invocations()
-            rate_busy = now - seen >= busy_per_s * interval
-            pace.set_busy(rate_busy or working() >= busy_environments)
+            now, busy_now = invocations(), working()
+            found = read()
+            if now != seen or busy_now:
+                rate_busy = now - seen >= busy_per_s * interval
+                pace.set_busy(rate_busy or busy_now >= busy_environments)
+                quiet_from, settled = found[0] if found else 0, False
+            else:
+                if found and last_scan and found[0] != last_scan[0]:  # a full scan ended
+                    unchanged = found[1] == last_scan[1]
+                    settled = settled or (unchanged and found[0] - quiet_from >= SETTLE_SCANS)
+                if settled:
+                    pace.set_settled()
+                else:
+                    pace.set_busy(False)
+            if found and (not last_scan or found[0] != last_scan[0]):
+                last_scan = found
             seen = now
     finally:
         pace.restore()
+
+
+def _scan_counters(ksm_dir: Path) -> tuple[int, int] | None:
+    """ksmd's full scans so far and the pages it now shares (pages_sharing)."""
+    try:
+        return _read_int(ksm_dir / "full_scans"), _read_int(ksm_dir / "pages_sharing")
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -195,8 +244,12 @@ class MemoryMerge:
     pace: MergePace | None = None  # while enabled
 
     @property
-    def statistics(self) -> dict[str, int]:
-        return statistics() if self.enabled else {}
+    def statistics(self) -> dict[str, int | str]:
+        """KSM's counters, and the pace lambdad keeps (MergePace.state)."""
+        if not self.enabled:
+            return {}
+        pace = {"pace": self.pace.state} if self.pace is not None else {}
+        return {**statistics(), **pace}
 
 
 def configure(
@@ -236,7 +289,10 @@ def configure(
     pace = MergePace(ksm_dir / "pages_to_scan", scan, busy, hosts, sharers)
     detail = f"KSM, ksmd scans {scan} pages every {sleep} ms"
     if busy < scan:
-        detail += f" while environments are quiet ({busy} while invocations flow)"
+        detail += (
+            f" while environments are quiet ({busy} while invocations flow, and once it "
+            "stops finding pages to share)"
+        )
     return MemoryMerge(True, detail, pace)
 
 

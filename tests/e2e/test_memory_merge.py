@@ -85,3 +85,23 @@ def test_memory_merge_off_leaves_environments_out(unmerged: Server) -> None:
         assert stat["ksm_merge_any"] == "no"
         assert stat["ksm_merging_pages"] == "0"
     assert not any("KSM" in note for note in unmerged.status()["isolation"]["notes"])
+
+
+settling = module_server("settling")
+
+
+def test_ksmd_slows_down_once_it_stopped_finding_pages_and_speeds_up_for_new_work(
+    settling: Server,
+) -> None:
+    """Quiet after start: ksmd first scans fast (to merge what is new), then, once it has
+    stopped finding pages to share, at the pace it runs while busy (it used to rescan the
+    zygotes at the fast pace for ever: ~10% of a core with nothing running)."""
+    merge = settling.status()["memoryMerge"]
+    if not merge["enabled"]:
+        pytest.skip(f"memory merging is off here: {merge['detail']}")
+    assert wait_for(lambda: settling.status()["memoryMerge"]["pace"] == "settled", 60)
+    lam = settling.client()
+    name = create_function(lam, {"app.py": "def handler(event, context):\n    return 1\n"})
+    assert lam.invoke(FunctionName=name)["StatusCode"] == 200
+    assert wait_for(lambda: settling.status()["memoryMerge"]["pace"] != "settled", 5)
+    assert wait_for(lambda: settling.status()["memoryMerge"]["pace"] == "settled", 60)

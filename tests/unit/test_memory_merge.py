@@ -63,7 +63,7 @@ def test_auto_switches_ksmd_on_and_raises_its_scan_rate(ksm: Path) -> None:
     assert merge.enabled
     assert merge.detail == (
         "KSM, ksmd scans 1000 pages every 20 ms while environments are quiet "
-        "(100 while invocations flow)"
+        "(100 while invocations flow, and once it stops finding pages to share)"
     )
     assert (ksm / "run").read_text() == "1\n"
     assert (ksm / "pages_to_scan").read_text() == "1000\n"
@@ -176,3 +176,48 @@ def test_an_unwritable_switch_is_a_reason(ksm: Path) -> None:
 
 def test_statistics_reads_what_the_kernel_counts(ksm: Path) -> None:
     assert statistics(ksm) == {"pages_sharing": 7}
+
+
+async def test_the_pace_settles_once_ksmd_stopped_finding_pages_since_the_last_work(
+    ksm: Path,
+) -> None:
+    merge = configure("auto", ksm, pages_to_scan=1000, privileged=True)
+    assert merge.pace is not None
+    count, scans, sharing = [0], [40], [500]
+    pacing = asyncio.ensure_future(
+        pace_with_load(
+            merge.pace,
+            lambda: count[0],
+            lambda: 0,
+            interval=0.05,
+            busy_per_s=100,
+            counters=lambda: (scans[0], sharing[0]),
+        )
+    )
+
+    async def full_scan(shared_more: int = 0) -> None:
+        scans[0] += 1
+        sharing[0] += shared_more
+        await asyncio.sleep(0.08)
+
+    try:
+        await asyncio.sleep(0.12)
+        assert (ksm / "pages_to_scan").read_text() == "1000\n"  # quiet: fast, to merge
+        await full_scan(shared_more=30)
+        await full_scan(shared_more=20)  # two scans since, but still finding pages
+        assert not merge.pace.settled
+        await full_scan()  # found none: settled
+        assert merge.pace.settled and not merge.pace.is_busy
+        assert (ksm / "pages_to_scan").read_text() == "100\n"
+        count[0] += 1  # one invocation: new pages to merge, fast again
+        await asyncio.sleep(0.07)
+        assert not merge.pace.settled
+        assert (ksm / "pages_to_scan").read_text() == "1000\n"
+        await full_scan()  # one scan since: not yet, though it found nothing
+        assert not merge.pace.settled
+        await full_scan()
+        assert merge.pace.settled
+    finally:
+        pacing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pacing
