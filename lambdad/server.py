@@ -38,6 +38,7 @@ from lambdad.runtime import toolchains
 from lambdad.runtime.runtimes import BOOTSTRAP_DIR, PYTHON_PRELOAD, Family, RuntimeCatalog
 from lambdad.sandbox import memory_merge, memory_reserve
 from lambdad.sandbox.base import SandboxBackend
+from lambdad.sandbox.cgroups import memory_limit_bytes
 from lambdad.sandbox.memory_merge import MemoryMerge
 from lambdad.sandbox.memory_reserve import MemoryReserve
 from lambdad.sandbox.namespaces import NamespaceBackend
@@ -258,9 +259,12 @@ class Platform:
 def make_memory_reserve(settings: Settings) -> tuple[MemoryReserve, str]:
     """The memory reserve Settings ask for (None: auto), and what it is, in words."""
     if settings.memory_reserve_mb is None:
+        # (lambdad's own cgroup limit, where it has one, bounds it and the environments)
+        limit = memory_limit_bytes()
+        total = memory_reserve.total_memory_bytes()
         size, detail = memory_reserve.auto_size(
             settings.burst,
-            memory_reserve.total_memory_bytes(),
+            total if limit is None else min(total, limit),
             memory_reserve.free_page_reporting(),
         )
     else:

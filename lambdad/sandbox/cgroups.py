@@ -59,6 +59,31 @@ def process_cgroups(pid: int | str = "self") -> dict[str, Path]:
     return {c: mounts[c] / own[c].lstrip("/") for c in CONTROLLERS if c in mounts and c in own}
 
 
+UNLIMITED_BYTES = 1 << 62  # memory.limit_in_bytes at or above this: no limit
+
+
+def memory_limit_bytes(pid: int | str = "self") -> int | None:
+    """The tightest memory limit on a process's cgroup and its ancestors (cgroup v1's
+    memory.limit_in_bytes; its environments are charged under it too), None if there is none
+    or it cannot be read."""
+    try:
+        directory = process_cgroups(pid).get("memory")
+        root = _controller_mounts(Path("/proc/self/mounts").read_text()).get("memory")
+    except OSError:
+        return None
+    if directory is None or root is None:
+        return None
+    limits: list[int] = []
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            limits.append(int((directory / "memory.limit_in_bytes").read_text()))
+        if directory == root or root not in directory.parents:
+            break
+        directory = directory.parent
+    tightest = min(limits, default=UNLIMITED_BYTES)
+    return tightest if tightest < UNLIMITED_BYTES else None
+
+
 @dataclass
 class EnvironmentCgroup:
     """The cgroup directories of one environment, one per controller."""

@@ -23,7 +23,8 @@ It is held by lambdad (its RSS shows it) and excluded from every process lambdad
 
 `--memory-reserve auto` (the default) keeps one only where free page reporting is on: enough
 for a function's burst of new environments (`--burst`, 4 MiB each), at most a sixth of the
-host's memory. Elsewhere a fresh page costs what a reused one does, and it is 0.
+host's memory or of lambdad's cgroup limit, which its environments are charged under too.
+Elsewhere a fresh page costs what a reused one does, and it is 0.
 """
 
 from __future__ import annotations
@@ -304,7 +305,8 @@ def free_page_reporting(devices: Path = VIRTIO_DEVICES) -> bool:
 
 
 def auto_size(burst: int, total_memory: int, reporting: bool) -> tuple[int, str]:
-    """`--memory-reserve auto`: the bytes to keep, and why."""
+    """`--memory-reserve auto`: the bytes to keep, and why. `total_memory`: the host's, or
+    lambdad's cgroup limit where that is less."""
     if not reporting:
         return 0, "off: the host does not report free memory to a hypervisor"
     size = min(burst * PER_ENVIRONMENT_BYTES, total_memory // MAX_SHARE_OF_MEMORY)

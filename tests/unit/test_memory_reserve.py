@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from lambdad.sandbox import memory_reserve
+from lambdad.sandbox import cgroups, memory_reserve
 from lambdad.sandbox.memory_reserve import (
     CHUNK_BYTES,
     MIB,
@@ -229,3 +230,36 @@ def test_auto_size(burst: int, total: int, reporting: bool, expected: int) -> No
     assert size == expected
     assert size % CHUNK_BYTES == 0
     assert ("off" in detail) == (not reporting)
+
+
+def test_a_cgroup_limit_on_lambdad_or_above_it_is_found() -> None:
+    try:
+        own = cgroups.process_cgroups()["memory"]
+    except (OSError, KeyError):
+        pytest.skip("no cgroup v1 memory controller here")
+    if os.geteuid() != 0:
+        pytest.skip("making cgroups needs root")
+    outer = own / f"reserve-test-{os.getpid()}"
+    inner = outer / "inner"
+    inner.mkdir(parents=True)
+    child = None
+    try:
+        (outer / "memory.limit_in_bytes").write_text(str(1 << 30))
+        child = subprocess.Popen(["sleep", "30"])
+        (inner / "cgroup.procs").write_text(str(child.pid))
+        assert cgroups.memory_limit_bytes(child.pid) == 1 << 30  # the parent's, inherited
+        (inner / "memory.limit_in_bytes").write_text(str(512 << 20))
+        assert cgroups.memory_limit_bytes(child.pid) == 512 << 20  # the tighter
+        (own / "cgroup.procs").write_text(str(child.pid))
+        assert cgroups.memory_limit_bytes(child.pid) == cgroups.memory_limit_bytes()
+    finally:
+        if child is not None:
+            child.kill()
+            child.wait()
+        for directory in (inner, outer):
+            for _ in range(50):
+                try:
+                    directory.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.02)
