@@ -128,7 +128,7 @@ class ReserveStatistics:
 
 class MemoryReserve:
     """See the module's docstring. `draw` and `give_up` may be called from the event loop:
-    they only note what to give back; the reserve's own thread does the work."""
+    they only note what to give back; the reserve's own threads do the work."""
 
     def __init__(
         self,
@@ -181,7 +181,8 @@ class MemoryReserve:
         `SCALE_OUT_STARTING` or more (a function scaling out), give `nbytes` of the reserve
         back to the kernel, for the environments starting next (their first writes take those
         pages). Not for cold starts one at a time: giving back and filling again costs ~1.5 ms
-        of CPU for 4 MiB, and in the bench such cold starts took 0.3-0.5 ms longer beside it."""
+        of CPU for 4 MiB, and in the bench, while each drew, such cold starts took 0.3-0.5 ms
+        longer."""
         if self._chunks == 0 or starting < SCALE_OUT_STARTING:
             return
         with self._lock:
