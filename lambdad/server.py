@@ -40,7 +40,7 @@ from lambdad.sandbox import memory_merge, memory_reserve
 from lambdad.sandbox.base import SandboxBackend
 from lambdad.sandbox.cgroups import memory_limit_bytes
 from lambdad.sandbox.memory_merge import MemoryMerge
-from lambdad.sandbox.memory_reserve import MemoryReserve
+from lambdad.sandbox.memory_reserve import ReserveClient
 from lambdad.sandbox.namespaces import NamespaceBackend
 from lambdad.sandbox.process import ProcessBackend
 from lambdad.scheduler.answer_polling import AnswerPolling
@@ -220,7 +220,7 @@ class Platform:
 
     async def start(self) -> None:
         await self.backend.open()
-        self.memory_reserve.start()
+        await self.memory_reserve.start()
         self.registry.load()
         self.layers.load()
         self.layers.prune(in_use=self.registry.layer_arns_in_use())
@@ -249,14 +249,14 @@ class Platform:
         await self.pools.close()
         await asyncio.sleep(0.05)
         await self.backend.close()
-        self.memory_reserve.close()
+        await self.memory_reserve.close()
         self.logs.close()
         self.store.close()
         self.layer_store.close()
         self.account_store.close()
 
 
-def make_memory_reserve(settings: Settings) -> tuple[MemoryReserve, str]:
+def make_memory_reserve(settings: Settings) -> tuple[ReserveClient, str]:
     """The memory reserve Settings ask for (None: auto), and what it is, in words."""
     if settings.memory_reserve_mb is None:
         # (lambdad's own cgroup limit, where it has one, bounds it and the environments)
@@ -271,7 +271,7 @@ def make_memory_reserve(settings: Settings) -> tuple[MemoryReserve, str]:
         size = settings.memory_reserve_mb * 1048576
         detail = f"{settings.memory_reserve_mb:,} MB (--memory-reserve)" if size else "off"
     floor = 2 * settings.min_free_memory_mb * 1048576  # it fills only above this
-    return MemoryReserve(size, floor_bytes=floor), detail
+    return ReserveClient(size, floor_bytes=floor), detail
 
 
 def choose_backend(settings: Settings, merge: MemoryMerge) -> SandboxBackend:

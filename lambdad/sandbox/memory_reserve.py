@@ -18,8 +18,9 @@ host's faults happen then, at the lowest CPU priority, not during the next burst
 host is short of memory the whole reserve is given back first, before any idle environment is
 evicted (`PoolManager.evict`).
 
-It is held by lambdad (its RSS shows it) and excluded from every process lambdad forks
-(MADV_DONTFORK), from huge pages (a freed huge page is reported at once) and from core dumps.
+It is held by a helper process of lambdad's (`serve_reserve`; its RSS shows it), excluded from
+huge pages (a freed huge page is reported at once), from core dumps and from any process that
+helper might fork.
 
 `--memory-reserve auto` (the default) keeps one only where free page reporting is on: enough
 for a function's burst of new environments (`--burst`, 4 MiB each), at most a sixth of the
@@ -29,19 +30,26 @@ Elsewhere a fresh page costs what a reused one does, and it is 0.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import dataclasses
 import errno
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+from lambdad.sandbox.helper import HelperError, HelperProcess, serve
+
+log = logging.getLogger(__name__)
 
 MIB = 1 << 20
-# The unit of filling and giving back: filling one holds lambdad's mmap lock (its own mmap
-# calls wait) for the page faults of one chunk, ~0.3-1 ms.
+# The unit of filling and giving back (a chunk's page faults take ~0.3-1 ms, the helper's
+# mmap lock held, its other thread's madvise waiting).
 CHUNK_BYTES = MIB
 # What one environment draws as it starts: a forked Python environment writes ~3.3 MB of
 # fresh memory (2.6 of copied pages, 0.6 of kernel objects, 0.1 of page tables; measured).
@@ -127,8 +135,8 @@ class ReserveStatistics:
 
 
 class MemoryReserve:
-    """See the module's docstring. `draw` and `give_up` may be called from the event loop:
-    they only note what to give back; the reserve's own threads do the work."""
+    """The reserve itself, run in its helper process (`serve_reserve`): `draw` and `give_up`
+    only note what to give back; its own threads do the work."""
 
     def __init__(
         self,
@@ -176,14 +184,10 @@ class MemoryReserve:
             self._threads.append(thread)
             thread.start()
 
-    def draw(self, starting: int, nbytes: int = PER_ENVIRONMENT_BYTES) -> None:
-        """An environment started, `starting` in all are starting now: while that is
-        `SCALE_OUT_STARTING` or more (a function scaling out), give `nbytes` of the reserve
-        back to the kernel, for the environments starting next (their first writes take those
-        pages). Not for cold starts one at a time: giving back and filling again costs ~1.5 ms
-        of CPU for 4 MiB, and in the bench, while each drew, such cold starts took 0.3-0.5 ms
-        longer."""
-        if self._chunks == 0 or starting < SCALE_OUT_STARTING:
+    def draw(self, nbytes: int = PER_ENVIRONMENT_BYTES) -> None:
+        """Give `nbytes` of the reserve back to the kernel (environments are starting: their
+        first writes take those pages). Beyond what it holds, nothing is owed."""
+        if self._chunks == 0:
             return
         with self._lock:
             self._to_release += nbytes
@@ -285,6 +289,117 @@ class MemoryReserve:
         if drawn:
             self._drawn_event.set()
         return 0.0
+
+
+class ReserveClient:
+    """lambdad's side: the reserve lives in a helper process of its own (`serve_reserve`),
+    so that neither its threads (the GIL: in a burst, lambdad's event loop waited ~0.2 s more
+    for it while they ran in lambdad) nor its page faults (lambdad's mmap lock) hold up
+    lambdad. Draws are sent once per turn of the event loop; the statistics are the helper's
+    last reply (each reply carries them), refreshed whenever they are read."""
+
+    def __init__(self, size_bytes: int, *, floor_bytes: int, quiet_s: float = REFILL_QUIET_S):
+        self.size_bytes = size_bytes - size_bytes % CHUNK_BYTES
+        self._settings = {"size": self.size_bytes, "floor": floor_bytes, "quiet": quiet_s}
+        self._helper = HelperProcess("lambdad.sandbox.memory_reserve:serve_reserve")
+        self._stats = ReserveStatistics(self.size_bytes, 0, 0, 0, 0)
+        self._to_draw = 0  # bytes drawn since the last message
+        self._sending = False
+        self._refreshing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Start the helper, which maps the reserve and starts filling it."""
+        if self.size_bytes == 0:
+            return
+        self._helper.start()
+        await self._ask({"op": "start", **self._settings})
+
+    def draw(self, starting: int) -> None:
+        """An environment's sandbox started, `starting` in all are starting now: while that is
+        `SCALE_OUT_STARTING` or more (a function scaling out), it draws `PER_ENVIRONMENT_BYTES`
+        for the environments starting next. Not for cold starts one at a time: giving back and
+        filling again costs ~1.5 ms of CPU for 4 MiB, and in the bench, while each drew, such
+        cold starts took 0.3-0.5 ms longer."""
+        if self.size_bytes == 0 or starting < SCALE_OUT_STARTING or not self._helper.alive:
+            return
+        self._to_draw += PER_ENVIRONMENT_BYTES
+        if not self._sending:
+            self._sending = True
+            asyncio.get_running_loop().call_soon(self._send_draws)
+
+    def give_up(self) -> int:
+        """The host is short of memory: the helper gives all of the reserve back (filled again
+        once memory is above the floor and nothing was drawn for a while). What it held, as
+        last reported."""
+        held = self._stats.held_bytes
+        if held and self._helper.alive:
+            self._spawn({"op": "give_up"})
+            self._stats = dataclasses.replace(self._stats, held_bytes=0)
+        return held
+
+    def statistics(self) -> ReserveStatistics:
+        """As of the helper's last reply (a newer one is asked for)."""
+        if self.size_bytes and self._helper.alive and not self._refreshing:
+            self._refreshing = True
+            self._spawn({"op": "stats"})
+        return self._stats
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self._helper.close()  # (the helper exits: the kernel takes the reserve back)
+
+    def _send_draws(self) -> None:
+        self._sending = False
+        nbytes, self._to_draw = self._to_draw, 0
+        if nbytes:
+            self._spawn({"op": "draw", "bytes": nbytes})
+
+    def _spawn(self, message: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(self._ask(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ask(self, message: dict[str, Any]) -> None:
+        try:
+            reply = await self._helper.request(message)
+        except HelperError as exc:
+            log.warning("memory reserve: %s", exc)
+            return
+        finally:
+            if message["op"] == "stats":
+                self._refreshing = False
+        self._stats = ReserveStatistics(**reply["statistics"])
+
+
+def serve_reserve(fd: int) -> None:
+    """The reserve's helper process (see sandbox/helper.py): {"op": "start", "size", "floor",
+    "quiet"} first, then "draw" ("bytes"), "give_up" and "stats"; every reply carries the
+    statistics."""
+    reserve: MemoryReserve | None = None
+
+    def handle(request: dict[str, Any]) -> dict[str, Any]:
+        nonlocal reserve
+        op = request["op"]
+        if op == "start" and reserve is None:
+            reserve = MemoryReserve(
+                int(request["size"]),
+                floor_bytes=int(request["floor"]),
+                quiet_s=float(request["quiet"]),
+            )
+            reserve.start()
+        elif reserve is None:
+            raise OSError(f"{op} before start")
+        elif op == "draw":
+            reserve.draw(int(request["bytes"]))
+        elif op == "give_up":
+            reserve.give_up()
+        elif op != "stats":
+            raise OSError(f"unknown request {op!r}")
+        return {"statistics": dataclasses.asdict(reserve.statistics())}
+
+    serve(fd, handle)
 
 
 def free_page_reporting(devices: Path = VIRTIO_DEVICES) -> bool:

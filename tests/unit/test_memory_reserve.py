@@ -3,10 +3,12 @@ region and clock; its real region's pages and flags; when `auto` keeps one."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from lambdad.sandbox.memory_reserve import (
     SCALE_OUT_STARTING,
     AnonymousRegion,
     MemoryReserve,
+    ReserveClient,
 )
 
 
@@ -78,20 +81,11 @@ def test_fills_chunk_by_chunk_until_full() -> None:
     assert made.fill_step() > 0  # full: waits
 
 
-def test_cold_starts_one_at_a_time_draw_nothing() -> None:
-    made, _, _ = reserve(16 * MIB)
-    fill_all(made)
-    for starting in range(1, SCALE_OUT_STARTING):
-        made.draw(starting)
-    assert not made.release_step()
-    assert made.statistics().held_bytes == 16 * MIB and made.statistics().drawn_bytes == 0
-
-
-def test_environments_starting_together_draw_and_it_fills_again_when_quiet() -> None:
+def test_what_is_drawn_is_given_back_and_it_fills_again_when_quiet() -> None:
     made, (region,), clock = reserve(16 * MIB)
     fill_all(made)
-    made.draw(SCALE_OUT_STARTING)
-    made.draw(SCALE_OUT_STARTING + 1)
+    made.draw()
+    made.draw()
     released = 0
     while made.release_step():
         released += CHUNK_BYTES
@@ -110,7 +104,7 @@ def test_a_draw_beyond_what_it_holds_is_not_owed() -> None:
     made, _, clock = reserve(4 * MIB)
     fill_all(made)
     for _ in range(3):
-        made.draw(SCALE_OUT_STARTING)
+        made.draw()
     while made.release_step():
         pass
     assert made.statistics().held_bytes == 0
@@ -144,7 +138,7 @@ def test_memory_short_gives_all_of_it_back() -> None:
 def test_no_reserve_does_nothing() -> None:
     made = MemoryReserve(0)
     made.start()
-    made.draw(1000)
+    made.draw()
     assert made.give_up() == 0
     assert made.statistics() == memory_reserve.ReserveStatistics(0, 0, 0, 0, 0)
     made.close()
@@ -158,7 +152,7 @@ def test_its_threads_fill_it_and_give_back_what_is_drawn() -> None:
         while made.statistics().held_bytes < 4 * MIB:
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        made.draw(SCALE_OUT_STARTING)
+        made.draw()
         while made.statistics().refilled_bytes < PER_ENVIRONMENT_BYTES:
             assert time.monotonic() < deadline
             time.sleep(0.01)
@@ -263,3 +257,50 @@ def test_a_cgroup_limit_on_lambdad_or_above_it_is_found() -> None:
                     break
                 except OSError:
                     time.sleep(0.02)
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_client_runs_the_reserve_in_a_helper_and_draws_only_for_scale_out() -> None:
+    client = ReserveClient(8 * MIB, floor_bytes=0, quiet_s=0.2)
+    await client.start()
+    try:
+        await _until(lambda: client.statistics().held_bytes == 8 * MIB)
+        helper = client._helper._proc
+        assert helper is not None  # the reserve is the helper's memory, not lambdad's
+        rss_kb = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{helper.pid}/status").read_text().splitlines()
+            if line.startswith("VmRSS:")
+        )
+        assert rss_kb >= 8 * 1024
+        for starting in range(1, SCALE_OUT_STARTING):  # cold starts one at a time
+            client.draw(starting)
+        await asyncio.sleep(0.1)  # (a draw would have been sent and answered by now)
+        client.statistics()  # asks for fresh ones
+        await asyncio.sleep(0.1)
+        assert client.statistics().drawn_bytes == 0
+        client.draw(SCALE_OUT_STARTING)
+        client.draw(SCALE_OUT_STARTING + 1)  # (both sent in one message)
+        await _until(lambda: client.statistics().drawn_bytes == 2 * PER_ENVIRONMENT_BYTES)
+        await _until(lambda: client.statistics().refilled_bytes == 2 * PER_ENVIRONMENT_BYTES)
+        assert client.give_up() == 8 * MIB
+        await _until(lambda: client.statistics().given_up_bytes == 8 * MIB)
+    finally:
+        await client.close()
+    assert client._helper._proc is None  # exited, and the reserve with it
+
+
+async def test_no_reserve_starts_no_helper() -> None:
+    client = ReserveClient(0, floor_bytes=0)
+    await client.start()
+    client.draw(1000)
+    assert client.give_up() == 0
+    assert client.statistics() == memory_reserve.ReserveStatistics(0, 0, 0, 0, 0)
+    assert not client._helper.alive
+    await client.close()
