@@ -182,8 +182,9 @@ class PoolManager:
         if 0 < available < self._eviction.min_available_bytes:
             for pool in self._pools.values():  # short of memory: no environment waits ahead
                 pool.drop_staged()
-            # the reserve goes first; idle environments only if it held nothing
-            if idle and self._eviction.give_up_reserve() == 0:
+            # the memory reserve goes first (busy or not); idle environments only once it
+            # holds nothing
+            if self._eviction.give_up_reserve() == 0 and idle:
                 excess = max(excess, max(1, len(idle) // 10))
         for env, pool in idle[:excess]:
             pool.evict(env)

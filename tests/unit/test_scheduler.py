@@ -298,6 +298,9 @@ async def test_memory_pressure_gives_the_memory_reserve_back_before_evicting(
     pools._eviction = EvictionPolicy(
         max_idle=100, min_available_bytes=1 << 30, available=lambda: 1, give_up_reserve=give_up
     )
+    assert pools.evict() == 0  # no environment at all: the reserve is given back all the same
+    assert held == [0]
+    held[0] = 64 << 20  # (filled again)
     cfg = config()
     await invoke(pools, cfg)
     assert pools.evict() == 0  # the reserve went instead
