@@ -333,8 +333,8 @@ class ReserveClient:
         once memory is above the floor and nothing was drawn for a while). What it held, as
         last reported."""
         held = self._stats.held_bytes
-        if held and self._helper.alive:
-            self._spawn({"op": "give_up"})
+        if self.size_bytes and self._helper.alive:
+            self._spawn({"op": "give_up"})  # (whatever the last report said it held)
             self._stats = dataclasses.replace(self._stats, held_bytes=0)
         return held
 
