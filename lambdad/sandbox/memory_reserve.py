@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import dataclasses
-import errno
 import logging
 import os
 import threading
@@ -65,7 +64,6 @@ VIRTIO_BALLOON_F_REPORTING = 5  # the feature bit of free page reporting
 PROT_READ, PROT_WRITE = 0x1, 0x2
 MAP_PRIVATE, MAP_ANONYMOUS, MAP_NORESERVE = 0x02, 0x20, 0x4000
 MADV_DONTNEED, MADV_DONTFORK, MADV_DONTDUMP, MADV_NOHUGEPAGE = 4, 10, 16, 15
-MADV_POPULATE_WRITE = 23  # Linux 5.14
 MAP_FAILED = ctypes.c_void_p(-1).value
 
 
@@ -102,18 +100,13 @@ class AnonymousRegion:
             raise OSError(code, f"mmap of the memory reserve: {os.strerror(code)}")
         self.address: int = address
         self.size = size
-        self._populate = True
         for advice in (MADV_DONTFORK, MADV_NOHUGEPAGE, MADV_DONTDUMP):
             self._libc.madvise(address, size, advice)  # (best effort: each is a hint)
 
     def fill(self, offset: int, length: int) -> None:
-        if self._populate:
-            if self._libc.madvise(self.address + offset, length, MADV_POPULATE_WRITE) == 0:
-                return
-            if ctypes.get_errno() != errno.EINVAL:
-                code = ctypes.get_errno()
-                raise OSError(code, f"filling the memory reserve: {os.strerror(code)}")
-            self._populate = False  # an older kernel: write the pages instead
+        """Write the pages from user space rather than with MADV_POPULATE_WRITE: each page's
+        fault then returns to user space, where a task that woke may take the CPU, instead of
+        the kernel faulting in the whole chunk in one go."""
         self._libc.memset(self.address + offset, 1, length)
 
     def release(self, offset: int, length: int) -> None:
