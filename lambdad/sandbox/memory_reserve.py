@@ -20,7 +20,8 @@ evicted (`PoolManager.evict`).
 
 It is held by a helper process of lambdad's (`serve_reserve`; its RSS shows it), excluded from
 huge pages (a freed huge page is reported at once), from core dumps and from any process that
-helper might fork.
+helper might fork; the kernel's OOM killer takes that helper first (oom_score_adj 1000), and
+lambdad does not start it again.
 
 `--memory-reserve auto` (the default) keeps one only where free page reporting is on: enough
 for a function's burst of new environments (`--burst`, 4 MiB each), at most a sixth of the
@@ -31,6 +32,7 @@ Elsewhere a fresh page costs what a reused one does, and it is 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import dataclasses
 import logging
@@ -325,15 +327,19 @@ class ReserveClient:
         """The host is short of memory: the helper gives all of the reserve back (filled again
         once memory is above the floor and nothing was drawn for a while). What it held, as
         last reported."""
+        if not (self.size_bytes and self._helper.alive):
+            return 0
         held = self._stats.held_bytes
-        if self.size_bytes and self._helper.alive:
-            self._spawn({"op": "give_up"})  # (whatever the last report said it held)
-            self._stats = dataclasses.replace(self._stats, held_bytes=0)
+        self._spawn({"op": "give_up"})  # (whatever the last report said it held)
+        self._stats = dataclasses.replace(self._stats, held_bytes=0)
         return held
 
     def statistics(self) -> ReserveStatistics:
-        """As of the helper's last reply (a newer one is asked for)."""
-        if self.size_bytes and self._helper.alive and not self._refreshing:
+        """As of the helper's last reply (a newer one is asked for); nothing held once the
+        helper is gone (it is not started again: the kernel's OOM killer takes it first)."""
+        if self.size_bytes and not self._helper.alive:
+            self._stats = dataclasses.replace(self._stats, held_bytes=0)
+        elif self.size_bytes and not self._refreshing:
             self._refreshing = True
             self._spawn({"op": "stats"})
         return self._stats
@@ -371,6 +377,8 @@ def serve_reserve(fd: int) -> None:
     "quiet"} first, then "draw" ("bytes"), "give_up" and "stats"; every reply carries the
     statistics."""
     reserve: MemoryReserve | None = None
+    with contextlib.suppress(OSError):  # the first to go if the kernel runs out of memory
+        Path("/proc/self/oom_score_adj").write_text("1000")
 
     def handle(request: dict[str, Any]) -> dict[str, Any]:
         nonlocal reserve

@@ -279,6 +279,7 @@ async def test_the_client_runs_the_reserve_in_a_helper_and_draws_only_for_scale_
             if line.startswith("VmRSS:")
         )
         assert rss_kb >= 8 * 1024
+        assert Path(f"/proc/{helper.pid}/oom_score_adj").read_text().strip() == "1000"
         for starting in range(1, SCALE_OUT_STARTING):  # cold starts one at a time
             client.draw(starting)
         await asyncio.sleep(0.1)  # (a draw would have been sent and answered by now)
@@ -304,3 +305,19 @@ async def test_no_reserve_starts_no_helper() -> None:
     assert client.statistics() == memory_reserve.ReserveStatistics(0, 0, 0, 0, 0)
     assert not client._helper.alive
     await client.close()
+
+
+async def test_a_reserve_whose_helper_died_holds_nothing() -> None:
+    client = ReserveClient(4 * MIB, floor_bytes=0)
+    await client.start()
+    try:
+        await _until(lambda: client.statistics().held_bytes == 4 * MIB)
+        helper = client._helper._proc
+        assert helper is not None
+        helper.kill()  # as the OOM killer would
+        await _until(lambda: not client._helper.alive)
+        assert client.statistics().held_bytes == 0
+        client.draw(SCALE_OUT_STARTING)  # nothing to send it to: ignored
+        assert client.give_up() == 0
+    finally:
+        await client.close()
