@@ -321,3 +321,17 @@ async def test_a_reserve_whose_helper_died_holds_nothing() -> None:
         assert client.give_up() == 0
     finally:
         await client.close()
+
+
+def test_serve_takes_a_reserve_in_mb_or_auto(capsys: pytest.CaptureFixture[str]) -> None:
+    from lambdad.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["serve"]).memory_reserve is None  # auto
+    assert parser.parse_args(["serve", "--memory-reserve", "auto"]).memory_reserve is None
+    assert parser.parse_args(["serve", "--memory-reserve", "0"]).memory_reserve == 0
+    assert parser.parse_args(["serve", "--memory-reserve", "512"]).memory_reserve == 512
+    for bad in ("-1", "lots"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["serve", "--memory-reserve", bad])
+    assert "--memory-reserve: cannot be negative: -1" in capsys.readouterr().err
