@@ -201,32 +201,36 @@ async def pace_with_load(
     something runs again. Runs until cancelled, then puts the host's pace back."""
     read = counters or (lambda: _scan_counters(KSM_DIR))
     seen = invocations()
-    start = read()
-    quiet_from = start[0] if start else 0  # ksmd's full scans when lambdad last ran something
-    last_scan = start  # the counters when a full scan was last seen to end
-    settled = False
+    last = read()  # ksmd's counters when a full scan was last seen to end
+    quiet_from = last[0] if last else None  # its full scans when lambdad last ran something
     try:
         while True:
             await asyncio.sleep(interval)
-            now, busy_now = invocations(), working()
-            found = read()
+            now, busy_now, found = invocations(), working(), read()
+            scan_ended = found is not None and last is not None and found[0] != last[0]
             if now != seen or busy_now:
                 rate_busy = now - seen >= busy_per_s * interval
                 pace.set_busy(rate_busy or busy_now >= busy_environments)
-                quiet_from, settled = found[0] if found else 0, False
+                quiet_from = found[0] if found else None
+            elif pace.settled or (scan_ended and _stopped_sharing(found, last, quiet_from)):
+                pace.set_settled()
             else:
-                if found and last_scan and found[0] != last_scan[0]:  # a full scan ended
-                    unchanged = found[1] == last_scan[1]
-                    settled = settled or (unchanged and found[0] - quiet_from >= SETTLE_SCANS)
-                if settled:
-                    pace.set_settled()
-                else:
-                    pace.set_busy(False)
-            if found and (not last_scan or found[0] != last_scan[0]):
-                last_scan = found
+                pace.set_busy(False)
+            if scan_ended or last is None:
+                last = found
             seen = now
     finally:
         pace.restore()
+
+
+def _stopped_sharing(
+    found: tuple[int, int] | None, last: tuple[int, int] | None, quiet_from: int | None
+) -> bool:
+    """A full scan just ended (`found` against `last`) sharing no page more or fewer, at least
+    SETTLE_SCANS full scans after lambdad last ran something."""
+    if found is None or last is None or quiet_from is None:
+        return False
+    return found[1] == last[1] and found[0] - quiet_from >= SETTLE_SCANS
 
 
 def _scan_counters(ksm_dir: Path) -> tuple[int, int] | None:
