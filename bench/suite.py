@@ -116,7 +116,7 @@ def measure(plan: Plan, work_dir: Path, console: Console) -> Results:
         reserve, waited = wait_for_memory_reserve(lambdad)  # (it fills after start)
         if reserve:
             full = f"{reserve >> 20:,} MB, full after {waited:.1f} s"
-            _step(console, f"lambdad's memory reserve (drawn on by cold starts): {full}")
+            _step(console, f"lambdad's memory reserve (drawn on by cold starts in numbers): {full}")
         request = signed_request(lambdad.url, invoke_path(NOOP_FUNCTION), PAYLOAD)
         invoke_client, echo_client = KeepAliveClient(lambdad.port), KeepAliveClient(echo.port)
         check_ok(invoke_client.post(request))
