@@ -90,7 +90,7 @@ class Platform:
         except memory_merge.MemoryMergeUnavailable as exc:
             raise SystemExit(f"lambdad: {exc}") from None
         self.backend: SandboxBackend = choose_backend(settings, self.memory_merge)
-        self.memory_reserve, self.memory_reserve_detail = make_memory_reserve(settings)
+        self.memory_reserve = make_memory_reserve(settings)
         self.limiter = ConcurrencyLimiter(
             account_limit=settings.account_concurrency,
             min_unreserved=settings.min_unreserved_concurrency,
@@ -188,7 +188,7 @@ class Platform:
                 **self.memory_merge.statistics,
             },
             "memoryReserve": {
-                "detail": self.memory_reserve_detail,
+                "detail": self.memory_reserve.detail,
                 **dataclasses.asdict(self.memory_reserve.statistics()),
             },
             "pools": {k: dataclasses.asdict(v) for k, v in self.pools.statistics().items()},
@@ -256,22 +256,26 @@ class Platform:
         self.account_store.close()
 
 
-def make_memory_reserve(settings: Settings) -> tuple[ReserveClient, str]:
-    """The memory reserve Settings ask for (None: auto), and what it is, in words."""
+def make_memory_reserve(settings: Settings) -> ReserveClient:
+    """The memory reserve Settings ask for (None: auto)."""
+    # (lambdad's own cgroup limit, where it has one, bounds it and the environments)
+    limit = memory_limit_bytes()
+    total = memory_reserve.total_memory_bytes()
+    usable = total if limit is None else min(total, limit)
     if settings.memory_reserve_mb is None:
-        # (lambdad's own cgroup limit, where it has one, bounds it and the environments)
-        limit = memory_limit_bytes()
-        total = memory_reserve.total_memory_bytes()
         size, detail = memory_reserve.auto_size(
-            settings.burst,
-            total if limit is None else min(total, limit),
-            memory_reserve.free_page_reporting(),
+            settings.burst, usable, memory_reserve.free_page_reporting()
         )
     else:
         size = settings.memory_reserve_mb * 1048576
+        if size >= usable:
+            raise SystemExit(
+                f"lambdad: --memory-reserve {settings.memory_reserve_mb:,} MB is not less than "
+                f"the {usable >> 20:,} MB of memory lambdad may use here"
+            )
         detail = f"{settings.memory_reserve_mb:,} MB (--memory-reserve)" if size else "off"
     floor = 2 * settings.min_free_memory_mb * 1048576  # it fills only above this
-    return ReserveClient(size, floor_bytes=floor), detail
+    return ReserveClient(size, floor_bytes=floor, detail=detail)
 
 
 def choose_backend(settings: Settings, merge: MemoryMerge) -> SandboxBackend:
@@ -298,7 +302,7 @@ def banner(platform: Platform) -> str:
         f"runtimes: {runtimes}",
         f"isolation: {iso.backend} backend",
         f"memory merging: {platform.memory_merge.detail}",
-        f"memory reserve: {platform.memory_reserve_detail}",
+        f"memory reserve: {platform.memory_reserve.detail}",
     ]
     lines += [f"WARNING: {note}" for note in iso.notes]
     if s.allow_any_credentials:

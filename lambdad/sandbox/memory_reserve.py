@@ -8,15 +8,14 @@ writes ~800 fresh pages (the zygote's pages it copies, its page tables and kerne
 from memory long free its start cost ~4 ms more of CPU: in a burst of 1,000 on this 2-core VM,
 about as much as everything else an environment costs.
 
-The reserve is memory lambdad writes once, while the host is quiet, and holds. While
+The reserve is memory written once, while the host is quiet, and held. While
 environments start several at once (a function scaling out), each one that starts *draws* on
 it: a thread of the reserve gives 4 MiB back to the kernel (MADV_DONTNEED), whose free lists
 then hold pages the host still backs, and the next environments' first writes take those.
 Once nothing has been drawn for `REFILL_QUIET_S`, another thread takes memory back, a chunk
-at a time, while the host has memory to spare: the
-host's faults happen then, at the lowest CPU priority, not during the next burst. While the
-host is short of memory the whole reserve is given back first, before any idle environment is
-evicted (`PoolManager.evict`).
+at a time, while the host has memory to spare: the host's faults happen then, at the lowest
+CPU priority, not during the next burst. While the host is short of memory the whole reserve
+is given back first, before any idle environment is evicted (`PoolManager.evict`).
 
 It is held by a helper process of lambdad's (`serve_reserve`; its RSS shows it), excluded from
 huge pages (a freed huge page is reported at once), from core dumps and from any process that
@@ -82,8 +81,8 @@ class Region(Protocol):
 
 
 class AnonymousRegion:
-    """A private anonymous mapping, written through libc (ctypes releases the GIL for each
-    call: filling a chunk takes milliseconds of page faults, lambdad's event loop runs on)."""
+    """A private anonymous mapping, written and given back through libc (ctypes releases the
+    GIL for each call: the helper's other thread and its request loop run on meanwhile)."""
 
     def __init__(self, size: int) -> None:
         self._libc = ctypes.CDLL(None, use_errno=True)
@@ -152,12 +151,14 @@ class MemoryReserve:
         self._quiet = quiet_s
         self._clock = clock
         self._region: Region | None = None
-        self._held: list[int] = []  # chunk numbers that are filled
-        self._empty = list(range(self._chunks - 1, -1, -1))  # filled from the start
+        # Chunks 0 .. _held - 1 are filled: fills add the next one, releases take the last,
+        # one at a time (`_work`), so what is held stays that prefix.
+        self._held = 0
         self._to_release = 0  # bytes drawn and not yet given back
         self._last_draw = float("-inf")
         self._drawn = self._refilled = self._given_up = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the counters
+        self._work = threading.Lock()  # one fill or release of the region at a time
         self._drawn_event = threading.Event()  # set by draws: the releasing thread wakes
         self._fill_event = threading.Event()  # set only to stop the filling thread
         self._closed = False
@@ -194,7 +195,7 @@ class MemoryReserve:
         """The host is short of memory: give all of it back (refilled once memory is above the
         floor again and no environment started for a while). The bytes it held."""
         with self._lock:
-            held = len(self._held) * CHUNK_BYTES
+            held = self._held * CHUNK_BYTES
             self._to_release = max(self._to_release, held)
             self._given_up += held
             self._last_draw = self._clock()
@@ -206,7 +207,7 @@ class MemoryReserve:
         with self._lock:
             return ReserveStatistics(
                 self.size_bytes,
-                len(self._held) * CHUNK_BYTES,
+                self._held * CHUNK_BYTES,
                 self._drawn,
                 self._refilled,
                 self._given_up,
@@ -239,48 +240,44 @@ class MemoryReserve:
 
     def release_step(self) -> bool:
         """Give back one chunk of what was drawn; whether there was one."""
-        region = self._region
-        with self._lock:
-            if region is None or self._to_release <= 0 or not self._held:
-                self._to_release = 0  # (drawn beyond what it holds: nothing more to give)
-                return False
-            chunk = self._held.pop()
-            self._to_release = max(0, self._to_release - CHUNK_BYTES)
-        try:
-            region.release(chunk * CHUNK_BYTES, CHUNK_BYTES)
-        finally:
+        with self._work:
             with self._lock:
-                self._empty.append(chunk)
+                region = self._region
+                if region is None or self._to_release <= 0 or not self._held:
+                    self._to_release = 0  # (drawn beyond what it holds: nothing more to give)
+                    return False
+                chunk = self._held - 1
+            region.release(chunk * CHUNK_BYTES, CHUNK_BYTES)
+            with self._lock:
+                self._held = chunk
+                self._to_release = max(0, self._to_release - CHUNK_BYTES)
         return True
 
     def fill_step(self) -> float:
-        """Fill one chunk if the reserve is not full, no environment started for `quiet_s`
-        and the host has memory to spare; how long to wait before the next step (0: at
-        once)."""
+        """Fill one chunk if the reserve is not full, nothing was drawn for `quiet_s` and the
+        host has memory to spare; how long to wait before the next step (0: at once)."""
         with self._lock:
-            if self._region is None or not self._empty:
+            if self._region is None or self._held == self._chunks:
                 return 1.0  # full
             quiet_for = self._clock() - self._last_draw
             if quiet_for < self._quiet or self._to_release > 0:
                 return max(self._quiet - quiet_for, 0.1)
         if self._available() - CHUNK_BYTES < self._floor:
             return 1.0  # the host has no memory to spare for it now
-        with self._lock:
-            chunk = self._empty.pop()
-        region = self._region
-        try:
-            if region is None:
-                raise OSError("closed")
-            region.fill(chunk * CHUNK_BYTES, CHUNK_BYTES)
-        except OSError:
+        with self._work:
             with self._lock:
-                self._empty.append(chunk)
-            return 1.0
-        with self._lock:
-            self._held.append(chunk)  # (drawn meanwhile: the releasing thread gives it back)
-            if self._drawn or self._given_up:
-                self._refilled += CHUNK_BYTES
-            drawn = self._to_release > 0
+                region, chunk = self._region, self._held
+            if region is None or chunk == self._chunks:
+                return 1.0
+            try:
+                region.fill(chunk * CHUNK_BYTES, CHUNK_BYTES)
+            except OSError:
+                return 1.0
+            with self._lock:
+                self._held = chunk + 1  # (drawn meanwhile: the releasing thread gives it back)
+                if self._drawn or self._given_up:
+                    self._refilled += CHUNK_BYTES
+                drawn = self._to_release > 0
         if drawn:
             self._drawn_event.set()
         return 0.0
@@ -293,22 +290,32 @@ class ReserveClient:
     lambdad. Draws are sent once per turn of the event loop; the statistics are the helper's
     last reply (each reply carries them), refreshed whenever they are read."""
 
-    def __init__(self, size_bytes: int, *, floor_bytes: int, quiet_s: float = REFILL_QUIET_S):
+    def __init__(
+        self,
+        size_bytes: int,
+        *,
+        floor_bytes: int,
+        quiet_s: float = REFILL_QUIET_S,
+        detail: str = "",
+    ) -> None:
+        """`detail`: how its size was chosen, in words (the banner and status show it)."""
         self.size_bytes = size_bytes - size_bytes % CHUNK_BYTES
+        self.detail = detail
         self._settings = {"size": self.size_bytes, "floor": floor_bytes, "quiet": quiet_s}
         self._helper = HelperProcess("lambdad.sandbox.memory_reserve:serve_reserve")
         self._stats = ReserveStatistics(self.size_bytes, 0, 0, 0, 0)
         self._to_draw = 0  # bytes drawn since the last message
         self._sending = False
         self._refreshing = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         """Start the helper, which maps the reserve and starts filling it."""
         if self.size_bytes == 0:
             return
         self._helper.start()
-        await self._ask({"op": "start", **self._settings})
+        if not await self._ask({"op": "start", **self._settings}):
+            await self._helper.close()  # (e.g. no room to map it: no reserve, no draws sent)
 
     def draw(self, starting: int) -> None:
         """An environment's sandbox started, `starting` in all are starting now: while that is
@@ -356,20 +363,22 @@ class ReserveClient:
             self._spawn({"op": "draw", "bytes": nbytes})
 
     def _spawn(self, message: dict[str, Any]) -> None:
-        task = asyncio.ensure_future(self._ask(message))
+        task: asyncio.Task[Any] = asyncio.ensure_future(self._ask(message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _ask(self, message: dict[str, Any]) -> None:
+    async def _ask(self, message: dict[str, Any]) -> bool:
+        """Send `message`, keep the statistics its reply carries; whether it was answered."""
         try:
             reply = await self._helper.request(message)
         except HelperError as exc:
             log.warning("memory reserve: %s", exc)
-            return
+            return False
         finally:
             if message["op"] == "stats":
                 self._refreshing = False
         self._stats = ReserveStatistics(**reply["statistics"])
+        return True
 
 
 def serve_reserve(fd: int) -> None:
@@ -416,7 +425,10 @@ def free_page_reporting(devices: Path = VIRTIO_DEVICES) -> bool:
             features = (device / "features").read_text().strip()
         except (OSError, ValueError):
             continue
-        if kind == VIRTIO_ID_BALLOON and features[VIRTIO_BALLOON_F_REPORTING:6] == "1":
+        if (
+            kind == VIRTIO_ID_BALLOON
+            and features[VIRTIO_BALLOON_F_REPORTING : VIRTIO_BALLOON_F_REPORTING + 1] == "1"
+        ):
             return True
     return False
 

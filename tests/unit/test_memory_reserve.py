@@ -335,3 +335,29 @@ def test_serve_takes_a_reserve_in_mb_or_auto(capsys: pytest.CaptureFixture[str])
         with pytest.raises(SystemExit):
             parser.parse_args(["serve", "--memory-reserve", bad])
     assert "--memory-reserve: cannot be negative: -1" in capsys.readouterr().err
+
+
+async def test_a_reserve_that_cannot_be_mapped_stops_its_helper(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = ReserveClient(1 << 50, floor_bytes=0)  # 1 PiB: beyond any address space
+    await client.start()
+    try:
+        assert not client._helper.alive
+        assert "mmap of the memory reserve" in caplog.text
+        client.draw(SCALE_OUT_STARTING)  # nothing is sent (it would only fail again)
+        assert client.give_up() == 0
+        assert client.statistics().held_bytes == 0
+    finally:
+        await client.close()
+
+
+def test_serve_refuses_a_reserve_beyond_the_hosts_memory(tmp_path: Path) -> None:
+    from lambdad.server import make_memory_reserve
+    from lambdad.settings import Settings
+
+    total_mb = memory_reserve.total_memory_bytes() >> 20
+    with pytest.raises(SystemExit, match=r"--memory-reserve .* is not less than"):
+        make_memory_reserve(Settings(tmp_path, memory_reserve_mb=total_mb + 1))
+    assert make_memory_reserve(Settings(tmp_path, memory_reserve_mb=64)).size_bytes == 64 * MIB
+    assert make_memory_reserve(Settings(tmp_path, memory_reserve_mb=0)).detail == "off"
